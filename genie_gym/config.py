@@ -1,0 +1,173 @@
+"""Model and training configuration, and the three presets.
+
+`tiny` runs in seconds (tests), `small` is the CPU model we ship, `coinrun` holds the paper's case-study sizes
+(Genie, App. and DESIGN.md section 2). Every number that the paper fixes is a default here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class TokenizerConfig:
+    """ST-ViViT VQ-VAE over 64x64 frames."""
+
+    patch_size: int = 4
+    codebook_size: int = 1024
+    code_dim: int = 32
+    d_model: int = 512
+    num_layers: int = 8  # encoder and decoder each
+    num_heads: int = 8
+    qk_norm: bool = True
+    commitment_weight: float = 0.25
+
+
+@dataclass
+class LAMConfig:
+    """Latent action model: pixels in, |A| codes out."""
+
+    patch_size: int = 16
+    num_actions: int = 8
+    code_dim: int = 32
+    d_model: int = 512
+    num_layers: int = 8  # encoder and decoder each
+    num_heads: int = 8
+    qk_norm: bool = True
+    commitment_weight: float = 0.25
+
+
+@dataclass
+class DynamicsConfig:
+    """MaskGIT dynamics over tokenizer tokens, conditioned on latent actions (added embeddings)."""
+
+    d_model: int = 512
+    num_layers: int = 12
+    num_heads: int = 8
+    qk_norm: bool = True
+    mask_rate_min: float = 0.5
+    mask_rate_max: float = 1.0
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up and cosine decay."""
+
+    steps: int = 300_000
+    batch_size: int = 48
+    lr: float = 3e-4
+    min_lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.9)
+    weight_decay: float = 1e-4
+    warmup_steps: int = 10_000
+    grad_clip: float = 1.0
+
+
+@dataclass
+class SamplingConfig:
+    """MaskGIT inference settings (Genie: 25 steps, temperature 1.0 for CoinRun, 16 frames of context)."""
+
+    maskgit_steps: int = 25
+    temperature: float = 1.0
+    context_frames: int = 16
+
+
+@dataclass
+class GenieConfig:
+    """Everything that defines a world model and how it is trained."""
+
+    preset: str = "coinrun"
+    image_size: int = 64
+    channels: int = 3
+    seq_len: int = 16  # frames per training clip
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    lam: LAMConfig = field(default_factory=LAMConfig)
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+    tokenizer_optim: OptimConfig = field(default_factory=OptimConfig)
+    dynamics_optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(
+            steps=200_000, batch_size=36, lr=3e-5, min_lr=3e-6, warmup_steps=5_000
+        )
+    )
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GenieConfig:
+        """Inverse of `to_dict`; unknown keys are an error so that a bad config never loads silently."""
+        d = dict(d)
+        sub = {
+            "tokenizer": TokenizerConfig,
+            "lam": LAMConfig,
+            "dynamics": DynamicsConfig,
+            "tokenizer_optim": OptimConfig,
+            "dynamics_optim": OptimConfig,
+            "sampling": SamplingConfig,
+        }
+        kwargs: dict[str, Any] = {}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown config keys {sorted(unknown)}; expected a subset of {sorted(known)}")
+        for k, v in d.items():
+            if k in sub and isinstance(v, dict):
+                sub_known = {f.name for f in dataclasses.fields(sub[k])}
+                bad = set(v) - sub_known
+                if bad:
+                    raise ValueError(f"unknown keys {sorted(bad)} in config section '{k}'")
+                if "betas" in v:
+                    v = {**v, "betas": tuple(v["betas"])}
+                kwargs[k] = sub[k](**v)
+            else:
+                kwargs[k] = v
+        return cls(**kwargs)
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return (self.image_size // self.tokenizer.patch_size) ** 2
+
+
+def _tiny() -> GenieConfig:
+    return GenieConfig(
+        preset="tiny",
+        seq_len=4,
+        tokenizer=TokenizerConfig(patch_size=8, codebook_size=64, code_dim=16, d_model=32, num_layers=1,
+                                  num_heads=2),
+        lam=LAMConfig(patch_size=16, num_actions=8, code_dim=16, d_model=32, num_layers=1, num_heads=2),
+        dynamics=DynamicsConfig(d_model=32, num_layers=1, num_heads=2),
+        tokenizer_optim=OptimConfig(steps=40, batch_size=4, lr=3e-3, min_lr=3e-4, warmup_steps=5),
+        dynamics_optim=OptimConfig(steps=40, batch_size=4, lr=3e-3, min_lr=3e-4, warmup_steps=5),
+        sampling=SamplingConfig(maskgit_steps=4, temperature=1.0, context_frames=4),
+    )
+
+
+def _small() -> GenieConfig:
+    return GenieConfig(
+        preset="small",
+        seq_len=8,
+        tokenizer=TokenizerConfig(patch_size=4, codebook_size=1024, code_dim=32, d_model=128, num_layers=4,
+                                  num_heads=4),
+        lam=LAMConfig(patch_size=16, num_actions=8, code_dim=32, d_model=128, num_layers=4, num_heads=4),
+        dynamics=DynamicsConfig(d_model=192, num_layers=6, num_heads=6),
+        tokenizer_optim=OptimConfig(steps=3000, batch_size=8, lr=1e-3, min_lr=1e-4, warmup_steps=200),
+        dynamics_optim=OptimConfig(steps=3000, batch_size=8, lr=6e-4, min_lr=6e-5, warmup_steps=200),
+        sampling=SamplingConfig(maskgit_steps=25, temperature=1.0, context_frames=8),
+    )
+
+
+def _coinrun() -> GenieConfig:
+    return GenieConfig(preset="coinrun")
+
+
+PRESETS = {"tiny": _tiny, "small": _small, "coinrun": _coinrun}
+
+
+def get_preset(name: str) -> GenieConfig:
+    """A fresh config for a named preset; an unknown name says which exist."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset '{name}'; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]()

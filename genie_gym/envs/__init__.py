@@ -1,0 +1,1 @@
+"""Genie-v0: the world model as a Gymnasium environment."""

@@ -1,0 +1,1 @@
+"""Metrics and the `genie-gym eval` report."""

@@ -1,0 +1,1 @@
+"""The Genie world model: ST-transformer, VQ, video tokenizer, latent action model, MaskGIT dynamics."""

@@ -1,0 +1,1 @@
+"""Two-phase training: tokenizer, then LAM + dynamics co-trained."""

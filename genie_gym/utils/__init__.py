@@ -1,0 +1,1 @@
+"""Small shared helpers: atomic file writes, checksums, device selection, seeding."""

@@ -1,0 +1,17 @@
+"""Device choice: `auto` picks CUDA when present; asking for CUDA without it is a clear error."""
+
+from __future__ import annotations
+
+import torch
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"--device {name} was requested but CUDA is not available on this machine; "
+            "use --device cpu or --device auto"
+        )
+    return dev
