@@ -1,0 +1,97 @@
+"""Latent action model (Genie, section 2.1): learns |A| discrete actions from pixels alone.
+
+Encoder: patches (patch 16) of frames 0..T-1 plus one learned *action token* per frame, causal ST transformer.
+The action token of frame t+1 gathers (spatially) frame t+1 and (temporally, causally) frames <= t, so its
+output is the continuous latent of transition t -> t+1. We use a token rather than mean-pooling so the model
+can choose what to attend to. -> linear to code_dim -> VQ with num_actions codes -> a_t, t = 0..T-2.
+
+Decoder: sees ONLY frames 0..T-2 (patch embeddings) and the quantised a_t (projected and ADDED to every token
+of frame t), causal ST transformer, sigmoid pixels = prediction of frame t+1. Since the future reaches the
+decoder only through 8 codes, a_t must carry what changes. Loss = MSE(recon, frames[1:]) + VQ loss. Watch
+`stats['usage']` for codebook collapse; call `vq.reset_dead_codes(out['z_e'])` every K steps.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from genie_gym.config import LAMConfig
+from genie_gym.errors import ConfigError
+from genie_gym.models.frames import patchify, unpatchify
+from genie_gym.models.st_transformer import STTransformer, init_weights
+from genie_gym.models.vq import VectorQuantizer
+
+
+class LatentActionModel(nn.Module):
+    def __init__(self, cfg: LAMConfig, image_size: int = 64, max_frames: int = 16, channels: int = 3):
+        super().__init__()
+        if image_size % cfg.patch_size:
+            raise ConfigError(f"image_size={image_size} is not divisible by LAM patch_size={cfg.patch_size}; "
+                              "choose a patch size that divides the image size")
+        self.cfg = cfg
+        self.image_size = image_size
+        self.channels = channels
+        self.patch = cfg.patch_size
+        self.num_actions = cfg.num_actions
+        N = (image_size // cfg.patch_size) ** 2
+        P, D = cfg.patch_size ** 2 * channels, cfg.d_model
+        self.enc_patch_embed = nn.Linear(P, D)
+        self.enc_pos = nn.Parameter(torch.zeros(N + 1, D))  # last row: the action token
+        self.action_token = nn.Parameter(torch.zeros(D))
+        self.encoder = STTransformer(D, cfg.num_layers, cfg.num_heads, cfg.qk_norm, max_frames)
+        self.pre_quant = nn.Linear(D, cfg.code_dim)
+        self.vq = VectorQuantizer(cfg.num_actions, cfg.code_dim, cfg.commitment_weight)
+        self.action_proj = nn.Linear(cfg.code_dim, D)
+        self.dec_patch_embed = nn.Linear(P, D)
+        self.dec_pos = nn.Parameter(torch.zeros(N, D))
+        self.decoder = STTransformer(D, cfg.num_layers, cfg.num_heads, cfg.qk_norm, max_frames)
+        self.head = nn.Linear(D, P)
+        for m in (self.enc_patch_embed, self.pre_quant, self.action_proj, self.dec_patch_embed, self.head):
+            init_weights(m)
+        for p in (self.enc_pos, self.action_token, self.dec_pos):
+            nn.init.normal_(p, std=0.02)
+
+    def _check(self, frames_BTHWC: torch.Tensor) -> None:
+        S, C = self.image_size, self.channels
+        if frames_BTHWC.dim() != 5 or tuple(frames_BTHWC.shape[2:]) != (S, S, C) or frames_BTHWC.shape[1] < 2:
+            raise ValueError(f"expected float frames (B, T>=2, {S}, {S}, {C}) in [0, 1], got "
+                             f"{tuple(frames_BTHWC.shape)}; the LAM needs at least two frames per clip")
+
+    def encode_latents(self, frames_BTHWC: torch.Tensor) -> torch.Tensor:
+        """Continuous action latents (B, T-1, code_dim); entry t describes frame t -> t+1."""
+        self._check(frames_BTHWC)
+        x_BTND = self.enc_patch_embed(patchify(frames_BTHWC, self.patch))
+        B, T, N, D = x_BTND.shape
+        x_BTND = torch.cat([x_BTND, self.action_token.expand(B, T, 1, D)], dim=2) + self.enc_pos
+        h_BTD = self.encoder(x_BTND)[:, 1:, -1]
+        return self.pre_quant(h_BTD)
+
+    @torch.no_grad()
+    def infer_actions(self, frames_BTHWC: torch.Tensor) -> torch.Tensor:
+        """Frames (B, T, H, W, C) in [0, 1] -> latent actions (B, T-1) long."""
+        _, idx, _, _ = self.vq(self.encode_latents(frames_BTHWC))
+        return idx
+
+    def decode(self, frames_BTHWC: torch.Tensor, a_q_BTC: torch.Tensor) -> torch.Tensor:
+        """Predict frames 1..T from frames 0..T-1 (B, T, H, W, C) and quantised actions (B, T, code_dim)."""
+        x_BTND = self.dec_patch_embed(patchify(frames_BTHWC, self.patch)) + self.dec_pos
+        x_BTND = x_BTND + self.action_proj(a_q_BTC)[:, :, None]
+        S = self.image_size
+        return torch.sigmoid(unpatchify(self.head(self.decoder(x_BTND)), self.patch, S, S))
+
+    def forward(self, frames_BTHWC: torch.Tensor) -> dict:
+        z_e = self.encode_latents(frames_BTHWC)
+        a_q_BTC, actions_BT, vq_loss, stats = self.vq(z_e)
+        recon_BTHWC = self.decode(frames_BTHWC[:, :-1], a_q_BTC)
+        recon_loss = F.mse_loss(recon_BTHWC.float(), frames_BTHWC[:, 1:].float())
+        return {
+            "loss": recon_loss + vq_loss,
+            "recon_loss": recon_loss,
+            "vq_loss": vq_loss,
+            "recon_BTHWC": recon_BTHWC,
+            "actions_BT": actions_BT,
+            "z_e": z_e,
+            "stats": stats,
+        }
