@@ -1,0 +1,95 @@
+"""Image and code metrics: PSNR, SSIM (Gaussian window, Wang et al. 2004), normalised mutual information.
+
+Images are float tensors in [0, 1] with layout (..., H, W, C); the image metrics return one value per image
+(the leading dims), so callers can average per step, per clip, or overall.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+PSNR_CAP_DB = 100.0  # identical images have infinite PSNR; capping keeps means and JSON finite
+
+
+def psnr(
+    x: torch.Tensor, y: torch.Tensor, max_val: float = 1.0, cap_db: float | None = PSNR_CAP_DB
+) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB per image; (..., H, W, C) -> (...). cap_db=None: inf if equal."""
+    if x.shape != y.shape:
+        raise ValueError(f"psnr needs equal shapes, got {tuple(x.shape)} and {tuple(y.shape)}")
+    mse = (x.float() - y.float()).pow(2).flatten(-3).mean(-1)
+    out = 10.0 * torch.log10(max_val**2 / mse)
+    return out if cap_db is None else out.clamp(max=cap_db)
+
+
+def _gaussian_kernel(size: int, sigma: float, device: torch.device) -> torch.Tensor:
+    ax = torch.arange(size, device=device, dtype=torch.float32) - (size - 1) / 2
+    g = torch.exp(-(ax**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return g[:, None] * g[None, :]
+
+
+def ssim(
+    x: torch.Tensor, y: torch.Tensor, max_val: float = 1.0, window: int = 11, sigma: float = 1.5
+) -> torch.Tensor:
+    """SSIM per image, mean over channels and valid window positions; (..., H, W, C) -> (...)."""
+    if x.shape != y.shape:
+        raise ValueError(f"ssim needs equal shapes, got {tuple(x.shape)} and {tuple(y.shape)}")
+    lead, (H, W, C) = x.shape[:-3], x.shape[-3:]
+    window = min(window, H, W)
+    x_NCHW = x.float().reshape(-1, H, W, C).permute(0, 3, 1, 2)
+    y_NCHW = y.float().reshape(-1, H, W, C).permute(0, 3, 1, 2)
+    k = _gaussian_kernel(window, sigma, x.device).expand(C, 1, window, window)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, k, groups=C)
+
+    c1, c2 = (0.01 * max_val) ** 2, (0.03 * max_val) ** 2
+    mu_x, mu_y = blur(x_NCHW), blur(y_NCHW)
+    var_x = blur(x_NCHW * x_NCHW) - mu_x**2
+    var_y = blur(y_NCHW * y_NCHW) - mu_y**2
+    cov = blur(x_NCHW * y_NCHW) - mu_x * mu_y
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return ssim_map.flatten(1).mean(-1).reshape(lead)
+
+
+def _entropy(p: np.ndarray) -> float:
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+def nmi(labels_a: np.ndarray | torch.Tensor, labels_b: np.ndarray | torch.Tensor) -> float:
+    """Normalised mutual information 2 I(A;B) / (H(A) + H(B)) (sklearn's 'arithmetic'); 1 for a relabelling.
+
+    Two constant labelings count as identical (1.0); one constant and one not share no information (0.0).
+    """
+    a = np.asarray(labels_a).reshape(-1)
+    b = np.asarray(labels_b).reshape(-1)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(f"nmi needs two non-empty label arrays of equal length, got {a.shape} and {b.shape}")
+    _, a_idx = np.unique(a, return_inverse=True)
+    _, b_idx = np.unique(b, return_inverse=True)
+    joint = np.zeros((a_idx.max() + 1, b_idx.max() + 1))
+    np.add.at(joint, (a_idx, b_idx), 1)
+    joint /= joint.sum()
+    h_a, h_b = _entropy(joint.sum(1)), _entropy(joint.sum(0))
+    if h_a == 0 and h_b == 0:
+        return 1.0
+    mi = h_a + h_b - _entropy(joint.reshape(-1))
+    return float(max(0.0, 2 * mi / (h_a + h_b)))
+
+
+def code_stats(codes: np.ndarray | torch.Tensor, num_codes: int) -> dict[str, float]:
+    """Fraction of the codebook used and perplexity exp(H) of the code histogram (max num_codes)."""
+    c = np.asarray(codes).reshape(-1)
+    counts = np.bincount(c, minlength=num_codes).astype(np.float64)
+    p = counts / max(counts.sum(), 1)
+    return {
+        "usage": float((counts > 0).mean()),
+        "perplexity": float(math.exp(_entropy(p))),
+        "histogram": counts.astype(int).tolist(),
+    }

@@ -1,0 +1,80 @@
+"""`genie-gym train`: phase `tokenizer`, then phase `dynamics` (LAM + dynamics, tokenizer frozen).
+
+Single process: `genie-gym train --phase tokenizer --preset tiny --data data/coinrun --out runs/tiny`.
+Several processes (DDP; gloo on CPU, NCCL on CUDA):
+`torchrun --nproc_per_node 2 -m genie_gym.cli train --phase tokenizer ...`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+
+@dataclass
+class Args:
+    phase: Literal["tokenizer", "dynamics"] = "tokenizer"
+    """which phase to train: `tokenizer` first, then `dynamics` (LAM + dynamics with the tokenizer frozen)"""
+    preset: str = "tiny"
+    """model and optimiser sizes: tiny (tests), small (the CPU model), coinrun (paper sizes, GPU)"""
+    data: Path = Path("data/coinrun")
+    """dataset directory written by `genie-gym data` (holds manifest.json)"""
+    out: Path = Path("runs/tiny")
+    """run directory: RUN/<phase>/{last.pt,step_*.pt,tb,metrics.jsonl}; dynamics adds RUN/world_model.pt"""
+    steps: int | None = None
+    """total optimiser steps of this phase (default: the preset's)"""
+    batch_size: int | None = None
+    """clips per step and per process (default: the preset's)"""
+    lr: float | None = None
+    """peak learning rate (default: the preset's); min_lr is capped at it"""
+    device: str = "auto"
+    """auto | cpu | cuda | cuda:N"""
+    bf16: bool = True
+    """bf16 autocast on CUDA (the paper's precision); --no-bf16 trains in float32"""
+    cpu_bf16: bool = False
+    """also autocast to bf16 on CPU (faster on CPUs with AVX-512 bf16, slightly less exact)"""
+    resume: bool = False
+    """continue from RUN/<phase>/last.pt exactly (weights, optimiser, schedule, RNG, data position)"""
+    seed: int = 0
+    """seed for initialisation, data order and masking"""
+    num_workers: int = -1
+    """DataLoader worker processes (-1: 0 on CPU, up to 8 on CUDA)"""
+    log_every: int = 10
+    """steps between TensorBoard scalars / metrics.jsonl lines"""
+    image_every: int = 500
+    """steps between TensorBoard reconstructions and generated clips (0: never)"""
+    ckpt_every: int = 500
+    """steps between checkpoints (last.pt and step_N.pt); one is always written at the end"""
+    keep: int = 3
+    """how many periodic step_N.pt checkpoints to keep (0: all)"""
+    dead_code_every: int = 100
+    """steps between dead-code resets of the VQ codebooks (0: never)"""
+    tokenizer_ckpt: Path | None = None
+    """phase dynamics: tokenizer checkpoint to freeze (default RUN/tokenizer/last.pt)"""
+    split: str = "train"
+    """dataset split to train on"""
+    stride: int = 1
+    """frames between the starts of consecutive training clips"""
+    stop_at: int | None = None
+    """stop (with a checkpoint) at this step although --steps is larger; continue later with --resume"""
+    time_limit_min: float | None = None
+    """stop (with a checkpoint) after this many minutes; continue later with --resume"""
+    tensorboard: bool = True
+    """write TensorBoard logs to RUN/<phase>/tb"""
+
+
+def main(args: Args) -> None:
+    import os
+
+    from genie_gym.training.trainer import train
+
+    losses = train(args)
+    if losses and os.environ.get("RANK", "0") == "0":
+        print(f"phase {args.phase}: {len(losses)} steps, final loss {losses[-1]:.4f}; outputs in {args.out}")
+
+
+if __name__ == "__main__":
+    import tyro
+
+    main(tyro.cli(Args))

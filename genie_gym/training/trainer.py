@@ -1,0 +1,574 @@
+"""The training loop for both phases (CleanRL-style: one file you can read top to bottom).
+
+Phase `tokenizer` trains the VideoTokenizer. Phase `dynamics` co-trains the LAM and the dynamics model with
+the tokenizer frozen: tokens come from `tokenizer.encode` (no grad), actions from the LAM's quantiser; the
+dynamics model gets the action *indices* (discrete, so no gradient reaches the LAM through them),
+loss = LAM loss + dynamics loss.
+
+Everything that makes `--resume` exact lives in the checkpoint: weights, AdamW moments, schedule step, RNG
+states and the data stream position; per-step randomness (the dynamics mask) comes from a generator seeded by
+(seed, step, rank).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from genie_gym.config import GenieConfig, OptimConfig, get_preset
+from genie_gym.errors import CheckpointError, ConfigError, DatasetError, GenieError
+from genie_gym.models.frames import to_float
+from genie_gym.training.checkpoint import (
+    check_resume_fits,
+    check_tokenizer_fits,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from genie_gym.training.distributed import (
+    all_reduce_mean,
+    barrier,
+    broadcast_module,
+    cleanup_distributed,
+    init_distributed,
+)
+from genie_gym.training.sampler import ClipIndexStream, StreamBatchSampler
+from genie_gym.training.schedule import WarmupCosine
+from genie_gym.utils.device import resolve_device
+from genie_gym.utils.io import atomic_write_json, sha256_file
+from genie_gym.utils.seeding import seed_everything, torch_generator
+
+if TYPE_CHECKING:
+    from genie_gym.training.train import Args
+
+PHASES = ("tokenizer", "dynamics")
+
+
+class NonFiniteLossError(GenieError, RuntimeError):
+    """The loss or the gradient norm became NaN/inf; training stopped before the weights were touched."""
+
+
+# --- models -------------------------------------------------------------------------------------------------
+# Built exactly as `WorldModel(config)` builds them, so that their state dicts drop straight into the export.
+def _max_frames(cfg: GenieConfig) -> int:
+    from genie_gym.models.world_model import MAX_FRAMES
+
+    return max(MAX_FRAMES, cfg.seq_len, cfg.sampling.context_frames)
+
+
+def build_tokenizer(cfg: GenieConfig) -> nn.Module:
+    from genie_gym.models.tokenizer import VideoTokenizer
+
+    return VideoTokenizer(cfg.tokenizer, cfg.image_size, _max_frames(cfg), cfg.channels)
+
+
+def build_lam(cfg: GenieConfig) -> nn.Module:
+    from genie_gym.models.lam import LatentActionModel
+
+    return LatentActionModel(cfg.lam, cfg.image_size, _max_frames(cfg), cfg.channels)
+
+
+def build_dynamics(cfg: GenieConfig) -> nn.Module:
+    from genie_gym.models.dynamics import DynamicsModel
+
+    return DynamicsModel(
+        cfg.dynamics,
+        cfg.tokenizer.codebook_size,
+        cfg.tokens_per_frame,
+        cfg.lam.num_actions,
+        max_frames=_max_frames(cfg),
+    )
+
+
+class TokenizerObjective(nn.Module):
+    """Phase 1: reconstruct clips through the VQ bottleneck."""
+
+    def __init__(self, cfg: GenieConfig) -> None:
+        super().__init__()
+        self.tokenizer = build_tokenizer(cfg)
+
+    def vq_modules(self) -> dict[str, nn.Module]:
+        return {"tokenizer": self.tokenizer.vq}
+
+    def parts(self) -> dict[str, nn.Module]:
+        """The trained sub-models, by the names their weights have in checkpoints."""
+        return {"tokenizer": self.tokenizer}
+
+    def forward(self, frames_BTHWC: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, Any]:
+        out = self.tokenizer(frames_BTHWC)
+        return {
+            "loss": out["loss"],
+            "scalars": {
+                "recon_loss": out["recon_loss"],
+                "vq_loss": out["vq_loss"],
+                "vq/usage": out["stats"]["usage"],
+                "vq/perplexity": out["stats"]["perplexity"],
+            },
+            "z_e": {"tokenizer": out["z_e"]},
+            "recon_BTHWC": out["recon_BTHWC"],
+        }
+
+
+class DynamicsObjective(nn.Module):
+    """Phase 2: LAM + dynamics, co-trained on the tokens of a frozen tokenizer."""
+
+    def __init__(self, cfg: GenieConfig, tokenizer: nn.Module) -> None:
+        super().__init__()
+        self.lam = build_lam(cfg)
+        self.dynamics = build_dynamics(cfg)
+        self._frozen = (tokenizer,)  # a tuple hides it from parameters(), state_dict() and DDP
+
+    @property
+    def tokenizer(self) -> nn.Module:
+        return self._frozen[0]
+
+    def vq_modules(self) -> dict[str, nn.Module]:
+        return {"lam": self.lam.vq}
+
+    def parts(self) -> dict[str, nn.Module]:
+        return {"lam": self.lam, "dynamics": self.dynamics}
+
+    def forward(self, frames_BTHWC: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, Any]:
+        with torch.no_grad():
+            tokens_BTN = self.tokenizer.encode(frames_BTHWC)
+        lam_out = self.lam(frames_BTHWC)
+        actions_BT = lam_out["actions_BT"].detach()  # stop-gradient (indices are discrete anyway)
+        dyn_loss, dyn_stats = self.dynamics.loss(tokens_BTN, actions_BT, generator=generator)
+        return {
+            "loss": lam_out["loss"] + dyn_loss,
+            "scalars": {
+                "lam_recon_loss": lam_out["recon_loss"],
+                "lam_vq_loss": lam_out["vq_loss"],
+                "dynamics_loss": dyn_loss,
+                "dynamics_accuracy": dyn_stats["accuracy"],
+                "lam/usage": lam_out["stats"]["usage"],
+                "lam/perplexity": lam_out["stats"]["perplexity"],
+            },
+            "z_e": {"lam": lam_out["z_e"]},
+            "recon_BTHWC": lam_out["recon_BTHWC"],
+        }
+
+
+def phase_optim(cfg: GenieConfig, phase: str) -> OptimConfig:
+    return cfg.tokenizer_optim if phase == "tokenizer" else cfg.dynamics_optim
+
+
+def make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices only (nanoGPT), not on biases, norms, positional vectors."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": optim.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas))
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """A distinct, reproducible seed per (run seed, step, rank) for the per-step generator."""
+    return (seed * 1_000_003 + step * 7919 + rank * 104_729) % (2**62)
+
+
+# --- the trainer --------------------------------------------------------------------------------------------
+class Trainer:
+    """Builds everything from `Args`, resumes if asked, and runs the loop (`run()` returns the losses)."""
+
+    def __init__(self, args: Args) -> None:
+        if args.phase not in PHASES:
+            raise ConfigError(f"unknown phase '{args.phase}'; choose one of {PHASES}")
+        self.args = args
+        try:
+            self.cfg = get_preset(args.preset)
+        except ValueError as e:
+            raise ConfigError(f"{e} (--preset)") from None
+        cfg = self.cfg
+        optim = phase_optim(cfg, args.phase)
+        overrides = {
+            k: v
+            for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr))
+            if v is not None
+        }
+        if "lr" in overrides:
+            overrides["min_lr"] = min(optim.min_lr, overrides["lr"])
+        self.optim_cfg = OptimConfig(**{**asdict(optim), **overrides})
+        if self.optim_cfg.steps <= 0 or self.optim_cfg.batch_size <= 0:
+            raise ConfigError(
+                f"--steps and --batch-size must be positive, got {self.optim_cfg.steps} and "
+                f"{self.optim_cfg.batch_size}"
+            )
+
+        self.dist, self.device = init_distributed(resolve_device(args.device))
+        self.run_dir = Path(args.out)
+        self.phase_dir = self.run_dir / args.phase
+        if self.dist.is_main:
+            self.phase_dir.mkdir(parents=True, exist_ok=True)
+        self.amp = (self.device.type == "cuda" and args.bf16) or (self.device.type == "cpu" and args.cpu_bf16)
+
+        self.dataset = self._open_dataset()
+        seed_everything(args.seed)  # identical init on every rank (DDP also broadcasts rank 0's weights)
+
+        self.tokenizer_step = 0
+        self.tokenizer_metrics: dict[str, float] = {}
+        if args.phase == "tokenizer":
+            self.model: nn.Module = TokenizerObjective(cfg)
+        else:
+            tokenizer = self._load_frozen_tokenizer()
+            self.model = DynamicsObjective(cfg, tokenizer)
+        self.model.to(self.device)
+        self.optimizer = make_optimizer(self.model, self.optim_cfg)
+        self.scheduler = WarmupCosine(self.optimizer, self.optim_cfg, self.optim_cfg.steps)
+        self.stream = ClipIndexStream(
+            len(self.dataset), self.optim_cfg.batch_size, args.seed, self.dist.rank, self.dist.world_size
+        )
+        self.step = 0
+        self.metrics: dict[str, float] = {}
+        if args.resume:
+            self._resume()
+        else:
+            seed_everything(args.seed + self.dist.rank)
+        self.ddp: nn.Module = self.model
+        if self.dist.enabled:
+            self.ddp = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    # --- setup helpers --------------------------------------------------------------------------------------
+    def _open_dataset(self):
+        from genie_gym.data.dataset import ClipDataset
+
+        T = self.cfg.seq_len
+        data = Path(self.args.data)
+        if not data.exists():
+            raise DatasetError(
+                f"--data {data} does not exist; record data first with `genie-gym data --out {data}`"
+            )
+        ds = ClipDataset(data, split=self.args.split, clip_len=T, stride=self.args.stride)
+        if len(ds) == 0:
+            raise DatasetError(
+                f"no clip of {T} frames (preset '{self.cfg.preset}' context) fits in any episode of {data} "
+                f"split '{self.args.split}': episodes are shorter than the model's context; "
+                "record longer episodes "
+                "or use a preset with a shorter seq_len"
+            )
+        frames_THWC = ds[0]
+        S, C = self.cfg.image_size, self.cfg.channels
+        if tuple(frames_THWC.shape) != (T, S, S, C):
+            raise DatasetError(
+                f"clips of {data} have shape {tuple(frames_THWC.shape)}, but preset "
+                f"'{self.cfg.preset}' needs ({T}, {S}, {S}, {C}); clips shorter than the model's "
+                "context or frames of another size do not fit: re-record the data"
+            )
+        return ds
+
+    def _load_frozen_tokenizer(self) -> nn.Module:
+        path = (
+            Path(self.args.tokenizer_ckpt)
+            if self.args.tokenizer_ckpt
+            else self.run_dir / "tokenizer" / "last.pt"
+        )
+        if not path.is_file():
+            raise CheckpointError(
+                f"tokenizer checkpoint {path} not found; train phase 1 first (genie-gym train "
+                f"--phase tokenizer --out {self.run_dir}) or pass --tokenizer-ckpt PATH"
+            )
+        ckpt = load_checkpoint(path)
+        check_tokenizer_fits(ckpt, self.cfg, path)
+        tokenizer = build_tokenizer(self.cfg)
+        tokenizer.load_state_dict(ckpt["model"]["tokenizer"])
+        tokenizer.to(self.device).eval().requires_grad_(False)
+        self.tokenizer_step = int(ckpt["step"])
+        self.tokenizer_metrics = dict(ckpt.get("metrics", {}))
+        self.tokenizer_ckpt_path = path
+        return tokenizer
+
+    def _resume(self) -> None:
+        path = self.phase_dir / "last.pt"
+        if not path.is_file():
+            if self.dist.is_main:
+                print(f"--resume: no checkpoint at {path}, starting phase '{self.args.phase}' from step 0")
+            seed_everything(self.args.seed + self.dist.rank)
+            return
+        ckpt = load_checkpoint(path)
+        check_resume_fits(ckpt, self.cfg, self.args.phase, path)
+        for name, part in self.model.parts().items():
+            part.load_state_dict(ckpt["model"][name])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scheduler.total_steps = self.optim_cfg.steps  # a longer --steps extends the cosine schedule
+        self.scheduler.load_state_dict(self.scheduler.state_dict())
+        self.step = int(ckpt["step"])
+        self.metrics = dict(ckpt.get("metrics", {}))
+        sampler_state = ckpt["sampler"]
+        if sampler_state.get("world_size") != self.dist.world_size or sampler_state.get("num_items") != len(
+            self.dataset
+        ):
+            raise CheckpointError(
+                f"{path} was written with world size {sampler_state.get('world_size')} and "
+                f"{sampler_state.get('num_items')} clips; this run has {self.dist.world_size} and "
+                f"{len(self.dataset)}. Resume with the same --nproc-per-node and --data"
+            )
+        self.stream.load_state_dict(sampler_state)
+        rngs = ckpt["rng"]
+        set_rng_state(rngs[self.dist.rank] if isinstance(rngs, list) and len(rngs) > self.dist.rank else rngs)
+        if self.dist.is_main:
+            print(f"resumed phase '{self.args.phase}' from {path} at step {self.step}")
+
+    # --- checkpoints ----------------------------------------------------------------------------------------
+    def _gather_rng(self) -> Any:
+        state = rng_state()
+        if not self.dist.enabled:
+            return state
+        import torch.distributed as dist
+
+        states: list[Any] = [None] * self.dist.world_size
+        dist.all_gather_object(states, state)
+        return states
+
+    def save(self) -> None:
+        rngs = self._gather_rng()  # collective: every rank calls save()
+        if not self.dist.is_main:
+            return
+        payload = {
+            "phase": self.args.phase,
+            "config": self.cfg.to_dict(),
+            "optim": asdict(self.optim_cfg),
+            "model": {name: part.state_dict() for name, part in self.model.parts().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "rng": rngs,
+            "sampler": self.stream.state_dict(),
+            "metrics": self.metrics,
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(self.args).items()},
+        }
+        save_checkpoint(payload, self.phase_dir, self.step, keep=self.args.keep)
+        atomic_write_json(
+            self.phase_dir / "status.json",
+            {
+                "phase": self.args.phase,
+                "step": self.step,
+                "total_steps": self.optim_cfg.steps,
+                "finished": self.step >= self.optim_cfg.steps,
+                "metrics": self.metrics,
+            },
+        )
+        if self.args.phase == "dynamics":
+            self.export_world_model()
+
+    def export_world_model(self) -> Path:
+        """Bundle tokenizer + LAM + dynamics into RUN_DIR/world_model.pt via the WorldModel API."""
+        from genie_gym.models.world_model import WorldModel
+
+        assert isinstance(self.model, DynamicsObjective)
+        wm = WorldModel(self.cfg)
+        wm.tokenizer.load_state_dict(self.model.tokenizer.state_dict())
+        wm.lam.load_state_dict(self.model.lam.state_dict())
+        wm.dynamics.load_state_dict(self.model.dynamics.state_dict())
+        manifest = Path(self.args.data) / "manifest.json"
+        metadata = {
+            "data_manifest_sha256": sha256_file(manifest) if manifest.is_file() else None,
+            "steps": {"tokenizer": self.tokenizer_step, "dynamics": self.step},
+            "metrics": {
+                **{f"tokenizer/{k}": v for k, v in self.tokenizer_metrics.items()},
+                **{f"dynamics/{k}": v for k, v in self.metrics.items()},
+            },
+            "preset": self.cfg.preset,
+            "seed": self.args.seed,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        path = self.run_dir / "world_model.pt"
+        wm.save(path, metadata)
+        return path
+
+    # --- the loop -------------------------------------------------------------------------------------------
+    def _make_loader(self) -> torch.utils.data.DataLoader:
+        workers = self.args.num_workers
+        if workers < 0:
+            workers = 0 if self.device.type == "cpu" else min(8, os.cpu_count() or 1)
+        return torch.utils.data.DataLoader(
+            self.dataset,
+            batch_sampler=StreamBatchSampler(self.stream),
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+            prefetch_factor=4 if workers > 0 else None,
+        )
+
+    def _reset_dead_codes(self, z_e: dict[str, torch.Tensor]) -> dict[str, int]:
+        """Re-seed unused codes (same generator on every rank, then rank 0's codebook wins)."""
+        counts = {}
+        for name, vq in self.model.vq_modules().items():
+            g = torch_generator(step_seed(self.args.seed, self.step, 0) + 1, self.device)
+            counts[name] = vq.reset_dead_codes(z_e[name].detach().reshape(-1, vq.code_dim), generator=g)
+            broadcast_module(vq, self.dist)
+        return counts
+
+    def run(self, stop_at: int | None = None) -> list[float]:
+        """Train until --steps (or stop_at, --stop-at, --time-limit-min); returns this call's losses."""
+        args, total = self.args, self.optim_cfg.steps
+        stop = min(total, stop_at or args.stop_at or total)
+        losses: list[float] = []
+        if self.step >= stop:
+            if self.dist.is_main:
+                print(f"phase '{args.phase}' already at step {self.step} >= {stop}; nothing to do")
+            return losses
+        writer = None
+        if self.dist.is_main and args.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.phase_dir / "tb"), purge_step=self.step)
+        frames_per_step = self.optim_cfg.batch_size * self.cfg.seq_len * self.dist.world_size
+        log_path = self.phase_dir / "metrics.jsonl"
+        window: dict[str, list[float]] = {}
+        t_start = time.time()
+        t_log, step_log = time.time(), self.step
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
+        loader_it = iter(self._make_loader())
+        self.model.train()
+        bar = tqdm(
+            total=stop,
+            initial=self.step,
+            desc=f"train {args.phase}",
+            disable=not self.dist.is_main,
+            dynamic_ncols=True,
+        )
+        try:
+            while self.step < stop:
+                frames_BTHWC = to_float(next(loader_it).to(self.device, non_blocking=True))
+                gen = torch_generator(step_seed(args.seed, self.step, self.dist.rank), self.device)
+                with autocast:
+                    out = self.ddp(frames_BTHWC, gen)
+                loss = out["loss"]
+                loss_mean = all_reduce_mean(loss.detach().float(), self.dist)
+                if not torch.isfinite(loss_mean):
+                    self._diverged(f"loss is {loss_mean.item()}")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim_cfg.grad_clip)
+                if not torch.isfinite(grad_norm):
+                    self._diverged(f"gradient norm is {grad_norm.item()}")
+                lr = self.scheduler.get_lr()
+                self.optimizer.step()
+                self.scheduler.step()
+                self.step += 1
+                self.stream.next_batch()  # the loader consumed this batch: advance the checkpointed copy
+                losses.append(loss_mean.item())
+
+                if args.dead_code_every > 0 and self.step % args.dead_code_every == 0:
+                    resets = self._reset_dead_codes(out["z_e"])
+                    if writer is not None:
+                        for k, n in resets.items():
+                            writer.add_scalar(f"{k}/codes_reset", n, self.step)
+
+                scalars = {"loss": loss_mean, "grad_norm": grad_norm.detach(), **out["scalars"]}
+                for k, v in scalars.items():
+                    window.setdefault(k, []).append(float(v.detach()) if torch.is_tensor(v) else float(v))
+                bar.update(1)
+                if self.step % args.log_every == 0 or self.step == stop:
+                    dt = max(time.time() - t_log, 1e-9)
+                    fps = frames_per_step * (self.step - step_log) / dt
+                    self.metrics = {k: float(np.mean(v)) for k, v in window.items()}
+                    window = {}
+                    self.metrics.update(frames_per_s=fps, tokens_per_s=fps * self.cfg.tokens_per_frame, lr=lr)
+                    t_log, step_log = time.time(), self.step
+                    bar.set_postfix(loss=f"{self.metrics['loss']:.4f}", fps=f"{fps:.0f}")
+                    if self.dist.is_main:
+                        with open(log_path, "a") as f:
+                            f.write(json.dumps({"step": self.step, **self.metrics}) + "\n")
+                    if writer is not None:
+                        for k, v in self.metrics.items():
+                            writer.add_scalar(k if "/" in k else f"train/{k}", v, self.step)
+                if writer is not None and args.image_every > 0 and self.step % args.image_every == 0:
+                    self._log_images(writer, frames_BTHWC, out)
+                if self.step % args.ckpt_every == 0 or self.step == stop:
+                    self.save()
+                if (
+                    args.time_limit_min
+                    and time.time() - t_start > 60 * args.time_limit_min
+                    and self.step < stop
+                ):
+                    if self.dist.is_main:
+                        print(
+                            f"\n--time-limit-min {args.time_limit_min} reached at step {self.step}; "
+                            "checkpoint written, continue with --resume"
+                        )
+                    self.save()
+                    break
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.close()
+        barrier(self.dist)
+        return losses
+
+    def _diverged(self, what: str) -> None:
+        last = self.phase_dir / "last.pt"
+        kept = (
+            f"the last good checkpoint {last} was kept"
+            if last.is_file()
+            else "no checkpoint had been written yet"
+        )
+        raise NonFiniteLossError(
+            f"phase '{self.args.phase}' diverged at step {self.step}: {what}; "
+            f"stopped before the update, {kept}. "
+            "Lower the learning rate (--lr) or use --no-bf16 / drop --cpu-bf16, then continue with --resume"
+        )
+
+    @torch.no_grad()
+    def _log_images(self, writer: Any, frames_BTHWC: torch.Tensor, out: dict[str, Any]) -> None:
+        """Real clip (top) over its reconstruction; in phase dynamics also a generated clip from frame 0."""
+        from genie_gym.evaluation.rollout import clip_strip
+
+        real = frames_BTHWC[0].float()
+        recon = out["recon_BTHWC"][0].float()
+        if self.args.phase == "dynamics":
+            real = real[1:]  # the LAM decoder predicts frames 1..T-1
+        writer.add_image("reconstruction", clip_strip([real, recon]), self.step, dataformats="HWC")
+        if self.args.phase == "dynamics":
+            from genie_gym.evaluation.rollout import generate
+
+            assert isinstance(self.model, DynamicsObjective)
+            self.model.eval()
+            clip = frames_BTHWC[:1].float()
+            actions_BT = self.model.lam.infer_actions(clip)
+            gen_BTHWC = generate(
+                self.model.tokenizer,
+                self.model.dynamics,
+                clip[:, 0],
+                actions_BT,
+                self.cfg,
+                seeds=[self.args.seed],
+            )
+            self.model.train()
+            writer.add_image("generated", clip_strip([clip[0], gen_BTHWC[0]]), self.step, dataformats="HWC")
+
+
+def train(args: Args) -> list[float]:
+    """Build, run, and tear down; returns this call's losses."""
+    trainer = Trainer(args)
+    try:
+        return trainer.run()
+    finally:
+        cleanup_distributed()
+
+
+def ckpt_is_finished(phase_dir: Path) -> bool:
+    """True when the phase's status file says it reached its step target (used by the pipeline)."""
+    status = Path(phase_dir) / "status.json"
+    if not status.is_file():
+        return False
+    try:
+        return bool(json.loads(status.read_text()).get("finished"))
+    except (json.JSONDecodeError, OSError):
+        return False

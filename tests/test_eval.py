@@ -1,0 +1,104 @@
+"""`genie-gym eval` writes eval.json with every metric and the two pictures, deterministically per seed."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from genie_gym.config import get_preset
+from genie_gym.errors import CheckpointError, DatasetError
+from genie_gym.evaluation.evaluate import Args, evaluate
+from genie_gym.models.world_model import WorldModel
+
+KEYS = {
+    "tokenizer_psnr",
+    "tokenizer_ssim",
+    "rollout_psnr",
+    "rollout_psnr_mean",
+    "rollout_ssim_mean",
+    "rollout_psnr_random_actions",
+    "delta_psnr_t4",
+    "lam_usage",
+    "lam_perplexity",
+    "lam_nmi",
+    "lam_code_histogram",
+    "model_sha256",
+    "images",
+    "num_clips",
+    "split",
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from genie_gym.data import recorder
+
+    root = tmp_path_factory.getbasetemp() / "tiny_data"  # shared with test_training.py: recorded once
+    return recorder.record(
+        recorder.Args(
+            frames=3000, max_steps=200, num_envs=16, out=root, val_frac=0.15, test_frac=0.2, progress=False
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny world model: eval's plumbing does not depend on training quality."""
+    import torch
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("wm") / "world_model.pt"
+    WorldModel(get_preset("tiny")).save(path, {"steps": {"tokenizer": 0, "dynamics": 0}})
+    return path
+
+
+def test_eval_writes_json_and_pictures(tiny_data: Path, model_file: Path, tmp_path: Path):
+    args = Args(
+        model=model_file,
+        data=tiny_data,
+        split="test",
+        out=tmp_path / "a",
+        num_clips=4,
+        device="cpu",
+        strip_steps=3,
+        batch_size=4,
+    )
+    r = evaluate(args)
+    on_disk = json.loads((tmp_path / "a" / "eval.json").read_text())
+    assert KEYS <= set(on_disk) and on_disk["split"] == "test"
+    assert len(on_disk["rollout_psnr"]) == 10 and on_disk["num_clips"] == 4
+    for k in ("tokenizer_psnr", "tokenizer_ssim", "rollout_psnr_mean", "delta_psnr_t4", "lam_nmi"):
+        assert math.isfinite(on_disk[k]), k
+    assert 1.0 <= on_disk["lam_perplexity"] <= 8.0 and sum(on_disk["lam_code_histogram"]) == 4 * 10
+    assert 0.0 <= on_disk["lam_nmi"] <= 1.0
+    strip = np.asarray(Image.open(tmp_path / "a" / "action_strip.png"))
+    assert strip.shape[0] == 8 * (64 + 2) + 2 and strip.shape[1] > 4 * (
+        64 + 2
+    )  # 8 actions x (prompt + 3 steps)
+    grid = np.asarray(Image.open(tmp_path / "a" / "grid.png"))
+    assert grid.shape[0] == 8 * (64 + 2) + 2 and grid.shape[1] > 11 * (64 + 2)  # 4 clips x (real, generated)
+    # the same seed gives the same numbers
+    r2 = evaluate(Args(**{**vars(args), "out": tmp_path / "b"}))
+    assert {k: r[k] for k in KEYS - {"images"}} == {k: r2[k] for k in KEYS - {"images"}}
+
+
+def test_eval_bad_inputs(tiny_data: Path, model_file: Path, tmp_path: Path):
+    with pytest.raises(DatasetError, match="longer than every episode"):
+        evaluate(
+            Args(
+                model=model_file,
+                data=tiny_data,
+                out=tmp_path,
+                num_clips=2,
+                device="cpu",
+                rollout_steps=5000,
+                delta_t=4,
+            )
+        )
+    with pytest.raises(CheckpointError, match="does not exist"):
+        evaluate(Args(model=tmp_path / "missing.pt", data=tiny_data, out=tmp_path, device="cpu"))

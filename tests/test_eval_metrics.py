@@ -1,0 +1,50 @@
+"""Metric definitions: PSNR, SSIM, NMI and code statistics behave as their formulas say."""
+
+import math
+
+import numpy as np
+import torch
+
+from genie_gym.evaluation.metrics import PSNR_CAP_DB, code_stats, nmi, psnr, ssim
+
+
+def test_psnr_identical_is_capped_and_inf_without_cap():
+    x = torch.rand(2, 3, 16, 16, 3, generator=torch.Generator().manual_seed(0))
+    assert torch.all(psnr(x, x) == PSNR_CAP_DB)
+    assert torch.isinf(psnr(x, x, cap_db=None)).all()
+    assert psnr(x, x).shape == (2, 3)
+
+
+def test_psnr_known_value():
+    x = torch.zeros(8, 8, 3)
+    y = torch.full((8, 8, 3), 0.1)  # mse = 0.01 -> 20 dB
+    assert math.isclose(float(psnr(x, y)), 20.0, abs_tol=1e-4)
+
+
+def test_ssim_identical_is_one_and_noise_is_lower():
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(4, 32, 32, 3, generator=g)
+    assert torch.allclose(ssim(x, x), torch.ones(4), atol=1e-5)
+    noisy = (x + 0.2 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    s = ssim(x, noisy)
+    assert s.shape == (4,) and torch.all(s < 0.9) and torch.all(s > -1)
+    # more noise, less similarity
+    assert torch.all(ssim(x, (x + 0.5 * torch.randn(x.shape, generator=g)).clamp(0, 1)) < s)
+
+
+def test_nmi_permuted_labels_is_one_and_independent_near_zero():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 8, size=5000)
+    perm = rng.permutation(8)
+    assert math.isclose(nmi(a, perm[a]), 1.0, abs_tol=1e-9)
+    b = rng.integers(0, 15, size=5000)
+    assert nmi(a, b) < 0.02
+    assert nmi(np.zeros(10), np.zeros(10)) == 1.0
+    assert nmi(np.zeros(10), np.arange(10)) == 0.0
+
+
+def test_code_stats_usage_and_perplexity():
+    s = code_stats(np.array([0, 1, 2, 3] * 10), num_codes=8)
+    assert s["usage"] == 0.5
+    assert math.isclose(s["perplexity"], 4.0, rel_tol=1e-9)
+    assert s["histogram"] == [10, 10, 10, 10, 0, 0, 0, 0]

@@ -1,0 +1,233 @@
+"""`genie-gym train` on the tiny preset and a tiny recorded dataset: checkpoints, exact resume, DDP, bad
+input, and the resumable pipeline end to end (data -> tokenizer -> dynamics -> eval)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from genie_gym.errors import CheckpointError, ConfigError, DatasetError
+from genie_gym.training.checkpoint import CHECKPOINT_FORMAT_VERSION, checkpoint_bytes, load_checkpoint
+from genie_gym.training.train import Args
+from genie_gym.training.trainer import NonFiniteLossError, Trainer, train
+from genie_gym.utils.io import atomic_write_bytes, sha256_file
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def record_tiny(root: Path, frames: int = 3000, max_steps: int = 200) -> Path:
+    """A few thousand CoinRun frames; recording into the same directory again returns at once."""
+    from genie_gym.data import recorder
+
+    return recorder.record(
+        recorder.Args(
+            frames=frames,
+            max_steps=max_steps,
+            num_envs=16,
+            out=root,
+            val_frac=0.15,
+            test_frac=0.2,
+            progress=False,
+        )
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return record_tiny(tmp_path_factory.getbasetemp() / "tiny_data")
+
+
+@pytest.fixture(scope="session")
+def tokenizer_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory whose tokenizer phase finished (6 steps)."""
+    run = tmp_path_factory.mktemp("tok_run")
+    train(targs(tiny_data, run, "tokenizer", steps=6))
+    return run
+
+
+def tb_tags(event_file: Path) -> dict[str, list[str]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(event_file))
+    acc.Reload()
+    return acc.Tags()
+
+
+def targs(data: Path, out: Path, phase: str = "tokenizer", **kw) -> Args:
+    base = dict(
+        phase=phase,
+        preset="tiny",
+        data=data,
+        out=out,
+        device="cpu",
+        num_workers=0,
+        log_every=2,
+        ckpt_every=3,
+        image_every=0,
+        tensorboard=False,
+        seed=1,
+        dead_code_every=2,
+    )
+    return Args(**{**base, **kw})
+
+
+def test_checkpoint_round_trip(tiny_data: Path, tmp_path: Path):
+    trainer = Trainer(targs(tiny_data, tmp_path, steps=4, stop_at=3))
+    trainer.run()
+    ckpt = load_checkpoint(tmp_path / "tokenizer" / "last.pt")
+    assert ckpt["format_version"] == CHECKPOINT_FORMAT_VERSION and ckpt["phase"] == "tokenizer"
+    assert ckpt["step"] == 3 and ckpt["config"] == trainer.cfg.to_dict()
+    assert {"python", "numpy", "torch"} <= set(ckpt["rng"])
+    assert ckpt["sampler"]["epoch"] * 10**9 + ckpt["sampler"]["offset"] > 0
+    for k, v in trainer.model.tokenizer.state_dict().items():
+        assert torch.equal(v, ckpt["model"]["tokenizer"][k]), k
+    assert (tmp_path / "tokenizer" / "step_0000003.pt").is_file()
+    assert json.loads((tmp_path / "tokenizer" / "status.json").read_text())["step"] == 3
+
+    resumed = Trainer(targs(tiny_data, tmp_path, steps=4, resume=True))
+    assert resumed.step == 3 and resumed.stream.state_dict() == trainer.stream.state_dict()
+    assert resumed.scheduler.get_lr() == trainer.scheduler.get_lr()
+    for p, q in zip(resumed.model.parameters(), trainer.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    for s, t in zip(resumed.optimizer.state.values(), trainer.optimizer.state.values(), strict=True):
+        assert torch.equal(s["exp_avg"], t["exp_avg"])
+
+
+@pytest.mark.parametrize("phase", ["tokenizer", "dynamics"])
+def test_resume_reproduces_identical_losses(phase: str, tiny_data: Path, tokenizer_run: Path, tmp_path: Path):
+    tok = tokenizer_run / "tokenizer" / "last.pt"
+    full = train(targs(tiny_data, tmp_path / "full", phase, steps=6, tokenizer_ckpt=tok))
+    first = train(targs(tiny_data, tmp_path / "split", phase, steps=6, stop_at=3, tokenizer_ckpt=tok))
+    rest = train(targs(tiny_data, tmp_path / "split", phase, steps=6, resume=True, tokenizer_ckpt=tok))
+    assert len(full) == 6 and len(first) == 3 and len(rest) == 3
+    assert first + rest == full  # bit-identical, not approximately equal
+    assert len(set(full)) > 1
+    if phase == "dynamics":
+        from genie_gym.models.world_model import WorldModel
+
+        wm = WorldModel.load(tmp_path / "split" / "world_model.pt")
+        assert wm.metadata["steps"] == {"tokenizer": 6, "dynamics": 6}
+        assert wm.metadata["data_manifest_sha256"] == sha256_file(tiny_data / "manifest.json")
+        assert "dynamics/loss" in wm.metadata["metrics"]
+
+
+def test_ddp_two_processes_on_cpu(tiny_data: Path, tokenizer_run: Path, tmp_path: Path):
+    """Phase dynamics (LAM VQ resets broadcast from rank 0, world-model export) under torchrun with gloo."""
+    out, phase = tmp_path / "ddp", "dynamics"
+    flags = (
+        f"--phase {phase} --preset tiny --steps 3 --device cpu --num-workers 0 --log-every 1 --ckpt-every 3 "
+        "--dead-code-every 1 --image-every 3"
+    ).split()
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "genie_gym.cli"]
+    cmd = [*launcher, "train", *flags, "--data", str(tiny_data), "--out", str(out),
+           "--tokenizer-ckpt", str(tokenizer_run / "tokenizer" / "last.pt")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = load_checkpoint(out / phase / "last.pt")
+    assert ckpt["step"] == 3 and ckpt["sampler"]["world_size"] == 2
+    assert isinstance(ckpt["rng"], list) and len(ckpt["rng"]) == 2  # each rank's RNG, for an exact resume
+    events = list((out / phase / "tb").glob("events.*"))
+    assert len(events) == 1  # only rank 0 logs
+    tags = tb_tags(events[0])
+    assert {"generated", "reconstruction"} <= set(tags["images"])
+    scalars = {"train/loss", "lam/usage", "lam/perplexity", "train/frames_per_s", "train/lr"}
+    assert scalars <= set(tags["scalars"])
+    assert proc.stdout.count("final loss") == 1  # only rank 0 reports
+    assert (out / "world_model.pt").is_file()
+
+
+def test_bad_checkpoints_are_clear_errors(tiny_data: Path, tokenizer_run: Path, tmp_path: Path):
+    train(targs(tiny_data, tmp_path, steps=3))
+    last = tmp_path / "tokenizer" / "last.pt"
+    good = last.read_bytes()
+
+    atomic_write_bytes(last, good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt.*step_0000003.pt"):
+        Trainer(targs(tiny_data, tmp_path, steps=6, resume=True))
+
+    ckpt = load_checkpoint(tokenizer_run / "tokenizer" / "last.pt")
+    torch.save({**ckpt, "format_version": CHECKPOINT_FORMAT_VERSION + 1}, last)
+    with pytest.raises(CheckpointError, match="newer.*upgrade"):
+        Trainer(targs(tiny_data, tmp_path, steps=6, resume=True))
+
+    payload = {k: v for k, v in ckpt.items() if k not in ("format_version", "kind")}
+    mismatched = dict(
+        payload, config={**ckpt["config"], "tokenizer": {**ckpt["config"]["tokenizer"], "codebook_size": 32}}
+    )
+    bad_tok = tmp_path / "other_tokenizer.pt"
+    atomic_write_bytes(bad_tok, checkpoint_bytes(mismatched))
+    with pytest.raises(CheckpointError, match="codebook_size: 32 != 64.*--preset tiny"):
+        Trainer(targs(tiny_data, tmp_path, "dynamics", tokenizer_ckpt=bad_tok))
+    with pytest.raises(CheckpointError, match="train phase 1 first"):
+        Trainer(targs(tiny_data, tmp_path / "empty", "dynamics"))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_data: Path, tmp_path: Path):
+    train(targs(tiny_data, tmp_path, steps=6, stop_at=3))
+    last = tmp_path / "tokenizer" / "last.pt"
+    digest = sha256_file(last)
+    trainer = Trainer(targs(tiny_data, tmp_path, steps=6, resume=True))
+    with torch.no_grad():
+        trainer.model.tokenizer.head.weight.fill_(float("nan"))
+    with pytest.raises(
+        NonFiniteLossError, match=r"step 3: loss is nan.*last good checkpoint.*kept.*--resume"
+    ):
+        trainer.run()
+    assert sha256_file(last) == digest
+    assert load_checkpoint(last)["step"] == 3
+
+
+def test_bad_arguments_are_clear_errors(tiny_data: Path, tmp_path: Path):
+    with pytest.raises(ConfigError, match="unknown preset 'huge'.*coinrun"):
+        Trainer(targs(tiny_data, tmp_path, preset="huge"))
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available.*--device cpu"):
+            Trainer(targs(tiny_data, tmp_path, device="cuda"))
+    with pytest.raises(DatasetError, match="does not exist"):
+        Trainer(targs(tmp_path / "nowhere", tmp_path))
+    short = record_tiny(
+        tmp_path / "short_data", frames=40, max_steps=3
+    )  # episodes of 3 frames < context of 4
+    with pytest.raises(DatasetError, match="clip_len=4 is longer than every episode"):
+        Trainer(targs(short, tmp_path))
+
+
+def test_tiny_pipeline_end_to_end_and_resumable(tiny_data: Path, tmp_path: Path):
+    from genie_gym.training.pipeline import Args as PArgs
+    from genie_gym.training.pipeline import run_pipeline
+
+    args = PArgs(
+        preset="tiny",
+        out=tmp_path / "run",
+        data=tiny_data,
+        device="cpu",
+        num_workers=0,
+        tokenizer_steps=8,
+        dynamics_steps=8,
+        eval_clips=4,
+    )
+    result = run_pipeline(args)
+    run = tmp_path / "run"
+    for f in (
+        "world_model.pt",
+        "eval/eval.json",
+        "eval/grid.png",
+        "eval/action_strip.png",
+        "tokenizer/last.pt",
+        "dynamics/last.pt",
+    ):
+        assert (run / f).is_file(), f
+    assert len(result["eval"]["rollout_psnr"]) == 10
+    mtimes = {
+        f: (run / f).stat().st_mtime_ns for f in ("world_model.pt", "eval/eval.json", "tokenizer/last.pt")
+    }
+    again = run_pipeline(args)  # every stage is complete: nothing is retrained or rewritten
+    assert {f: (run / f).stat().st_mtime_ns for f in mtimes} == mtimes
+    assert again["eval"] == result["eval"]
