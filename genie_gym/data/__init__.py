@@ -1,0 +1,1 @@
+"""Unlabelled Procgen video: recording, sharded storage, clip loading, inspection."""

@@ -1,0 +1,86 @@
+"""The 16 Procgen games and their shared 15-action keyboard combos (Procgen paper, `procgen/env.py`)."""
+
+from __future__ import annotations
+
+from genie_gym.errors import DatasetError
+
+PROCGEN_GAMES: tuple[str, ...] = (
+    "bigfish",
+    "bossfight",
+    "caveflyer",
+    "chaser",
+    "climber",
+    "coinrun",
+    "dodgeball",
+    "fruitbot",
+    "heist",
+    "jumper",
+    "leaper",
+    "maze",
+    "miner",
+    "ninja",
+    "plunder",
+    "starpilot",
+)
+
+DISTRIBUTION_MODES: tuple[str, ...] = ("easy", "hard", "extreme", "memory", "exploration")
+
+# Every Procgen game shares this action set; index = 3*(vx+1) + (vy+1) for 0..8, 9..14 are special keys
+# (CoinRun treats them as no-ops).
+PROCGEN_ACTION_COMBOS: tuple[tuple[str, ...], ...] = (
+    ("LEFT", "DOWN"),
+    ("LEFT",),
+    ("LEFT", "UP"),
+    ("DOWN",),
+    (),
+    ("UP",),
+    ("RIGHT", "DOWN"),
+    ("RIGHT",),
+    ("RIGHT", "UP"),
+    ("D",),
+    ("A",),
+    ("W",),
+    ("S",),
+    ("Q",),
+    ("E",),
+)
+NUM_PROCGEN_ACTIONS = len(PROCGEN_ACTION_COMBOS)
+COINRUN_ACTION_NAMES: tuple[str, ...] = tuple("+".join(c) if c else "NOOP" for c in PROCGEN_ACTION_COMBOS)
+
+
+def check_game(game: str) -> str:
+    """Return the canonical game name or raise a DatasetError listing the valid ones."""
+    name = game.strip().lower()
+    if name not in PROCGEN_GAMES:
+        raise DatasetError(f"unknown Procgen game '{game}'; choose --game from: {', '.join(PROCGEN_GAMES)}")
+    return name
+
+
+def check_mode(mode: str) -> str:
+    if mode not in DISTRIBUTION_MODES:
+        raise DatasetError(
+            f"unknown distribution mode '{mode}'; choose --mode from: {', '.join(DISTRIBUTION_MODES)}"
+        )
+    return mode
+
+
+def parse_levels(spec: str) -> tuple[int, int]:
+    """Parse `A:B` (level seeds A..B-1) into `(start, stop)`; malformed or empty ranges are errors."""
+    parts = str(spec).split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        start, stop = int(parts[0]), int(parts[1])
+    except ValueError:
+        raise DatasetError(
+            f"malformed --levels '{spec}'; write it as START:STOP with integers, e.g. --levels 0:10000 "
+            "(level seeds START..STOP-1)"
+        ) from None
+    if start < 0 or stop > 2**31 - 1:
+        raise DatasetError(f"--levels '{spec}' is out of range; level seeds must lie in 0..2147483646")
+    if stop <= start:
+        raise DatasetError(
+            f"--levels '{spec}' is an empty range (STOP must be greater than START); "
+            f"e.g. --levels {start}:{start + 1000}"
+        )
+    return start, stop
