@@ -1,0 +1,35 @@
+"""benchmarks/bc_coinrun.py --quick: the whole latent-BC benchmark pipeline at tiny sizes, and its outputs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def test_bc_benchmark_quick_writes_results(tmp_path: Path) -> None:
+    import bc_coinrun
+
+    bc_coinrun.main(bc_coinrun.Args(quick=True, out=str(tmp_path)))
+    res = json.loads((tmp_path / "bc_coinrun.json").read_text())
+    for key in ("random", "run_right", "oracle", "expert"):
+        assert 0.0 <= res[key]["solved"] <= 100.0 and res[key]["solved_ci95"] >= 0.0
+        assert res[key]["num_levels"] == 4 and len(res[key]["solved_per_seed"]) == 2
+    assert sorted(res["latent_bc"], key=int) == ["5", "10", "20"]
+    assert all("solved" in v and "solved_ci95" in v for v in res["latent_bc"].values())
+    assert 0.0 <= res["lam"]["nmi_codes_vs_actions"] <= 1.0
+    conf = res["lam"]["confusion_codes_x_actions"]
+    assert len(conf) == res["lam"]["num_codes"] and len(conf[0]) == 15
+    assert sum(map(sum, conf)) == res["lam"]["transitions"]
+    assert res["run_right"]["solved"] > 0  # run-right solves some of the 4 easy levels within 120 steps
+    md = (tmp_path / "bc_coinrun.md").read_text()
+    assert "| oracle |" in md and "N=20" in md
+    for name in ("bc_coinrun.png", "bc_coinrun_confusion.png"):
+        with Image.open(tmp_path / name) as im:
+            assert im.size[0] > 100 and im.size[1] > 100
