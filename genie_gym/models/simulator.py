@@ -1,0 +1,206 @@
+"""Batched world simulation: B independent worlds, one batched model call per MaskGIT step for all of them.
+
+Each world holds a sliding window of `context_frames` frames: the frame being generated attends to at most
+`context_frames - 1` past frames. Two execution paths give the same frames while a world's whole history fits in
+that window (its first `context_frames - 1` steps), token for token:
+
+- `use_cache=True` (default): the dynamics transformer and the tokenizer decoder keep the temporal keys/values of
+  past frames in ring-buffer KV caches, so a step costs `maskgit_steps` single-frame dynamics passes, one commit pass
+  and one single-frame decoder pass, whatever the history length. Past the window the cache behaves like a sliding-
+  window transformer: a cached frame's keys were computed when that frame could still see frames that have since left
+  the window, so information from older frames still flows in through deeper layers.
+- `use_cache=False`: each MaskGIT pass recomputes the whole window from tokens (`DynamicsModel.forward`) and the
+  decoder decodes the whole window (`VideoTokenizer.decode`). Past the window this is hard truncation: the oldest
+  kept frame is treated as a first frame ("no action"), and nothing older has any influence. It is the reference the
+  cached path is tested against, and the baseline of `benchmarks/env_speed.py` (`full_recompute_fps`).
+
+So beyond `context_frames - 1` steps the two paths are different (both reasonable) approximations of an unbounded
+context and their frames may diverge. Randomness comes from one `torch.Generator` per world, seeded at reset, so a
+world produces the same frames whether it runs alone or in a batch, and whichever path runs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from genie_gym.errors import ConfigError
+from genie_gym.models.frames import to_float, to_uint8
+from genie_gym.models.maskgit import maskgit_sample
+from genie_gym.models.st_transformer import TemporalKVCache
+from genie_gym.models.world_model import MAX_FRAMES, WorldModel
+from genie_gym.utils.device import resolve_device
+
+
+def _load_into(cache: TemporalKVCache, idx_K: torch.Tensor, sub: TemporalKVCache) -> None:
+    """Copy a K-element cache into rows `idx_K` of a B-element cache (a partial reset of some worlds)."""
+    if not cache.k:
+        _, N, H, _, hd = sub.k[0].shape
+        cache.allocate(N, H, hd)
+    for layer in range(cache.num_layers):
+        cache.k[layer][idx_K] = sub.k[layer]
+        cache.v[layer][idx_K] = sub.v[layer]
+    cache.valid_BM[idx_K] = sub.valid_BM
+    cache.t_B[idx_K] = sub.t_B
+
+
+class Simulator:
+    """`num_worlds` generated worlds stepped together. Call `reset` on every world before its first `step`."""
+
+    def __init__(self, world_model: WorldModel, num_worlds: int = 1, maskgit_steps: int | None = None,
+                 temperature: float | None = None, context_frames: int | None = None,
+                 device: str | torch.device = "cpu", use_cache: bool = True):
+        sampling = world_model.config.sampling
+        maskgit_steps = sampling.maskgit_steps if maskgit_steps is None else maskgit_steps
+        temperature = sampling.temperature if temperature is None else temperature
+        context_frames = sampling.context_frames if context_frames is None else context_frames
+        if not isinstance(num_worlds, (int, np.integer)) or num_worlds < 1:
+            raise ConfigError(f"num_worlds must be a positive int, got {num_worlds!r}")
+        if not isinstance(maskgit_steps, (int, np.integer)) or maskgit_steps < 1:
+            raise ConfigError(f"maskgit_steps must be an int >= 1 (Genie uses 25), got {maskgit_steps!r}")
+        if not isinstance(temperature, (int, float)) or not np.isfinite(temperature) or temperature < 0:
+            raise ConfigError(f"temperature must be a finite float >= 0 (0 = greedy), got {temperature!r}")
+        if not isinstance(context_frames, (int, np.integer)) or not 2 <= context_frames <= MAX_FRAMES:
+            raise ConfigError(f"context_frames must be an int in [2, {MAX_FRAMES}] (frames the model sees, the "
+                              f"new one included; Genie uses 16), got {context_frames!r}")
+        self.device = resolve_device(str(device))
+        self.model = world_model.to(self.device).eval()
+        self.num_worlds = int(num_worlds)
+        self.maskgit_steps = int(maskgit_steps)
+        self.temperature = float(temperature)
+        self.context_frames = int(context_frames)
+        self.use_cache = bool(use_cache)
+        self.num_actions = world_model.num_actions
+        self.tokens_per_frame = world_model.config.tokens_per_frame
+        self.mask_token_id = world_model.dynamics.mask_token_id
+        self.no_action_id = world_model.dynamics.no_action_id
+        B, W, N = self.num_worlds, self.context_frames, self.tokens_per_frame
+        self.generators = [torch.Generator(device=self.device) for _ in range(B)]
+        self.is_ready_B = np.zeros(B, dtype=bool)  # reset since creation
+        self.steps_B = np.zeros(B, dtype=np.int64)  # frames generated since the world's reset
+        with torch.inference_mode():
+            if self.use_cache:
+                self.dyn_cache = world_model.dynamics.transformer.new_cache(B, W, self.device)
+                self.dec_cache = world_model.tokenizer.decoder.new_cache(B, W, self.device)
+            else:
+                # The last W-1 frames of each world (oldest first) and the action that led to each frame.
+                self.hist_tokens_BWN = torch.zeros(B, W - 1, N, dtype=torch.long, device=self.device)
+                self.hist_actions_BW = torch.full((B, W - 1), self.no_action_id, dtype=torch.long,
+                                                  device=self.device)
+                self.hist_len_B = torch.zeros(B, dtype=torch.long, device=self.device)
+
+    # --- reset --------------------------------------------------------------------------------------------------
+    def reset(self, indices: Sequence[int] | np.ndarray | None, prompts_BHWC_uint8: np.ndarray | torch.Tensor,
+              seeds: Sequence[int]) -> None:
+        """Start worlds `indices` (all if None) from prompt frames (K, H, W, 3) uint8, seeding each world's RNG."""
+        idx = np.arange(self.num_worlds) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+        K = len(idx)
+        if K == 0:
+            return
+        if idx.min() < 0 or idx.max() >= self.num_worlds or len(set(idx.tolist())) != K:
+            raise IndexError(f"reset indices must be distinct worlds in [0, {self.num_worlds}), got {idx.tolist()}")
+        S = self.model.image_size
+        prompts = torch.as_tensor(np.asarray(prompts_BHWC_uint8)) if not torch.is_tensor(prompts_BHWC_uint8) \
+            else prompts_BHWC_uint8
+        if prompts.dtype != torch.uint8 or tuple(prompts.shape) != (K, S, S, 3):
+            raise ValueError(f"prompts must be uint8 of shape ({K}, {S}, {S}, 3), got {prompts.dtype} "
+                             f"{tuple(prompts.shape)}; convert images with genie_gym.envs.prompts.load_prompt")
+        if len(seeds) != K:
+            raise ValueError(f"got {len(seeds)} seeds for {K} worlds; pass one seed per reset world")
+        for i, seed in zip(idx, seeds, strict=True):
+            self.generators[i].manual_seed(int(seed) % (2**63))
+        with torch.inference_mode():
+            frames_K1HWC = to_float(prompts.to(self.device))[:, None]
+            tokens_KN = self.model.tokenizer.encode(frames_K1HWC)[:, 0]
+            idx_t = torch.as_tensor(idx, device=self.device)
+            no_action_K = torch.full((K,), self.no_action_id, dtype=torch.long, device=self.device)
+            if self.use_cache:
+                W = self.context_frames
+                if K == self.num_worlds and np.array_equal(idx, np.arange(K)):
+                    dyn, dec = self.dyn_cache, self.dec_cache
+                    dyn.reset()
+                    dec.reset()
+                else:  # run the prompt frame on K-element caches, then copy them into the worlds' rows
+                    dyn = self.model.dynamics.transformer.new_cache(K, W, self.device)
+                    dec = self.model.tokenizer.decoder.new_cache(K, W, self.device)
+                self.model.dynamics.forward_step(tokens_KN, no_action_K, None, dyn, commit=True)
+                self.model.tokenizer.decode_step(tokens_KN, dec, commit=True)
+                if dyn is not self.dyn_cache:
+                    _load_into(self.dyn_cache, idx_t, dyn)
+                    _load_into(self.dec_cache, idx_t, dec)
+            else:
+                self.hist_tokens_BWN[idx_t] = 0
+                self.hist_tokens_BWN[idx_t, 0] = tokens_KN
+                self.hist_actions_BW[idx_t] = self.no_action_id
+                self.hist_len_B[idx_t] = 1
+        self.is_ready_B[idx] = True
+        self.steps_B[idx] = 0
+
+    # --- step ---------------------------------------------------------------------------------------------------
+    def step(self, actions_B: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray:
+        """Generate the next frame of every world: (B, H, W, 3) uint8. `actions_B[i]` in [0, num_actions)."""
+        actions = np.asarray(actions_B.cpu() if torch.is_tensor(actions_B) else actions_B)
+        if actions.shape != (self.num_worlds,) or not np.issubdtype(actions.dtype, np.integer):
+            raise ValueError(f"actions must be an int array of shape ({self.num_worlds},), got {actions.dtype} "
+                             f"{actions.shape}")
+        if actions.min() < 0 or actions.max() >= self.num_actions:
+            raise ValueError(f"actions must be in [0, {self.num_actions}), got {actions.tolist()}")
+        if not self.is_ready_B.all():
+            raise RuntimeError(f"worlds {np.flatnonzero(~self.is_ready_B).tolist()} were never reset; call "
+                               "reset() on every world before step()")
+        with torch.inference_mode():
+            actions_t = torch.as_tensor(actions, dtype=torch.long, device=self.device)
+            frames_BHWC = self._step_cached(actions_t) if self.use_cache else self._step_full(actions_t)
+            out = to_uint8(frames_BHWC).cpu().numpy()
+        self.steps_B += 1
+        return out
+
+    def _sample(self, logits_fn, batch_size: int, generators: list[torch.Generator]) -> torch.Tensor:
+        return maskgit_sample(logits_fn, batch_size, self.tokens_per_frame, steps=self.maskgit_steps,
+                              temperature=self.temperature, generators=generators,
+                              mask_token_id=self.mask_token_id, device=self.device)
+
+    def _step_cached(self, actions_B: torch.Tensor) -> torch.Tensor:
+        dyn = self.model.dynamics
+
+        def logits_fn(tokens_BN: torch.Tensor, mask_BN: torch.Tensor) -> torch.Tensor:
+            return dyn.forward_step(tokens_BN, actions_B, mask_BN, self.dyn_cache, commit=False)
+
+        tokens_BN = self._sample(logits_fn, self.num_worlds, self.generators)
+        dyn.forward_step(tokens_BN, actions_B, None, self.dyn_cache, commit=True)
+        return self.model.tokenizer.decode_step(tokens_BN, self.dec_cache, commit=True)
+
+    def _step_full(self, actions_B: torch.Tensor) -> torch.Tensor:
+        """Recompute each world's whole window; worlds with equal history lengths share one batched call."""
+        S = self.model.image_size
+        frames_BHWC = torch.empty(self.num_worlds, S, S, 3, device=self.device)
+        new_tokens_BN = torch.empty(self.num_worlds, self.tokens_per_frame, dtype=torch.long, device=self.device)
+        for L in torch.unique(self.hist_len_B).tolist():
+            g = torch.nonzero(self.hist_len_B == L)[:, 0]
+            hist_gLN = self.hist_tokens_BWN[g, :L]
+            # actions_gL[:, t] leads frame t to t+1 within the window; the window's first frame gets "no action".
+            actions_gL = torch.cat([self.hist_actions_BW[g, 1:L], actions_B[g, None]], dim=1)
+
+            def logits_fn(tokens_BN: torch.Tensor, mask_BN: torch.Tensor, hist_gLN=hist_gLN,
+                          actions_gL=actions_gL) -> torch.Tensor:
+                tokens_BTN = torch.cat([hist_gLN, tokens_BN[:, None]], dim=1)
+                mask_BTN = torch.zeros_like(tokens_BTN, dtype=torch.bool)
+                mask_BTN[:, -1] = mask_BN
+                return self.model.dynamics(tokens_BTN, actions_gL, mask_BTN)[:, -1]
+
+            tokens_gN = self._sample(logits_fn, len(g), [self.generators[i] for i in g.tolist()])
+            frames_BHWC[g] = self.model.tokenizer.decode(torch.cat([hist_gLN, tokens_gN[:, None]], dim=1))[:, -1]
+            new_tokens_BN[g] = tokens_gN
+        # Append the new frame, dropping the oldest once W-1 past frames are held.
+        full_B = self.hist_len_B == self.hist_tokens_BWN.shape[1]
+        if full_B.any():
+            self.hist_tokens_BWN[full_B] = torch.roll(self.hist_tokens_BWN[full_B], -1, dims=1)
+            self.hist_actions_BW[full_B] = torch.roll(self.hist_actions_BW[full_B], -1, dims=1)
+            self.hist_len_B[full_B] -= 1
+        ar = torch.arange(self.num_worlds, device=self.device)
+        self.hist_tokens_BWN[ar, self.hist_len_B] = new_tokens_BN
+        self.hist_actions_BW[ar, self.hist_len_B] = actions_B
+        self.hist_len_B += 1
+        return frames_BHWC

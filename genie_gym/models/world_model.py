@@ -1,0 +1,177 @@
+"""The world model as one object and one file: tokenizer + latent action model + dynamics, config and metadata.
+
+File format (format version 1), written atomically with `atomic_torch_save`:
+
+    {"format": "genie-gym/world-model", "format_version": 1, "genie_gym_version": "...",
+     "payload_sha256": "<hex sha256 of payload>", "payload": <bytes of torch.save({config, state_dict, metadata,
+     dtype})>}
+
+The checksum covers the whole payload, so a flipped byte anywhere in the weights is caught before any weight is
+used: a damaged file gives a `CheckpointError` that says how to repair it, never garbage frames. Weights may be
+stored in bf16/fp16 (`dtype=`) to keep the shipped file small; they are loaded back into float32 modules.
+Everything is read with `torch.load(weights_only=True)`, so loading a file never runs pickled code.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from genie_gym.config import GenieConfig
+from genie_gym.errors import CheckpointError
+from genie_gym.models.dynamics import DynamicsModel
+from genie_gym.models.lam import LatentActionModel
+from genie_gym.models.tokenizer import VideoTokenizer
+from genie_gym.utils.io import atomic_torch_save, sha256_bytes
+
+FORMAT_NAME = "genie-gym/world-model"
+FORMAT_VERSION = 1
+# Temporal window of the ST transformers' full `forward`. It holds no parameters (time is RoPE), so it only has to
+# be at least the longest clip or context ever run through `forward`; the env's context window is set separately.
+MAX_FRAMES = 256
+
+_REINSTALL = (
+    "reinstall the package's model with `pip install --force-reinstall genie-gym` (from a source checkout: "
+    "`git checkout genie_gym/assets`), or pass checkpoint=PATH to use another world-model file"
+)
+
+
+def _default_path() -> Path:
+    from importlib.resources import files
+
+    return Path(str(files("genie_gym") / "assets" / "world_model.pt"))
+
+
+class WorldModel(nn.Module):
+    """Tokenizer, LAM and dynamics of one Genie world model. At play time the LAM is unused (user actions)."""
+
+    def __init__(self, config: GenieConfig):
+        super().__init__()
+        self.config = config
+        max_frames = max(MAX_FRAMES, config.seq_len, config.sampling.context_frames)
+        self.tokenizer = VideoTokenizer(config.tokenizer, config.image_size, max_frames, config.channels)
+        self.lam = LatentActionModel(config.lam, config.image_size, max_frames, config.channels)
+        self.dynamics = DynamicsModel(
+            config.dynamics,
+            num_tokens_V=config.tokenizer.codebook_size,
+            tokens_per_frame_N=config.tokens_per_frame,
+            num_actions_A=config.lam.num_actions,
+            max_frames=max_frames,
+        )
+        self.metadata: dict[str, Any] = {}
+        self.payload_sha256: str | None = None  # set by `load`: identifies the exact weights in use
+
+    @property
+    def num_actions(self) -> int:
+        return self.config.lam.num_actions
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    @staticmethod
+    def default_path() -> Path:
+        """The world model shipped inside the package (`genie_gym/assets/world_model.pt`)."""
+        return _default_path()
+
+    # --- saving -------------------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None,
+             dtype: torch.dtype | None = None) -> str:
+        """Write one self-verifying file atomically; returns the payload's sha256.
+
+        `metadata` (JSON-serialisable: data manifest hash, steps, metrics, ...) is stored beside the weights and
+        comes back as `.metadata`. `dtype=torch.bfloat16` / `torch.float16` halves the file (floating tensors only).
+        """
+        metadata = dict(self.metadata if metadata is None else metadata)
+        try:
+            json.dumps(metadata)
+        except TypeError as e:
+            raise ValueError(f"world-model metadata must be JSON-serialisable (str, int, float, bool, None, "
+                             f"lists and dicts of them): {e}") from e
+        if dtype is not None and dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise ValueError(f"dtype must be torch.float32, torch.float16 or torch.bfloat16, got {dtype}")
+        state = {
+            k: (v.detach().to("cpu", dtype) if dtype is not None and v.is_floating_point() else v.detach().cpu())
+            for k, v in self.state_dict().items()
+        }
+        payload = {
+            "config": self.config.to_dict(),
+            "state_dict": state,
+            "metadata": metadata,
+            "dtype": str(dtype or torch.float32).replace("torch.", ""),
+        }
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        payload_bytes = buf.getvalue()
+        digest = sha256_bytes(payload_bytes)
+        from genie_gym import __version__
+
+        atomic_torch_save(
+            {
+                "format": FORMAT_NAME,
+                "format_version": FORMAT_VERSION,
+                "genie_gym_version": __version__,
+                "payload_sha256": digest,
+                "payload": payload_bytes,
+            },
+            path,
+        )
+        return digest
+
+    # --- loading ------------------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, map_location: str | torch.device = "cpu") -> WorldModel:
+        """Load and verify a world-model file (default: the shipped one). Any problem is a `CheckpointError`."""
+        path = Path(path) if path is not None else cls.default_path()
+        shipped = path.resolve() == cls.default_path().resolve()
+        fix = _REINSTALL if shipped else "re-export it with WorldModel.save() or pass another checkpoint"
+        what = "the world model shipped with genie-gym" if shipped else "world-model file"
+        if not path.exists():
+            raise CheckpointError(f"{what} {str(path)!r} does not exist; {fix}")
+        if path.is_dir():
+            raise CheckpointError(f"{str(path)!r} is a directory, not a world-model file; pass the .pt file")
+        try:
+            outer = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated zip, bad pickle, not a torch file at all
+            raise CheckpointError(f"{what} {str(path)!r} is truncated or corrupt ({type(e).__name__}: {e}); "
+                                  f"{fix}") from e
+        if not isinstance(outer, dict) or outer.get("format") != FORMAT_NAME:
+            raise CheckpointError(
+                f"{str(path)!r} is not a genie-gym world-model file (no '{FORMAT_NAME}' header); a training "
+                "checkpoint must be exported first (WorldModel.save), and plain state dicts are not accepted"
+            )
+        version = outer.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise CheckpointError(
+                f"{str(path)!r} has world-model format version {version}, newer than this genie-gym reads "
+                f"({FORMAT_VERSION}; it was written by genie-gym {outer.get('genie_gym_version')}); upgrade with "
+                "`pip install --upgrade genie-gym`"
+            )
+        payload_bytes = outer.get("payload")
+        if not isinstance(payload_bytes, bytes) or sha256_bytes(payload_bytes) != outer.get("payload_sha256"):
+            raise CheckpointError(f"{what} {str(path)!r} is corrupt (sha256 of its weights does not match the "
+                                  f"checksum stored in it); {fix}")
+        try:
+            payload = torch.load(io.BytesIO(payload_bytes), map_location="cpu", weights_only=True)
+            config = GenieConfig.from_dict(payload["config"])
+        except Exception as e:
+            raise CheckpointError(f"{str(path)!r} holds a config this genie-gym cannot read ({e}); it was "
+                                  f"written by genie-gym {outer.get('genie_gym_version')}: use that version or "
+                                  "re-export the model") from e
+        try:
+            model = cls(config)
+            model.load_state_dict(payload["state_dict"], strict=True)
+        except Exception as e:  # missing/unexpected keys, shape mismatches
+            raise CheckpointError(f"{str(path)!r} has weights incompatible with its config / this genie-gym's "
+                                  f"model code ({str(e).splitlines()[0][:300]}); re-export the model with this "
+                                  "version, or use the genie-gym version that wrote it") from e
+        model.metadata = dict(payload.get("metadata") or {})
+        model.payload_sha256 = str(outer["payload_sha256"])
+        model.eval()
+        return model.to(map_location)

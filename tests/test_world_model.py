@@ -1,0 +1,183 @@
+"""World-model file (save/load/verification) and the batched Simulator (cache vs full recompute, batching)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+import genie_gym.models.world_model as wm_mod
+from genie_gym.config import get_preset
+from genie_gym.errors import CheckpointError, ConfigError
+from genie_gym.models.simulator import Simulator
+from genie_gym.models.world_model import FORMAT_VERSION, WorldModel
+
+
+@pytest.fixture(scope="module")
+def tiny() -> WorldModel:
+    torch.manual_seed(0)
+    return WorldModel(get_preset("tiny")).eval()
+
+
+@pytest.fixture(scope="module")
+def prompts() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+
+
+# --- file format ----------------------------------------------------------------------------------------------------
+def test_save_load_roundtrip_keeps_weights_config_metadata(tiny, tmp_path):
+    path = tmp_path / "wm.pt"
+    digest = tiny.save(path, {"data_manifest_sha256": "abc", "steps": 12, "metrics": {"psnr": 30.5}})
+    loaded = WorldModel.load(path)
+    assert loaded.config == tiny.config
+    assert loaded.metadata == {"data_manifest_sha256": "abc", "steps": 12, "metrics": {"psnr": 30.5}}
+    assert loaded.payload_sha256 == digest
+    for (k, a), (_, b) in zip(tiny.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    assert not loaded.training
+    assert [p.name for p in tmp_path.iterdir()] == ["wm.pt"]  # atomic write leaves no temporary file
+
+
+def test_bf16_save_halves_the_file_and_loads_as_float32(tiny, tmp_path):
+    tiny.save(tmp_path / "f32.pt", {})
+    tiny.save(tmp_path / "bf16.pt", {}, dtype=torch.bfloat16)
+    assert (tmp_path / "bf16.pt").stat().st_size < 0.6 * (tmp_path / "f32.pt").stat().st_size
+    loaded = WorldModel.load(tmp_path / "bf16.pt")
+    w = loaded.dynamics.head.weight
+    assert w.dtype == torch.float32
+    assert torch.equal(w, tiny.dynamics.head.weight.to(torch.bfloat16).float())
+
+
+def test_metadata_must_be_json(tiny, tmp_path):
+    with pytest.raises(ValueError, match="JSON"):
+        tiny.save(tmp_path / "x.pt", {"bad": object()})
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        WorldModel.load(tmp_path / "nope.pt")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip_payload_byte", "garbage"])
+def test_damaged_file_is_a_checkpoint_error(tiny, tmp_path, damage):
+    path = tmp_path / "wm.pt"
+    tiny.save(path, {})
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "flip_payload_byte":  # inside the stored weights: only the checksum can notice
+        outer = torch.load(io.BytesIO(bytes(data)), weights_only=True)
+        payload = bytearray(outer["payload"])
+        payload[len(payload) // 2] ^= 0xFF
+        outer["payload"] = bytes(payload)
+        buf = io.BytesIO()
+        torch.save(outer, buf)
+        data = buf.getvalue()
+    else:
+        data = b"this is not a checkpoint" * 10
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        WorldModel.load(path)
+
+
+def test_damaged_shipped_file_says_how_to_reinstall(tiny, tmp_path, monkeypatch):
+    shipped = tmp_path / "assets" / "world_model.pt"
+    monkeypatch.setattr(wm_mod, "_default_path", lambda: shipped)
+    with pytest.raises(CheckpointError, match="pip install --force-reinstall genie-gym"):
+        WorldModel.load()  # missing
+    tiny.save(shipped, {})
+    shipped.write_bytes(shipped.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="git checkout genie_gym/assets"):
+        WorldModel.load()
+
+
+def test_newer_format_version_says_upgrade(tiny, tmp_path):
+    path = tmp_path / "wm.pt"
+    tiny.save(path, {})
+    outer = torch.load(path, weights_only=True)
+    outer["format_version"] = FORMAT_VERSION + 1
+    torch.save(outer, path)
+    with pytest.raises(CheckpointError, match="upgrade"):
+        WorldModel.load(path)
+
+
+def test_incompatible_weights_and_foreign_files(tiny, tmp_path):
+    path = tmp_path / "wm.pt"
+    tiny.save(path, {})
+    outer = torch.load(path, weights_only=True)
+    payload = torch.load(io.BytesIO(outer["payload"]), weights_only=True)
+    payload["state_dict"]["dynamics.head.weight"] = torch.zeros(3, 3)  # wrong shape, checksum made to fit
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    outer["payload"] = buf.getvalue()
+    outer["payload_sha256"] = wm_mod.sha256_bytes(outer["payload"])
+    torch.save(outer, path)
+    with pytest.raises(CheckpointError, match="incompatible"):
+        WorldModel.load(path)
+    torch.save(tiny.state_dict(), tmp_path / "plain.pt")
+    with pytest.raises(CheckpointError, match="not a genie-gym world-model file"):
+        WorldModel.load(tmp_path / "plain.pt")
+
+
+def test_default_path_is_inside_the_package():
+    p = WorldModel.default_path()
+    assert p.name == "world_model.pt" and p.parent.name == "assets" and p.parent.parent.name == "genie_gym"
+
+
+# --- simulator ------------------------------------------------------------------------------------------------------
+def _rollout(sim: Simulator, prompts: np.ndarray, seeds: list[int], actions_SB: np.ndarray) -> np.ndarray:
+    sim.reset(None, prompts, seeds)
+    return np.stack([sim.step(a) for a in actions_SB])  # (S, B, H, W, C)
+
+
+def test_cached_path_equals_full_recompute_within_the_window(tiny, prompts):
+    W = 4
+    actions_SB = np.random.default_rng(1).integers(0, 8, (W + 3, 3))
+    cached = _rollout(Simulator(tiny, 3, context_frames=W, use_cache=True), prompts, [1, 2, 3], actions_SB)
+    full = _rollout(Simulator(tiny, 3, context_frames=W, use_cache=False), prompts, [1, 2, 3], actions_SB)
+    # Steps 1..W-1: the whole history fits in the window, both paths see exactly the same frames.
+    np.testing.assert_array_equal(cached[: W - 1], full[: W - 1])
+    assert cached.dtype == np.uint8 and cached.shape == (W + 3, 3, 64, 64, 3)
+    # Beyond, full recompute truncates while the cache keeps older frames' influence (documented): they differ.
+    assert not np.array_equal(cached[W - 1:], full[W - 1:])
+
+
+def test_a_world_is_the_same_alone_or_in_a_batch_and_after_partial_reset(tiny, prompts):
+    actions_SB = np.random.default_rng(2).integers(0, 8, (6, 3))
+    batch = _rollout(Simulator(tiny, 3, context_frames=4), prompts, [1, 2, 3], actions_SB)
+    alone = _rollout(Simulator(tiny, 1, context_frames=4), prompts[1:2], [2], actions_SB[:, 1:2])
+    np.testing.assert_array_equal(batch[:, 1], alone[:, 0])
+    sim = Simulator(tiny, 3, context_frames=4)
+    sim.reset(None, prompts[::-1].copy(), [7, 8, 9])
+    sim.step(np.array([1, 2, 3]))
+    sim.reset([1], prompts[1:2], [2])  # world 1 restarts while worlds 0 and 2 keep their history
+    again = np.stack([sim.step(a) for a in actions_SB])
+    np.testing.assert_array_equal(again[:, 1], batch[:, 1])
+
+
+def test_same_seed_same_frames_other_seed_other_frames(tiny, prompts):
+    actions_SB = np.zeros((3, 1), dtype=np.int64)
+    a = _rollout(Simulator(tiny, 1), prompts[:1], [5], actions_SB)
+    b = _rollout(Simulator(tiny, 1), prompts[:1], [5], actions_SB)
+    c = _rollout(Simulator(tiny, 1), prompts[:1], [6], actions_SB)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_simulator_rejects_bad_arguments(tiny, prompts):
+    for kwargs in ({"num_worlds": 0}, {"maskgit_steps": 0}, {"temperature": -1.0}, {"context_frames": 1}):
+        with pytest.raises(ConfigError):
+            Simulator(tiny, **{"num_worlds": 1, **kwargs})
+    sim = Simulator(tiny, 2)
+    with pytest.raises(RuntimeError, match="never reset"):
+        sim.step(np.array([0, 0]))
+    with pytest.raises(ValueError, match="uint8"):
+        sim.reset(None, prompts[:2].astype(np.float32), [0, 1])
+    sim.reset(None, prompts[:2], [0, 1])
+    with pytest.raises(ValueError, match=r"in \[0, 8\)"):
+        sim.step(np.array([0, 8]))
+    with pytest.raises(ValueError, match="shape"):
+        sim.step(np.array([0]))
+    assert sim.step(np.array([0, 7])).shape == (2, 64, 64, 3)  # still usable
