@@ -1,9 +1,13 @@
 """Latent action model (Genie, section 2.1): learns |A| discrete actions from pixels alone.
 
-Encoder: patches (patch 16) of frames 0..T-1 plus one learned *action token* per frame, causal ST transformer.
-The action token of frame t+1 gathers (spatially) frame t+1 and (temporally, causally) frames <= t, so its
-output is the continuous latent of transition t -> t+1. We use a token rather than mean-pooling so the model
-can choose what to attend to. -> linear to code_dim -> VQ with num_actions codes -> a_t, t = 0..T-2.
+Encoder: patches (patch 16) of frames 0..T-1, causal ST transformer; h_t = the mean of frame t's output tokens
+(it has seen frames <= t). The continuous latent of transition t -> t+1 is a bias-free projection of the
+*change* h_{t+1} - h_t ("an action is what changes"). Reading one pooled feature or a learned action token per
+frame instead collapsed the codebook on CoinRun within 5 steps: those features share a large component across
+all clips (positions, the token itself, the scene's overall look), every latent sat at cosine ~0.99 from every
+other, all fell to one code, and the decoder learned to ignore it. The difference cancels the shared part
+(latents start near-orthogonal) and keeps several codes alive from the first step.
+-> VQ with num_actions codes -> a_t, t = 0..T-2.
 
 Decoder: sees ONLY frames 0..T-2 (patch embeddings) and the quantised a_t (projected and ADDED to every token
 of frame t), causal ST transformer, sigmoid pixels = prediction of frame t+1. Since the future reaches the
@@ -38,11 +42,11 @@ class LatentActionModel(nn.Module):
         N = (image_size // cfg.patch_size) ** 2
         P, D = cfg.patch_size ** 2 * channels, cfg.d_model
         self.enc_patch_embed = nn.Linear(P, D)
-        self.enc_pos = nn.Parameter(torch.zeros(N + 1, D))  # last row: the action token
-        self.action_token = nn.Parameter(torch.zeros(D))
+        self.enc_pos = nn.Parameter(torch.zeros(N, D))
         self.encoder = STTransformer(D, cfg.num_layers, cfg.num_heads, cfg.qk_norm, max_frames)
-        self.pre_quant = nn.Linear(D, cfg.code_dim)
-        self.vq = VectorQuantizer(cfg.num_actions, cfg.code_dim, cfg.commitment_weight)
+        self.pre_quant = nn.Linear(D, cfg.code_dim, bias=False)  # no bias: "no change" maps to the origin
+        # Few codes: a code unused for 20 steps is dead (the tokenizer's 1024 codes use a longer threshold).
+        self.vq = VectorQuantizer(cfg.num_actions, cfg.code_dim, cfg.commitment_weight, dead_code_threshold=20)
         self.action_proj = nn.Linear(cfg.code_dim, D)
         self.dec_patch_embed = nn.Linear(P, D)
         self.dec_pos = nn.Parameter(torch.zeros(N, D))
@@ -50,7 +54,7 @@ class LatentActionModel(nn.Module):
         self.head = nn.Linear(D, P)
         for m in (self.enc_patch_embed, self.pre_quant, self.action_proj, self.dec_patch_embed, self.head):
             init_weights(m)
-        for p in (self.enc_pos, self.action_token, self.dec_pos):
+        for p in (self.enc_pos, self.dec_pos):
             nn.init.normal_(p, std=0.02)
 
     def _check(self, frames_BTHWC: torch.Tensor) -> None:
@@ -62,11 +66,9 @@ class LatentActionModel(nn.Module):
     def encode_latents(self, frames_BTHWC: torch.Tensor) -> torch.Tensor:
         """Continuous action latents (B, T-1, code_dim); entry t describes frame t -> t+1."""
         self._check(frames_BTHWC)
-        x_BTND = self.enc_patch_embed(patchify(frames_BTHWC, self.patch))
-        B, T, N, D = x_BTND.shape
-        x_BTND = torch.cat([x_BTND, self.action_token.expand(B, T, 1, D)], dim=2) + self.enc_pos
-        h_BTD = self.encoder(x_BTND)[:, 1:, -1]
-        return self.pre_quant(h_BTD)
+        x_BTND = self.enc_patch_embed(patchify(frames_BTHWC, self.patch)) + self.enc_pos
+        h_BTD = self.encoder(x_BTND).mean(dim=2)
+        return self.pre_quant(h_BTD[:, 1:] - h_BTD[:, :-1])
 
     @torch.no_grad()
     def infer_actions(self, frames_BTHWC: torch.Tensor) -> torch.Tensor:

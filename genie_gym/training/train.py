@@ -48,8 +48,8 @@ class Args:
     """steps between checkpoints (last.pt and step_N.pt); one is always written at the end"""
     keep: int = 3
     """how many periodic step_N.pt checkpoints to keep (0: all)"""
-    dead_code_every: int = 100
-    """steps between dead-code resets of the VQ codebooks (0: never)"""
+    dead_code_every: int = 10
+    """steps between dead-code checks of the VQ codebooks (each code has its own unused-for threshold; 0: never)"""
     tokenizer_ckpt: Path | None = None
     """phase dynamics: tokenizer checkpoint to freeze (default RUN/tokenizer/last.pt)"""
     split: str = "train"
