@@ -102,7 +102,8 @@ def main(args: Args) -> None:
 
     world_model = WorldModel.load(model_path)
     prompts = {
-        "coinrun frame (test level)": procgen_start_frame("coinrun", level=_test_level(args.data), distribution_mode="hard"),
+        "coinrun frame (test level)": procgen_start_frame("coinrun", level=_test_level(args.data),
+                                                          distribution_mode="hard"),
         "photo-like image": load_prompt(photo_like_prompt())[0],
         "hand-drawn sketch": load_prompt(str(sketch_path()))[0],
     }
