@@ -56,10 +56,10 @@ def main(args: Args) -> None:
         torch.set_num_threads(args.threads)
     path = args.checkpoint or WorldModel.default_path()
     world_model = WorldModel.load(path)
-    meta = world_model.metadata
+    steps = world_model.metadata.get("steps", {})
+    trained = ", ".join(f"{phase} {n} steps" for phase, n in steps.items()) if isinstance(steps, dict) else steps
     print(f"world model: {path} (preset {world_model.config.preset}, "
-          f"{sum(p.numel() for p in world_model.parameters()) / 1e6:.1f}M parameters, "
-          f"trained {meta.get('steps', '?')} steps)")
+          f"{sum(p.numel() for p in world_model.parameters()) / 1e6:.1f}M parameters; trained: {trained or '?'})")
     env = GenieEnv(checkpoint=world_model, device=args.device)
     actions = demo_actions(args.steps, int(env.action_space.n), args.repeat, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)

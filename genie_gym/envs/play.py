@@ -85,7 +85,11 @@ def write_video(frames: Sequence[np.ndarray], path: str | Path, fps: int = 10, s
     if suffix == ".mp4":
         # imageio-ffmpeg directly: gym3 pins imageio-ffmpeg < 0.4, whose API imageio's own ffmpeg plugin no longer
         # matches (it passes `audio_path`). H.264 in yuv420p plays everywhere.
-        import imageio_ffmpeg
+        import warnings
+
+        with warnings.catch_warnings():  # gym3's pinned imageio-ffmpeg 0.3 imports the deprecated pkg_resources
+            warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+            import imageio_ffmpeg
 
         h, w = big[0].shape[:2]
         writer = imageio_ffmpeg.write_frames(str(tmp), (w, h), fps=fps, codec="libx264", quality=8,
