@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from tqdm import tqdm
 from agents.policies import ImpalaEncoder
 from genie_gym.errors import CheckpointError
 from genie_gym.utils.device import resolve_device
+from genie_gym.utils.io import atomic_write_json
 
 DEFAULT_EXPERT = Path(__file__).resolve().parent / "assets" / "ppo_coinrun_easy.zip"
 
@@ -45,12 +47,24 @@ class ProcgenSB3VecEnv(VecEnv):
     stand-in never enters the PPO update.
     """
 
-    def __init__(self, num_envs: int, env_name: str = "coinrun", num_levels: int = 0, start_level: int = 0,
-                 distribution_mode: str = "easy", seed: int = 0) -> None:
+    def __init__(
+        self,
+        num_envs: int,
+        env_name: str = "coinrun",
+        num_levels: int = 0,
+        start_level: int = 0,
+        distribution_mode: str = "easy",
+        seed: int = 0,
+    ) -> None:
         from procgen import ProcgenGym3Env
 
-        self._kwargs = dict(num=num_envs, env_name=env_name, num_levels=num_levels, start_level=start_level,
-                            distribution_mode=distribution_mode)
+        self._kwargs = dict(
+            num=num_envs,
+            env_name=env_name,
+            num_levels=num_levels,
+            start_level=start_level,
+            distribution_mode=distribution_mode,
+        )
         self._seed = int(seed)
         self._make = ProcgenGym3Env
         self.env = ProcgenGym3Env(**self._kwargs, rand_seed=self._seed)
@@ -118,8 +132,9 @@ class ProcgenSB3VecEnv(VecEnv):
 class ImpalaExtractor(BaseFeaturesExtractor):
     """SB3 features extractor: the IMPALA CNN of `agents.policies` (SB3 hands it CHW floats in [0, 1])."""
 
-    def __init__(self, observation_space: gym.spaces.Box, features_dim: int = 256,
-                 channels: tuple[int, ...] = (16, 32, 32)) -> None:
+    def __init__(
+        self, observation_space: gym.spaces.Box, features_dim: int = 256, channels: tuple[int, ...] = (16, 32, 32)
+    ) -> None:
         super().__init__(observation_space, features_dim)
         self.cnn = ImpalaEncoder(tuple(channels), features_dim, in_channels=observation_space.shape[0])
 
@@ -130,11 +145,13 @@ class ImpalaExtractor(BaseFeaturesExtractor):
 class ProgressCallback(BaseCallback):
     """tqdm bar over environment frames, with the measured frames/s and the recent mean episode return."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, log_path: Path | None = None, wall_before: float = 0.0) -> None:
         super().__init__()
         self.total = total
         self.t0 = 0.0
         self.frames = 0
+        self.log_path = log_path
+        self.wall_before = wall_before
 
     def _on_training_start(self) -> None:
         self.t0 = time.perf_counter()
@@ -148,7 +165,20 @@ class ProgressCallback(BaseCallback):
             buf = self.model.ep_info_buffer
             ret = float(np.mean([e["r"] for e in buf])) if buf else float("nan")
             self.bar.set_postfix(fps=f"{self.fps:.0f}", ret=f"{ret:.2f}")
+            if self.log_path is not None:  # cumulative wall time survives kills and resumes
+                atomic_write_json(
+                    self.log_path,
+                    {
+                        "frames": int(self.model.num_timesteps),
+                        "wall_s_total": round(self.wall_total, 1),
+                        "recent_train_return": ret,
+                    },
+                )
         return True
+
+    @property
+    def wall_total(self) -> float:
+        return self.wall_before + time.perf_counter() - self.t0
 
     @property
     def fps(self) -> float:
@@ -205,8 +235,10 @@ class Args:
     """save a checkpoint every this many frames"""
     device: str = "auto"
     """torch device: auto, cpu or cuda"""
-    threads: int = 1
-    """torch CPU threads (the dev machines have 2 cores shared between people)"""
+    threads: int = 2
+    """torch CPU threads (one torch job at a time on the 2-core dev machines: two oversubscribe the cores)"""
+    resume: bool = False
+    """continue from the newest readable checkpoint in <out>/checkpoints (weights, optimizer, reward statistics)"""
 
 
 def make_model(args: Args, venv: VecEnv) -> Any:
@@ -217,19 +249,35 @@ def make_model(args: Args, venv: VecEnv) -> Any:
         args.cnn = "impala" if resolve_device(args.device).type == "cuda" else "nature"
         print(f"--cnn auto -> {args.cnn}")
     if args.cnn == "impala":
-        policy_kwargs = dict(features_extractor_class=ImpalaExtractor, features_extractor_kwargs={},
-                             net_arch=dict(pi=[], vf=[]), activation_fn=nn.ReLU)
+        policy_kwargs = dict(
+            features_extractor_class=ImpalaExtractor,
+            features_extractor_kwargs={},
+            net_arch=dict(pi=[], vf=[]),
+            activation_fn=nn.ReLU,
+        )
     elif args.cnn != "nature":
         raise ValueError(f"--cnn {args.cnn!r} is unknown; use impala or nature")
     batch = args.num_envs * args.n_steps
     if batch % args.n_minibatches:
         raise ValueError(f"num_envs*n_steps={batch} must be divisible by --n-minibatches {args.n_minibatches}")
     return PPO(
-        "CnnPolicy", venv, n_steps=args.n_steps, batch_size=batch // args.n_minibatches, n_epochs=args.n_epochs,
-        gamma=args.gamma, gae_lambda=args.gae_lambda, learning_rate=args.learning_rate, ent_coef=args.ent_coef,
-        clip_range=args.clip_range, vf_coef=args.vf_coef, max_grad_norm=args.max_grad_norm,
-        policy_kwargs=policy_kwargs, tensorboard_log=str(Path(args.out) / "tb"), seed=args.seed,
-        device=args.device, verbose=0,
+        "CnnPolicy",
+        venv,
+        n_steps=args.n_steps,
+        batch_size=batch // args.n_minibatches,
+        n_epochs=args.n_epochs,
+        gamma=args.gamma,
+        gae_lambda=args.gae_lambda,
+        learning_rate=args.learning_rate,
+        ent_coef=args.ent_coef,
+        clip_range=args.clip_range,
+        vf_coef=args.vf_coef,
+        max_grad_norm=args.max_grad_norm,
+        policy_kwargs=policy_kwargs,
+        tensorboard_log=str(Path(args.out) / "tb"),
+        seed=args.seed,
+        device=args.device,
+        verbose=0,
     )
 
 
@@ -265,21 +313,67 @@ def export_expert(model: Any, path: str | Path, max_bytes: int = 10 * 2**20) -> 
     return size
 
 
+def latest_checkpoint(out: Path) -> tuple[Path, Path | None] | None:
+    """Newest `ppo_<frames>_steps.zip` in `<out>/checkpoints` with its VecNormalize statistics, if any."""
+    found = sorted((out / "checkpoints").glob("ppo_*_steps.zip"), key=lambda p: int(p.stem.split("_")[1]))
+    for zip_path in reversed(found):
+        try:  # a kill during SB3's (non-atomic) save leaves a truncated zip: skip it, use the one before
+            with zipfile.ZipFile(zip_path) as z:
+                if z.testzip() is not None:
+                    raise zipfile.BadZipFile("bad member CRC")
+        except zipfile.BadZipFile:
+            print(f"warning: {zip_path} is damaged (interrupted save?); trying the checkpoint before it")
+            continue
+        norm = zip_path.with_name(zip_path.name.replace("ppo_", "ppo_vecnormalize_").replace(".zip", ".pkl"))
+        return zip_path, norm if norm.is_file() else None
+    return None
+
+
 def main(args: Args) -> None:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    venv: VecEnv = ProcgenSB3VecEnv(args.num_envs, args.env_name, args.num_levels, args.start_level,
-                                    args.distribution_mode, args.seed)
+    venv: VecEnv = ProcgenSB3VecEnv(
+        args.num_envs, args.env_name, args.num_levels, args.start_level, args.distribution_mode, args.seed
+    )
     venv = VecMonitor(venv)
     if args.norm_reward:
         venv = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=args.gamma)
-    model = make_model(args, venv)
-    progress = ProgressCallback(args.total_timesteps)
-    ckpt = CheckpointCallback(max(args.checkpoint_every // args.num_envs, 1), str(out / "checkpoints"),
-                              name_prefix="ppo")
+    start = latest_checkpoint(out) if args.resume else None
+    if args.resume and start is None:
+        print(f"--resume: no checkpoint in {out / 'checkpoints'}; starting from scratch")
+    if start is not None:
+        from stable_baselines3 import PPO
+
+        zip_path, norm_path = start
+        if norm_path is not None and isinstance(venv, VecNormalize):
+            venv = VecNormalize.load(str(norm_path), venv.venv)
+        model = PPO.load(zip_path, env=venv, device=args.device, tensorboard_log=str(out / "tb"))
+        if args.cnn == "auto":
+            args.cnn = "impala" if isinstance(model.policy.features_extractor, ImpalaExtractor) else "nature"
+        print(f"resumed from {zip_path} at {model.num_timesteps} frames")
+    else:
+        model = make_model(args, venv)
+    done = int(model.num_timesteps)
+    if done >= args.total_timesteps:
+        print(f"already trained for {done} frames >= --total-timesteps {args.total_timesteps}; exporting only")
+    remaining = max(args.total_timesteps - done, 0)
+    progress_path = out / "progress.json"
+    wall_before = 0.0
+    if start is not None and progress_path.is_file():
+        wall_before = float(json.loads(progress_path.read_text()).get("wall_s_total", 0.0))
+    progress = ProgressCallback(remaining, progress_path, wall_before)
+    ckpt = CheckpointCallback(
+        max(args.checkpoint_every // args.num_envs, 1),
+        str(out / "checkpoints"),
+        name_prefix="ppo",
+        save_vecnormalize=True,
+    )
     t0 = time.perf_counter()
-    model.learn(total_timesteps=args.total_timesteps, callback=CallbackList([progress, ckpt]))
+    if remaining:
+        model.learn(
+            total_timesteps=remaining, callback=CallbackList([progress, ckpt]), reset_num_timesteps=start is None
+        )
     wall = time.perf_counter() - t0
     model.save(out / "final.zip")  # resumable (optimizer state included)
     size = export_expert(model, out / "expert.zip")
@@ -287,8 +381,11 @@ def main(args: Args) -> None:
     info = {
         "args": asdict(args),
         "frames": int(model.num_timesteps),
-        "wall_s": round(wall, 1),
-        "frames_per_s": round(model.num_timesteps / wall, 1),
+        "frames_this_run": int(model.num_timesteps) - done,
+        "resumed_from_frames": done,
+        "wall_s_this_run": round(wall, 1),
+        "wall_s_total": round(wall_before + wall, 1),
+        "frames_per_s": round((model.num_timesteps - done) / max(wall, 1e-9), 1),
         "recent_train_return": float(np.mean([e["r"] for e in buf])) if buf else None,
         "torch_threads": torch.get_num_threads(),
         "device": str(model.device),
@@ -296,9 +393,11 @@ def main(args: Args) -> None:
         "expert_zip_bytes": size,
     }
     (out / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
-    print(f"frames {info['frames']}  wall {wall:.1f}s  frames/s {info['frames_per_s']}  "
-          f"recent train return {info['recent_train_return']}  -> {out / 'final.zip'}, "
-          f"{out / 'expert.zip'} ({size / 2**20:.1f} MiB, to ship as {DEFAULT_EXPERT.name})")
+    print(
+        f"frames {info['frames']}  wall {wall:.1f}s  frames/s {info['frames_per_s']}  "
+        f"recent train return {info['recent_train_return']}  -> {out / 'final.zip'}, "
+        f"{out / 'expert.zip'} ({size / 2**20:.1f} MiB, to ship as {DEFAULT_EXPERT.name})"
+    )
 
 
 if __name__ == "__main__":

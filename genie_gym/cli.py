@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # command -> (module, one-line help). Each module exposes `Args` (a tyro dataclass) and `main(args)`.
@@ -21,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def _usage() -> str:
     lines = ["usage: genie-gym <command> [--help] [options]", "", "commands:"]
     lines += [f"  {name:<14} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Errors print one message naming the problem and the fix; GENIE_GYM_TRACEBACK=1 shows the traceback."]
     return "\n".join(lines)
 
 
@@ -41,7 +43,15 @@ def main(argv: list[str] | None = None) -> None:
     module_name, help_ = COMMANDS[name]
     module = importlib.import_module(module_name)
     args = tyro.cli(module.Args, args=rest, prog=f"genie-gym {name}", description=help_)
-    module.main(args)
+    from genie_gym.errors import GenieError
+
+    try:
+        module.main(args)
+    except GenieError as e:  # our errors already name the problem and the fix: no traceback
+        print(f"genie-gym {name}: error: {e}", file=sys.stderr)
+        if os.environ.get("GENIE_GYM_TRACEBACK"):
+            raise
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ class LAMConfig:
     num_heads: int = 8
     qk_norm: bool = True
     commitment_weight: float = 0.25
+    vq_normalize: bool = True  # cosine-similarity VQ (l2-normalised codes and latents)
+    usage_entropy_weight: float = 0.0  # > 0: batch code-usage entropy bonus (see models/vq.py)
 
 
 @dataclass

@@ -240,3 +240,21 @@ def test_scripts_save_load_and_code_count_mismatch(tiny_setup: dict, tmp_path: P
     WorldModel(cfg).save(tmp_path / "wm6.pt")
     with pytest.raises(ConfigError, match="LAM has 6"):
         load_policy("latent", str(tmp_path / "table"), world_model=str(tmp_path / "wm6.pt"))
+
+
+def test_ppo_expert_main_resumes_from_its_newest_checkpoint(tmp_path: Path) -> None:
+    import json
+
+    from agents.ppo_expert import Args, latest_checkpoint, main
+
+    out = tmp_path / "ppo"
+    common = dict(num_envs=2, n_steps=16, n_minibatches=2, checkpoint_every=32, out=str(out), threads=1)
+    main(Args(total_timesteps=64, **common))
+    first = latest_checkpoint(out)
+    assert first is not None and first[1] is not None  # weights + reward-normalisation statistics
+    assert int(first[0].stem.split("_")[1]) == 64
+    (first[0].parent / "ppo_96_steps.zip").write_bytes(b"PK\x03\x04 truncated")  # an interrupted save
+    main(Args(total_timesteps=128, resume=True, **common))
+    info = json.loads((out / "train_info.json").read_text())
+    assert info["resumed_from_frames"] == 64 and info["frames"] == 128 and info["frames_this_run"] == 64
+    assert (out / "expert.zip").is_file()

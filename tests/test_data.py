@@ -336,3 +336,13 @@ def test_cli_record_and_inspect(tmp_path: Path, capsys):
         iio.imread(out / "inspect" / "episodes.gif", index=None).shape[0] == 12
     )  # the longest episode shown, under --gif-frames 64
     assert json.loads((out / "inspect" / "stats.json").read_text())["frames"] == 24
+
+
+def test_cli_prints_genie_errors_without_traceback(tmp_path: Path, capsys):
+    from genie_gym.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["data", "inspect", str(tmp_path / "missing")])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("genie-gym data inspect: error:") and "Traceback" not in err

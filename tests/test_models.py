@@ -137,6 +137,25 @@ def test_vq_dead_code_reset_revives_codes():
     assert vq(z_e)[3]["usage"].item() > used_before
 
 
+def test_vq_usage_entropy_bonus_spreads_a_collapsed_batch_over_the_codebook():
+    """Latents that all sit nearest one code: the entropy term alone moves them apart; without it nothing moves."""
+    torch.manual_seed(0)
+    spread = {}
+    for weight in (0.0, 1.0):
+        vq = VectorQuantizer(8, 4, commitment_weight=0.0, entropy_weight=weight)
+        with torch.no_grad():
+            vq.codebook.copy_(torch.eye(8, 4) + torch.eye(8, 4).roll(4, 0) * -1)  # +-axis codes
+        z = (torch.tensor([1.0, 0, 0, 0]) + 0.3 * torch.randn(256, 4)).requires_grad_()
+        opt = torch.optim.SGD([z], lr=0.5)
+        for _ in range(100):
+            _, _, loss, stats = vq(z)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        spread[weight] = stats["perplexity"].item()
+    assert spread[0.0] < 1.5 and spread[1.0] > 2.5, spread
+
+
 # --- tokenizer ----------------------------------------------------------------------------------------------
 def test_tokenizer_shapes_and_gradients(cfg):
     tok, _, _ = _models(cfg)

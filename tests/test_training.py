@@ -104,10 +104,15 @@ def test_resume_reproduces_identical_losses(phase: str, tiny_data: Path, tokeniz
     tok = tokenizer_run / "tokenizer" / "last.pt"
     full = train(targs(tiny_data, tmp_path / "full", phase, steps=6, tokenizer_ckpt=tok))
     first = train(targs(tiny_data, tmp_path / "split", phase, steps=6, stop_at=3, tokenizer_ckpt=tok))
+    log = tmp_path / "split" / phase / "metrics.jsonl"
+    with open(log, "a") as f:  # what a kill after the step-3 checkpoint leaves behind: steps logged, then lost
+        f.write(json.dumps({"step": 4, "loss": 1.0}) + "\n" + '{"step": 5, "lo')
     rest = train(targs(tiny_data, tmp_path / "split", phase, steps=6, resume=True, tokenizer_ckpt=tok))
     assert len(full) == 6 and len(first) == 3 and len(rest) == 3
     assert first + rest == full  # bit-identical, not approximately equal
     assert len(set(full)) > 1
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 6  # the lost steps were dropped, then logged once
     if phase == "dynamics":
         from genie_gym.models.world_model import WorldModel
 
@@ -231,3 +236,25 @@ def test_tiny_pipeline_end_to_end_and_resumable(tiny_data: Path, tmp_path: Path)
     again = run_pipeline(args)  # every stage is complete: nothing is retrained or rewritten
     assert {f: (run / f).stat().st_mtime_ns for f in mtimes} == mtimes
     assert again["eval"] == result["eval"]
+
+
+def test_init_from_a_world_model_fine_tunes_and_is_recorded(tiny_data: Path, tokenizer_run: Path, tmp_path: Path):
+    from genie_gym.models.world_model import WorldModel
+
+    tok = tokenizer_run / "tokenizer" / "last.pt"
+    train(targs(tiny_data, tmp_path / "a", "dynamics", steps=3, tokenizer_ckpt=tok))
+    src = tmp_path / "a" / "world_model.pt"
+    b = tmp_path / "b"
+    trainer = Trainer(targs(tiny_data, b, "dynamics", steps=3, tokenizer_ckpt=tok, init_from=src))
+    ref = WorldModel.load(src)
+    for name in ("lam", "dynamics"):
+        for k, v in getattr(ref, name).state_dict().items():
+            torch.testing.assert_close(trainer.model.parts()[name].state_dict()[k], v, msg=f"{name}.{k}")
+    trainer.run()
+    meta = WorldModel.load(b / "world_model.pt").metadata
+    assert meta["init_from"]["sha256"] == sha256_file(src) and meta["init_from"]["steps"]["dynamics"] == 3
+    with pytest.raises(CheckpointError, match="'tokenizer' checkpoint"):
+        Trainer(targs(tiny_data, tmp_path / "c", "dynamics", steps=3, tokenizer_ckpt=tok, init_from=tok))
+    with pytest.raises(ConfigError, match="--init-parts"):
+        Trainer(targs(tiny_data, tmp_path / "d", "dynamics", steps=3, tokenizer_ckpt=tok, init_from=src,
+                      init_parts=("decoder",)))

@@ -181,3 +181,12 @@ def test_simulator_rejects_bad_arguments(tiny, prompts):
     with pytest.raises(ValueError, match="shape"):
         sim.step(np.array([0]))
     assert sim.step(np.array([0, 7])).shape == (2, 64, 64, 3)  # still usable
+
+
+def test_bfloat16_precision_runs_deterministically_and_bad_precision_is_an_error(tiny, prompts):
+    actions = np.array([[1, 2], [3, 4], [5, 6]])
+    a = _rollout(Simulator(tiny, 2, precision="bfloat16"), prompts, [1, 2], actions)
+    b = _rollout(Simulator(tiny, 2, precision="bfloat16"), prompts, [1, 2], actions)
+    assert a.dtype == np.uint8 and a.shape[-3:] == (64, 64, 3) and np.array_equal(a, b)
+    with pytest.raises(ConfigError, match="precision"):
+        Simulator(tiny, 1, precision="fp8")

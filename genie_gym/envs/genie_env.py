@@ -70,6 +70,7 @@ class GenieEnv(gym.Env[np.ndarray, np.int64]):
         maskgit_steps / temperature / context_frames: sampling settings (default: the model config's
             `SamplingConfig`; Genie: 25 steps, temperature 1.0, 16 frames).
         device: "cpu", "cuda" or "auto".
+        precision: "float32" (default) or "bfloat16" (autocast; faster matmuls, frames differ slightly).
         render_mode: None, "rgb_array" (`render()` returns the frame) or "human" (a pygame window).
         render_scale: integer upscaling of rendered frames, nearest-neighbour (observations stay 64x64).
         reward_fn: `reward_fn(obs, action, next_obs) -> float`; default: reward 0.0.
@@ -85,14 +86,16 @@ class GenieEnv(gym.Env[np.ndarray, np.int64]):
                  temperature: float | None = None, context_frames: int | None = None, device: str = "cpu",
                  render_mode: str | None = None, render_scale: int = 8, reward_fn: RewardFn | None = None,
                  max_episode_steps: int | None = 1000, prompt_game: str = "coinrun",
-                 prompt_levels: tuple[int, int] = (0, 10_000), prompt_mode: str = "hard", use_cache: bool = True):
+                 prompt_levels: tuple[int, int] = (0, 10_000), prompt_mode: str = "hard", use_cache: bool = True,
+                 precision: str = "float32"):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise gym.error.UnsupportedMode(f"render_mode={render_mode!r} is not supported; use one of "
                                             f"{self.metadata['render_modes']} or None")
         if isinstance(render_scale, bool) or not isinstance(render_scale, (int, np.integer)) or render_scale < 1:
             raise ValueError(f"render_scale must be a positive int, got {render_scale!r}")
         self.worlds = WorldBatch(1, checkpoint, maskgit_steps, temperature, context_frames, device, reward_fn,
-                                 max_episode_steps, prompt_game, prompt_levels, prompt_mode, use_cache)
+                                 max_episode_steps, prompt_game, prompt_levels, prompt_mode, use_cache,
+                                 precision)
         self.render_mode = render_mode
         self.render_scale = int(render_scale)
         self.observation_space = self.worlds.single_observation_space()

@@ -43,12 +43,14 @@ class GenieSB3VecEnv(VecEnv):
                  context_frames: int | None = None, device: str = "cpu", render_mode: str | None = None,
                  reward_fn: RewardFn | None = None, max_episode_steps: int | None = 1000,
                  prompt_game: str = "coinrun", prompt_levels: tuple[int, int] = (0, 10_000),
-                 prompt_mode: str = "hard", use_cache: bool = True):
+                 prompt_mode: str = "hard", use_cache: bool = True,
+                 precision: str = "float32"):
         if render_mode not in (None, "rgb_array"):
             raise gym.error.UnsupportedMode(f"GenieSB3VecEnv supports render_mode 'rgb_array' or None, got "
                                             f"{render_mode!r}")
         self.worlds = WorldBatch(num_envs, checkpoint, maskgit_steps, temperature, context_frames, device,
-                                 reward_fn, max_episode_steps, prompt_game, prompt_levels, prompt_mode, use_cache)
+                                 reward_fn, max_episode_steps, prompt_game, prompt_levels, prompt_mode, use_cache,
+                                 precision)
         self._render_mode = render_mode
         self._rngs: list[np.random.Generator | None] = [None] * self.worlds.num_worlds
         self._actions: np.ndarray | None = None

@@ -41,14 +41,16 @@ class GenieVectorEnv(VectorEnv):
                  context_frames: int | None = None, device: str = "cpu", render_mode: str | None = None,
                  render_scale: int = 1, reward_fn: RewardFn | None = None, max_episode_steps: int | None = 1000,
                  prompt_game: str = "coinrun", prompt_levels: tuple[int, int] = (0, 10_000),
-                 prompt_mode: str = "hard", use_cache: bool = True):
+                 prompt_mode: str = "hard", use_cache: bool = True,
+                 precision: str = "float32"):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise gym.error.UnsupportedMode(f"GenieVectorEnv renders {self.metadata['render_modes']} (a tuple of "
                                             f"frames), got render_mode={render_mode!r}")
         if isinstance(render_scale, bool) or not isinstance(render_scale, (int, np.integer)) or render_scale < 1:
             raise ValueError(f"render_scale must be a positive int, got {render_scale!r}")
         self.worlds = WorldBatch(num_envs, checkpoint, maskgit_steps, temperature, context_frames, device,
-                                 reward_fn, max_episode_steps, prompt_game, prompt_levels, prompt_mode, use_cache)
+                                 reward_fn, max_episode_steps, prompt_game, prompt_levels, prompt_mode, use_cache,
+                                 precision)
         self.num_envs = self.worlds.num_worlds
         self.single_observation_space = self.worlds.single_observation_space()
         self.single_action_space = self.worlds.single_action_space()

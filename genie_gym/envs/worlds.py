@@ -68,7 +68,8 @@ class WorldBatch:
                  context_frames: int | None = None, device: str = "cpu", reward_fn: RewardFn | None = None,
                  max_episode_steps: int | None = 1000, prompt_game: str = "coinrun",
                  prompt_levels: tuple[int, int] = (0, 10_000), prompt_mode: str = "hard",
-                 use_cache: bool = True):
+                 use_cache: bool = True,
+                 precision: str = "float32"):
         if isinstance(num_worlds, bool) or not isinstance(num_worlds, (int, np.integer)) or num_worlds <= 0:
             raise ConfigError(f"num_envs must be a positive int, got {num_worlds!r}; e.g. "
                               "gym.make_vec('Genie-v0', num_envs=8)")
@@ -92,7 +93,7 @@ class WorldBatch:
         self.device = resolve_device(device)
         self.world_model = load_world_model(checkpoint, self.device)
         self.sim = Simulator(self.world_model, int(num_worlds), maskgit_steps, temperature, context_frames,
-                             self.device, use_cache=use_cache)
+                             self.device, use_cache=use_cache, precision=precision)
         self.num_worlds = int(num_worlds)
         self.num_actions = self.world_model.num_actions
         self.frame_shape = (self.world_model.image_size, self.world_model.image_size, 3)

@@ -50,6 +50,8 @@ class Args:
     """steps per action in the action strip picture"""
     maskgit_steps: int | None = None
     """MaskGIT steps per frame (default: the model's sampling config)"""
+    temperature: float | None = None
+    """MaskGIT sampling temperature (default: the model's sampling config; 0 = greedy)"""
     batch_size: int = 16
     """clips per batched model call"""
 
@@ -121,11 +123,12 @@ def _simulate(
     seeds: list[int],
     maskgit_steps: int | None,
     device: torch.device,
+    temperature: float | None = None,
 ) -> torch.Tensor:
     """Generated frames (B, K, H, W, C) float in [0, 1], through the env's Simulator."""
     from genie_gym.models.simulator import Simulator
 
-    sim = Simulator(wm, num_worlds=len(seeds), maskgit_steps=maskgit_steps, device=device)
+    sim = Simulator(wm, num_worlds=len(seeds), maskgit_steps=maskgit_steps, temperature=temperature, device=device)
     sim.reset(None, prompts_BHWC_u8, seeds)
     frames = [sim.step(actions_BK[:, k]) for k in range(actions_BK.shape[1])]
     return to_float(np.stack(frames, axis=1))
@@ -172,8 +175,8 @@ def evaluate(args: Args) -> dict:
         acts_rand = torch.randint(0, A, acts_lam.shape, generator=g_rand)
         seeds = [args.seed * 100_003 + i for i in batch]
         prompts = u8[:, 0].numpy()
-        gen_lam = _simulate(wm, prompts, acts_lam.numpy(), seeds, args.maskgit_steps, device)
-        gen_rand = _simulate(wm, prompts, acts_rand.numpy(), seeds, args.maskgit_steps, device)
+        gen_lam = _simulate(wm, prompts, acts_lam.numpy(), seeds, args.maskgit_steps, device, args.temperature)
+        gen_rand = _simulate(wm, prompts, acts_rand.numpy(), seeds, args.maskgit_steps, device, args.temperature)
         target = real[:, 1:].cpu()
         psnr_lam.append(psnr(gen_lam, target))
         psnr_rand.append(psnr(gen_rand, target))
@@ -193,7 +196,8 @@ def evaluate(args: Args) -> dict:
     prompt = ds_roll[roll_idx[0]][0].numpy()
     strip_acts = np.repeat(np.arange(A)[:, None], args.strip_steps, axis=1)
     strip = _simulate(
-        wm, np.repeat(prompt[None], A, axis=0), strip_acts, [args.seed] * A, args.maskgit_steps, device
+        wm, np.repeat(prompt[None], A, axis=0), strip_acts, [args.seed] * A, args.maskgit_steps, device,
+        args.temperature,
     )
     prompt_f = to_float(torch.as_tensor(prompt))[None]
     strip_img = clip_strip([torch.cat([prompt_f, strip[a]]) for a in range(A)])
@@ -209,7 +213,7 @@ def evaluate(args: Args) -> dict:
         "num_clips": len(roll_idx),
         "seed": args.seed,
         "maskgit_steps": args.maskgit_steps or cfg.sampling.maskgit_steps,
-        "temperature": cfg.sampling.temperature,
+        "temperature": cfg.sampling.temperature if args.temperature is None else args.temperature,
         "context_frames": cfg.sampling.context_frames,
         "tokenizer_psnr": float(torch.cat(psnrs).mean()),
         "tokenizer_ssim": float(torch.cat(ssims).mean()),

@@ -46,7 +46,8 @@ class LatentActionModel(nn.Module):
         self.encoder = STTransformer(D, cfg.num_layers, cfg.num_heads, cfg.qk_norm, max_frames)
         self.pre_quant = nn.Linear(D, cfg.code_dim, bias=False)  # no bias: "no change" maps to the origin
         # Few codes: a code unused for 20 steps is dead (the tokenizer's 1024 codes use a longer threshold).
-        self.vq = VectorQuantizer(cfg.num_actions, cfg.code_dim, cfg.commitment_weight, dead_code_threshold=20)
+        self.vq = VectorQuantizer(cfg.num_actions, cfg.code_dim, cfg.commitment_weight, dead_code_threshold=20,
+                                  normalize=cfg.vq_normalize, entropy_weight=cfg.usage_entropy_weight)
         self.action_proj = nn.Linear(cfg.code_dim, D)
         self.dec_patch_embed = nn.Linear(P, D)
         self.dec_pos = nn.Parameter(torch.zeros(N, D))

@@ -21,7 +21,8 @@ world produces the same frames whether it runs alone or in a batch, and whicheve
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -32,6 +33,10 @@ from genie_gym.models.maskgit import maskgit_sample
 from genie_gym.models.st_transformer import TemporalKVCache
 from genie_gym.models.world_model import MAX_FRAMES, WorldModel
 from genie_gym.utils.device import resolve_device
+
+# precision -> autocast dtype (None: plain float32). bf16 runs the dynamics matmuls in half the bytes; its speed-up
+# on this CPU is measured by `python benchmarks/env_speed.py` (`single_env_fps_bf16`).
+PRECISIONS: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 def _load_into(cache: TemporalKVCache, idx_K: torch.Tensor, sub: TemporalKVCache) -> None:
@@ -51,7 +56,7 @@ class Simulator:
 
     def __init__(self, world_model: WorldModel, num_worlds: int = 1, maskgit_steps: int | None = None,
                  temperature: float | None = None, context_frames: int | None = None,
-                 device: str | torch.device = "cpu", use_cache: bool = True):
+                 device: str | torch.device = "cpu", use_cache: bool = True, precision: str = "float32"):
         sampling = world_model.config.sampling
         maskgit_steps = sampling.maskgit_steps if maskgit_steps is None else maskgit_steps
         temperature = sampling.temperature if temperature is None else temperature
@@ -65,7 +70,11 @@ class Simulator:
         if not isinstance(context_frames, (int, np.integer)) or not 2 <= context_frames <= MAX_FRAMES:
             raise ConfigError(f"context_frames must be an int in [2, {MAX_FRAMES}] (frames the model sees, the "
                               f"new one included; Genie uses 16), got {context_frames!r}")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         self.device = resolve_device(str(device))
+        self.precision = precision
+        self._amp_dtype = PRECISIONS[precision]
         self.model = world_model.to(self.device).eval()
         self.num_worlds = int(num_worlds)
         self.maskgit_steps = int(maskgit_steps)
@@ -82,14 +91,24 @@ class Simulator:
         self.steps_B = np.zeros(B, dtype=np.int64)  # frames generated since the world's reset
         with torch.inference_mode():
             if self.use_cache:
-                self.dyn_cache = world_model.dynamics.transformer.new_cache(B, W, self.device)
-                self.dec_cache = world_model.tokenizer.decoder.new_cache(B, W, self.device)
+                self.dyn_cache = self._new_cache(world_model.dynamics.transformer, B)
+                self.dec_cache = self._new_cache(world_model.tokenizer.decoder, B)
             else:
                 # The last W-1 frames of each world (oldest first) and the action that led to each frame.
                 self.hist_tokens_BWN = torch.zeros(B, W - 1, N, dtype=torch.long, device=self.device)
                 self.hist_actions_BW = torch.full((B, W - 1), self.no_action_id, dtype=torch.long,
                                                   device=self.device)
                 self.hist_len_B = torch.zeros(B, dtype=torch.long, device=self.device)
+
+    def _new_cache(self, transformer: torch.nn.Module, batch_size: int) -> TemporalKVCache:
+        return transformer.new_cache(batch_size, self.context_frames, self.device, self._amp_dtype or torch.float32)
+
+    @contextlib.contextmanager
+    def _compute(self) -> Iterator[None]:
+        """Inference mode, plus bf16 autocast when `precision="bfloat16"` (one weight cast per step, cached)."""
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self._amp_dtype or torch.bfloat16,
+                                                    enabled=self._amp_dtype is not None):
+            yield
 
     # --- reset --------------------------------------------------------------------------------------------------
     def reset(self, indices: Sequence[int] | np.ndarray | None, prompts_BHWC_uint8: np.ndarray | torch.Tensor,
@@ -111,20 +130,19 @@ class Simulator:
             raise ValueError(f"got {len(seeds)} seeds for {K} worlds; pass one seed per reset world")
         for i, seed in zip(idx, seeds, strict=True):
             self.generators[i].manual_seed(int(seed) % (2**63))
-        with torch.inference_mode():
+        with self._compute():
             frames_K1HWC = to_float(prompts.to(self.device))[:, None]
             tokens_KN = self.model.tokenizer.encode(frames_K1HWC)[:, 0]
             idx_t = torch.as_tensor(idx, device=self.device)
             no_action_K = torch.full((K,), self.no_action_id, dtype=torch.long, device=self.device)
             if self.use_cache:
-                W = self.context_frames
                 if K == self.num_worlds and np.array_equal(idx, np.arange(K)):
                     dyn, dec = self.dyn_cache, self.dec_cache
                     dyn.reset()
                     dec.reset()
                 else:  # run the prompt frame on K-element caches, then copy them into the worlds' rows
-                    dyn = self.model.dynamics.transformer.new_cache(K, W, self.device)
-                    dec = self.model.tokenizer.decoder.new_cache(K, W, self.device)
+                    dyn = self._new_cache(self.model.dynamics.transformer, K)
+                    dec = self._new_cache(self.model.tokenizer.decoder, K)
                 self.model.dynamics.forward_step(tokens_KN, no_action_K, None, dyn, commit=True)
                 self.model.tokenizer.decode_step(tokens_KN, dec, commit=True)
                 if dyn is not self.dyn_cache:
@@ -150,10 +168,10 @@ class Simulator:
         if not self.is_ready_B.all():
             raise RuntimeError(f"worlds {np.flatnonzero(~self.is_ready_B).tolist()} were never reset; call "
                                "reset() on every world before step()")
-        with torch.inference_mode():
+        with self._compute():
             actions_t = torch.as_tensor(actions, dtype=torch.long, device=self.device)
             frames_BHWC = self._step_cached(actions_t) if self.use_cache else self._step_full(actions_t)
-            out = to_uint8(frames_BHWC).cpu().numpy()
+            out = to_uint8(frames_BHWC.float()).cpu().numpy()
         self.steps_B += 1
         return out
 

@@ -52,6 +52,11 @@ class Args:
     """steps between dead-code checks of the VQ codebooks (each code has its own unused-for threshold; 0: never)"""
     tokenizer_ckpt: Path | None = None
     """phase dynamics: tokenizer checkpoint to freeze (default RUN/tokenizer/last.pt)"""
+    init_from: Path | None = None
+    """phase dynamics: start the LAM and dynamics from this world-model file or dynamics checkpoint (fine-tuning;
+    ignored when --resume finds a checkpoint of this run); recorded in the world model's metadata"""
+    init_parts: tuple[str, ...] = ("lam", "dynamics")
+    """which parts --init-from loads: lam, dynamics or both"""
     split: str = "train"
     """dataset split to train on"""
     stride: int = 1

@@ -45,9 +45,9 @@ from genie_gym.training.distributed import (
     init_distributed,
 )
 from genie_gym.training.sampler import ClipIndexStream, StreamBatchSampler
-from genie_gym.training.schedule import WarmupCosine
+from genie_gym.training.schedule import WarmupCosine, lr_at
 from genie_gym.utils.device import resolve_device
-from genie_gym.utils.io import atomic_write_json, sha256_file
+from genie_gym.utils.io import atomic_write_bytes, atomic_write_json, sha256_file
 from genie_gym.utils.seeding import seed_everything, torch_generator
 
 if TYPE_CHECKING:
@@ -235,9 +235,11 @@ class Trainer:
         )
         self.step = 0
         self.metrics: dict[str, float] = {}
-        if args.resume:
-            self._resume()
-        else:
+        self.init_from: dict[str, Any] | None = None
+        resumed = args.resume and self._resume()
+        if not resumed:
+            if args.init_from is not None:
+                self._init_from(Path(args.init_from), tuple(args.init_parts))
             seed_everything(args.seed + self.dist.rank)
         self.ddp: nn.Module = self.model
         if self.dist.enabled:
@@ -292,22 +294,67 @@ class Trainer:
         self.tokenizer_ckpt_path = path
         return tokenizer
 
-    def _resume(self) -> None:
+    def _init_from(self, path: Path, parts: tuple[str, ...]) -> None:
+        """Load some parts' weights from a world-model file or a dynamics checkpoint (a fine-tuning start)."""
+        if self.args.phase != "dynamics":
+            raise ConfigError("--init-from applies to phase dynamics (LAM + dynamics); for the tokenizer, --resume")
+        unknown = set(parts) - {"lam", "dynamics"}
+        if unknown or not parts:
+            raise ConfigError(f"--init-parts takes lam and/or dynamics, got {list(parts)}")
+        if not path.is_file():
+            raise CheckpointError(f"--init-from {path} does not exist; pass a world_model.pt or a dynamics last.pt")
+        from genie_gym.models.world_model import FORMAT_NAME, WorldModel
+
+        try:
+            header = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # damaged: load_checkpoint below names the problem
+            header = None
+        if isinstance(header, dict) and header.get("format") == FORMAT_NAME:
+            wm = WorldModel.load(path)
+            states = {"lam": wm.lam.state_dict(), "dynamics": wm.dynamics.state_dict()}
+            source_steps = wm.metadata.get("steps")
+        else:
+            ckpt = load_checkpoint(path)
+            if ckpt.get("phase") != "dynamics":
+                raise CheckpointError(f"--init-from {path} is a '{ckpt.get('phase')}' checkpoint; pass a "
+                                      "world_model.pt or a phase-dynamics checkpoint")
+            states, source_steps = ckpt["model"], {"dynamics": ckpt["step"]}
+        model_parts = self.model.parts()
+        for name in parts:
+            try:
+                model_parts[name].load_state_dict(states[name])
+            except RuntimeError as e:
+                raise CheckpointError(f"--init-from {path}: its {name} does not fit preset '{self.cfg.preset}' "
+                                      f"({str(e).splitlines()[0]}); use a model of the same preset") from e
+        self.init_from = {"path": str(path), "sha256": sha256_file(path), "parts": list(parts),
+                          "steps": source_steps}
+        if self.dist.is_main:
+            print(f"--init-from: loaded {', '.join(parts)} from {path} (trained {source_steps} steps)")
+
+    def _resume(self) -> bool:
+        """Load RUN/<phase>/last.pt if it exists; returns whether it did."""
         path = self.phase_dir / "last.pt"
         if not path.is_file():
             if self.dist.is_main:
                 print(f"--resume: no checkpoint at {path}, starting phase '{self.args.phase}' from step 0")
-            seed_everything(self.args.seed + self.dist.rank)
-            return
+            return False
         ckpt = load_checkpoint(path)
+        self.init_from = ckpt.get("init_from")
         check_resume_fits(ckpt, self.cfg, self.args.phase, path)
         for name, part in self.model.parts().items():
             part.load_state_dict(ckpt["model"][name])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
+        old_total = self.scheduler.total_steps
         self.scheduler.total_steps = self.optim_cfg.steps  # a longer --steps extends the cosine schedule
         self.scheduler.load_state_dict(self.scheduler.state_dict())
         self.step = int(ckpt["step"])
+        if old_total != self.optim_cfg.steps and self.dist.is_main:
+            print(f"--resume: the schedule spanned {old_total} steps, now {self.optim_cfg.steps} (--steps): the "
+                  f"cosine decay is stretched, so the lr at step {self.step} changes from "
+                  f"{lr_at(self.step, self.optim_cfg, old_total):.2e} to {self.scheduler.get_lr():.2e}")
+        if self.dist.is_main:
+            self._truncate_metrics_log(self.step)
         self.metrics = dict(ckpt.get("metrics", {}))
         sampler_state = ckpt["sampler"]
         if sampler_state.get("world_size") != self.dist.world_size or sampler_state.get("num_items") != len(
@@ -323,6 +370,22 @@ class Trainer:
         set_rng_state(rngs[self.dist.rank] if isinstance(rngs, list) and len(rngs) > self.dist.rank else rngs)
         if self.dist.is_main:
             print(f"resumed phase '{self.args.phase}' from {path} at step {self.step}")
+        return True
+
+    def _truncate_metrics_log(self, step: int) -> None:
+        """Drop metrics.jsonl lines logged after the checkpoint we resume from (they will be logged again)."""
+        path = self.phase_dir / "metrics.jsonl"
+        if not path.is_file():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                if int(json.loads(line).get("step", 0)) > step:
+                    continue
+            except (ValueError, AttributeError):
+                continue  # a line cut by the kill
+            kept.append(line)
+        atomic_write_bytes(path, ("\n".join(kept) + "\n" if kept else "").encode())
 
     # --- checkpoints ----------------------------------------------------------------------------------------
     def _gather_rng(self) -> Any:
@@ -351,6 +414,7 @@ class Trainer:
             "sampler": self.stream.state_dict(),
             "metrics": self.metrics,
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(self.args).items()},
+            "init_from": self.init_from,
         }
         save_checkpoint(payload, self.phase_dir, self.step, keep=self.args.keep)
         atomic_write_json(
@@ -384,6 +448,7 @@ class Trainer:
                 **{f"dynamics/{k}": v for k, v in self.metrics.items()},
             },
             "preset": self.cfg.preset,
+            "init_from": self.init_from,
             "seed": self.args.seed,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
