@@ -60,6 +60,8 @@ class Args:
     """Worlds in the memory-flatness run."""
     memory_preset: str = "tiny"
     """Model of the memory run: a preset name, or 'same' for the benchmarked model."""
+    bf16_batch_sizes: list[int] = field(default_factory=lambda: [32])
+    """Numbers of worlds for batched_fps_bf16 (precision="bfloat16"); single_env_fps_bf16 is always measured."""
     threads: int = 0
     """torch threads; 0 keeps torch's default (all cores)."""
     device: str = "cpu"
@@ -120,8 +122,8 @@ def measure(args: Args) -> dict:
     rng = np.random.default_rng(0)
     results: dict = {"batched_fps": {}, "steps_timed": {}}
 
-    def single_fps(use_cache: bool) -> tuple[float, int]:
-        env = GenieEnv(**common, use_cache=use_cache)
+    def single_fps(use_cache: bool, precision: str = "float32") -> tuple[float, int]:
+        env = GenieEnv(**common, use_cache=use_cache, precision=precision)
         env.reset(seed=0)
         sec, n = time_steps(lambda: env.step(int(rng.integers(8))), warmup, args.seconds, args.min_steps)
         return 1.0 / sec, n
@@ -130,16 +132,24 @@ def measure(args: Args) -> dict:
     print(f"single env (cached): {results['single_env_fps']:.2f} frames/s", flush=True)
     results["full_recompute_fps"], results["steps_timed"]["full_recompute"] = single_fps(False)
     print(f"single env (full recompute): {results['full_recompute_fps']:.2f} frames/s", flush=True)
-    for n_envs in args.batch_sizes:
-        envs = GenieVectorEnv(n_envs, **common)
+    def batched_fps(n_envs: int, precision: str = "float32") -> None:
+        envs = GenieVectorEnv(n_envs, **common, precision=precision)
         envs.reset(seed=0)
-        sec, n = time_steps(lambda envs=envs, k=n_envs: envs.step(rng.integers(0, 8, k)), warmup, args.seconds,
-                            args.min_steps)
-        results["batched_fps"][str(n_envs)] = n_envs / sec
-        results["steps_timed"][f"batched_{n_envs}"] = n
-        print(f"vector env N={n_envs}: {n_envs / sec:.2f} frames/s", flush=True)
+        sec, n = time_steps(lambda: envs.step(rng.integers(0, 8, n_envs)), warmup, args.seconds, args.min_steps)
+        key, tag = ("batched_fps", "") if precision == "float32" else ("batched_fps_bf16", "_bf16")
+        results.setdefault(key, {})[str(n_envs)] = n_envs / sec
+        results["steps_timed"][f"batched_{n_envs}{tag}"] = n
+        print(f"vector env N={n_envs} ({precision}): {n_envs / sec:.2f} frames/s", flush=True)
         envs.close()
+
+    for n_envs in args.batch_sizes:
+        batched_fps(n_envs)
     results["speedup_cached_vs_full"] = results["single_env_fps"] / results["full_recompute_fps"]
+    results["single_env_fps_bf16"], results["steps_timed"]["single_bf16"] = single_fps(True, "bfloat16")
+    print(f"single env (bf16 autocast): {results['single_env_fps_bf16']:.2f} frames/s", flush=True)
+    results["batched_fps_bf16"] = {}
+    for n_envs in args.bf16_batch_sizes:
+        batched_fps(n_envs, "bfloat16")
 
     if args.memory_steps > 0:
         mem_model, mem_name = (model, model_name) if args.memory_preset == "same" else \
@@ -208,6 +218,9 @@ def markdown(r: dict) -> str:
         f"| single env, full recompute of the context | {r['full_recompute_fps']:.2f} |",
     ]
     lines += [f"| vector env, N = {n} | {fps:.2f} |" for n, fps in r["batched_fps"].items()]
+    if "single_env_fps_bf16" in r:
+        lines.append(f"| single env, bf16 autocast (`precision=\"bfloat16\"`) | {r['single_env_fps_bf16']:.2f} |")
+        lines += [f"| vector env, N = {n}, bf16 autocast | {fps:.2f} |" for n, fps in r["batched_fps_bf16"].items()]
     lines += ["", f"Peak RSS: {r['peak_rss_mb']:.0f} MB."]
     if "memory" in r:
         m = r["memory"]
@@ -221,6 +234,7 @@ def main(args: Args) -> None:
     if args.quick:
         args.preset = args.preset or "tiny"
         args.batch_sizes = [1, 8]
+        args.bf16_batch_sizes = [8]
         args.seconds, args.min_steps = 0.5, 2
         args.memory_steps = min(args.memory_steps, 2_000)
         args.memory_num_envs = min(args.memory_num_envs, 8)

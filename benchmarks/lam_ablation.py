@@ -12,12 +12,15 @@ labels every transition of `--test-clips` held-out test clips and reports:
   "move right" or "jump";
 - the code x movement-class table (which class each code fires on);
 - LAM reconstruction MSE next to the "copy the last frame" MSE (how much the codes tell the decoder).
+Two reference rows are not LAMs: `idm_mean` / `idm_flatten` train the same encoder with the true movement classes
+(an inverse-dynamics model), the ceiling of what that encoder reads from frame pairs in as many steps.
 Writes `benchmarks/results/lam_ablation.{json,md}`. Run it alone: two torch jobs on 2 cores are 20x slower.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -44,7 +47,20 @@ VARIANTS: dict[str, dict] = {
     "entropy": {"usage_entropy_weight": 0.1},
     "raw": {"vq_normalize": False},
     "raw_entropy": {"vq_normalize": False, "usage_entropy_weight": 0.1},
+    "residual": {"predict_residual": True},
+    "residual_entropy": {"predict_residual": True, "usage_entropy_weight": 0.1},
+    "flatten": {"latent_pool": "flatten"},
+    "flatten_residual": {"latent_pool": "flatten", "predict_residual": True},
+    "flatten_residual_entropy": {"latent_pool": "flatten", "predict_residual": True, "usage_entropy_weight": 0.1},
+    "flatten_residual_nohist": {"latent_pool": "flatten", "predict_residual": True, "decoder_history": False},
+    "flatten_residual_nohist_entropy": {"latent_pool": "flatten", "predict_residual": True, "decoder_history": False,
+                                        "usage_entropy_weight": 0.1},
+    "patch8_residual": {"patch_size": 8, "predict_residual": True},
 }
+# Not LAMs: the LAM encoder trained *with* the true movement classes (cross-entropy from its pre-quantisation
+# latent), an inverse-dynamics ceiling for what that encoder can read from two frames in the same steps.
+SUPERVISED = {"idm_mean": {}, "idm_flatten": {"latent_pool": "flatten"}}
+VARIANTS.update(SUPERVISED)
 MOVE_NAMES = [f"{h}{'+UP' if up else ''}" for h in ("LEFT", "NONE", "RIGHT") for up in (0, 1)]
 
 
@@ -85,7 +101,10 @@ def run_variant(name: str, args: Args, train: ClipDataset, test: ClipDataset) ->
     cfg.lam = dataclasses.replace(cfg.lam, **VARIANTS[name])
     seed_everything(args.seed)
     lam = LatentActionModel(cfg.lam, cfg.image_size, cfg.seq_len, cfg.channels)
-    opt = torch.optim.AdamW(lam.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=1e-4)
+    supervised = name in SUPERVISED
+    head = torch.nn.Linear(cfg.lam.code_dim, len(MOVE_NAMES))
+    params = list(lam.parameters()) + (list(head.parameters()) if supervised else [])
+    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=1e-4)
     sched = WarmupCosine(
         opt, OptimConfig(steps=args.steps, lr=args.lr, min_lr=args.lr / 10, warmup_steps=50), args.steps
     )
@@ -96,13 +115,18 @@ def run_variant(name: str, args: Args, train: ClipDataset, test: ClipDataset) ->
     for step in bar:
         idx = rng.integers(0, len(train), args.batch_size)
         frames = torch.stack([train[int(i)] for i in idx]).float() / 255
-        out = lam(frames)
+        if supervised:
+            y = torch.from_numpy(movement_class(np.stack([train.clip_actions(int(i)).numpy() for i in idx])))
+            loss = F.cross_entropy(head(lam.encode_latents(frames)).flatten(0, 1), y.flatten())
+            out = {"loss": loss, "recon_loss": loss, "stats": {"perplexity": torch.tensor(0.0)}}
+        else:
+            out = lam(frames)
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(lam.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        if (step + 1) % args.dead_code_every == 0:
+        if not supervised and (step + 1) % args.dead_code_every == 0:
             lam.vq.reset_dead_codes(out["z_e"].reshape(-1, cfg.lam.code_dim), gen)
         if step % 20 == 0:
             bar.set_postfix(recon=f"{out['recon_loss'].item():.5f}", ppl=f"{out['stats']['perplexity'].item():.2f}")
@@ -114,14 +138,18 @@ def run_variant(name: str, args: Args, train: ClipDataset, test: ClipDataset) ->
     with torch.inference_mode():
         for chunk in np.array_split(test_idx, max(1, len(test_idx) // 32)):
             frames = torch.stack([test[int(i)] for i in chunk]).float() / 255
-            out = lam(frames)
-            codes.append(out["actions_BT"].reshape(-1).numpy())
+            if supervised:
+                codes.append(head(lam.encode_latents(frames)).argmax(-1).reshape(-1).numpy())
+                recon.append(float("nan"))
+            else:
+                out = lam(frames)
+                codes.append(out["actions_BT"].reshape(-1).numpy())
+                recon.append(out["recon_loss"].item())
             actions.append(np.concatenate([test.clip_actions(int(i)).numpy() for i in chunk]))
-            recon.append(out["recon_loss"].item())
             copy.append(F.mse_loss(frames[:, :-1], frames[:, 1:]).item())
     codes_all, actions_all = np.concatenate(codes), np.concatenate(actions)
     moves = movement_class(actions_all)
-    table = np.zeros((cfg.lam.num_actions, len(MOVE_NAMES)), dtype=int)
+    table = np.zeros((max(cfg.lam.num_actions, len(MOVE_NAMES)), len(MOVE_NAMES)), dtype=int)
     np.add.at(table, (codes_all, moves), 1)
     stats = code_stats(codes_all, cfg.lam.num_actions)
     return {
@@ -135,6 +163,7 @@ def run_variant(name: str, args: Args, train: ClipDataset, test: ClipDataset) ->
         "recon_mse": float(np.mean(recon)),
         "copy_last_frame_mse": float(np.mean(copy)),
         "code_by_movement": table.tolist(),
+        "movement_accuracy": float((codes_all == moves).mean()) if supervised else None,
     }
 
 
@@ -145,25 +174,30 @@ def main(args: Args) -> None:
         raise SystemExit(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
     seq_len = get_preset("small").seq_len
     train, test = ClipDataset(args.data, "train", seq_len), ClipDataset(args.data, "test", seq_len)
+    command = "python benchmarks/lam_ablation.py " + " ".join(sys.argv[1:])
     results = {}
     for name in args.variants:
-        results[name] = run_variant(name, args, train, test)
-        r = results[name]
+        results[name] = r = {**run_variant(name, args, train, test), "command": command}
         print(
             f"{name}: perplexity {r['perplexity']:.2f}  NMI actions {r['nmi_actions']:.3f}  "
             f"NMI movement {r['nmi_movement']:.3f}  recon {r['recon_mse']:.5f} (copy {r['copy_last_frame_mse']:.5f})"
         )
-    report = {
-        "command": "python benchmarks/lam_ablation.py " + " ".join(sys.argv[1:]),
-        "args": dataclasses.asdict(args),
-        "movement_classes": MOVE_NAMES,
-        "variants": results,
-    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    # Variants measured earlier with the same settings are kept, so the table can be built up run by run.
+    same = {k: v for k, v in dataclasses.asdict(args).items() if k not in ("variants", "out", "threads")}
+    if out.with_suffix(".json").is_file():
+        old = json.loads(out.with_suffix(".json").read_text())
+        if {k: v for k, v in old.get("args", {}).items() if k in same} == same:
+            kept = {n: {"command": old.get("command"), **r} for n, r in old["variants"].items() if n not in results}
+            results = {**kept, **results}
+    report = {"args": dataclasses.asdict(args), "movement_classes": MOVE_NAMES, "variants": results}
     atomic_write_json(out.with_suffix(".json"), report)
+    commands = ", ".join(f"`{c}`" for c in dict.fromkeys(r["command"] for r in results.values()))
     lines = [
-        f"# LAM ablation (`{report['command']}`)",
+        "# LAM ablation",
+        "",
+        f"Commands: {commands}.",
         "",
         f"{args.steps} steps x {args.batch_size} clips of {seq_len} frames per variant; "
         f"{args.test_clips} held-out test clips; movement classes: {', '.join(MOVE_NAMES)}.",

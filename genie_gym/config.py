@@ -39,6 +39,9 @@ class LAMConfig:
     commitment_weight: float = 0.25
     vq_normalize: bool = True  # cosine-similarity VQ (l2-normalised codes and latents)
     usage_entropy_weight: float = 0.0  # > 0: batch code-usage entropy bonus (see models/vq.py)
+    predict_residual: bool = False  # decoder predicts frame t+1 - frame t (copying is free, only change is learned)
+    latent_pool: str = "mean"  # per-frame feature: "mean" of the encoder tokens, or "flatten" (keeps where things are)
+    decoder_history: bool = True  # False: the decoder predicts frame t+1 from frame t and a_t alone (no velocity cue)
 
 
 @dataclass

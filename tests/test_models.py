@@ -215,7 +215,19 @@ def test_tokenizer_overfits_one_clip(cfg):
 
 
 # --- latent action model ------------------------------------------------------------------------------------
-def test_lam_shapes_and_causality(cfg):
+LAM_VARIANTS = [{}, {"latent_pool": "flatten", "predict_residual": True, "usage_entropy_weight": 0.1},
+                {"vq_normalize": False, "decoder_history": False}]
+
+
+@pytest.fixture(params=LAM_VARIANTS, ids=["default", "flatten-residual-entropy", "raw-vq-nohistory"])
+def lam_cfg(request, cfg):
+    import dataclasses
+
+    return dataclasses.replace(cfg, lam=dataclasses.replace(cfg.lam, **request.param))
+
+
+def test_lam_shapes_and_causality(lam_cfg):
+    cfg = lam_cfg
     _, lam, _ = _models(cfg)
     frames = torch.rand(2, T, 64, 64, 3)
     out = lam(frames)
@@ -235,8 +247,8 @@ def test_lam_shapes_and_causality(cfg):
         lam(frames[:, :1])
 
 
-def test_lam_decoder_sees_future_only_through_action(cfg):
-    _, lam, _ = _models(cfg)
+def test_lam_decoder_sees_future_only_through_action(lam_cfg):
+    _, lam, _ = _models(lam_cfg)
     frames = torch.rand(1, T, 64, 64, 3)
     a_q = lam.vq.lookup(torch.tensor([[0, 1, 2]]))
     with torch.no_grad():

@@ -50,6 +50,19 @@ def test_bf16_save_halves_the_file_and_loads_as_float32(tiny, tmp_path):
     assert torch.equal(w, tiny.dynamics.head.weight.to(torch.bfloat16).float())
 
 
+def test_file_holds_the_payload_raw_and_format_1_files_still_load(tiny, tmp_path):
+    path = tmp_path / "wm.pt"
+    tiny.save(path, {"k": 1}, dtype=torch.bfloat16)
+    weight_bytes = sum(2 * p.numel() for p in tiny.parameters())
+    assert path.stat().st_size < 1.15 * weight_bytes + 200_000  # format 1 pickled bytes as UTF-8: ~1.5x
+    outer = torch.load(path, weights_only=True)
+    outer["format_version"], outer["payload"] = 1, outer["payload"].numpy().tobytes()  # the format-1 layout
+    torch.save(outer, tmp_path / "v1.pt")
+    old = WorldModel.load(tmp_path / "v1.pt")
+    assert old.metadata == {"k": 1}
+    assert torch.equal(old.dynamics.head.weight, WorldModel.load(path).dynamics.head.weight)
+
+
 def test_metadata_must_be_json(tiny, tmp_path):
     with pytest.raises(ValueError, match="JSON"):
         tiny.save(tmp_path / "x.pt", {"bad": object()})
@@ -69,9 +82,7 @@ def test_damaged_file_is_a_checkpoint_error(tiny, tmp_path, damage):
         data = data[: len(data) // 2]
     elif damage == "flip_payload_byte":  # inside the stored weights: only the checksum can notice
         outer = torch.load(io.BytesIO(bytes(data)), weights_only=True)
-        payload = bytearray(outer["payload"])
-        payload[len(payload) // 2] ^= 0xFF
-        outer["payload"] = bytes(payload)
+        outer["payload"][len(outer["payload"]) // 2] ^= 0xFF
         buf = io.BytesIO()
         torch.save(outer, buf)
         data = buf.getvalue()
@@ -107,12 +118,12 @@ def test_incompatible_weights_and_foreign_files(tiny, tmp_path):
     path = tmp_path / "wm.pt"
     tiny.save(path, {})
     outer = torch.load(path, weights_only=True)
-    payload = torch.load(io.BytesIO(outer["payload"]), weights_only=True)
+    payload = torch.load(io.BytesIO(outer["payload"].numpy().tobytes()), weights_only=True)
     payload["state_dict"]["dynamics.head.weight"] = torch.zeros(3, 3)  # wrong shape, checksum made to fit
     buf = io.BytesIO()
     torch.save(payload, buf)
-    outer["payload"] = buf.getvalue()
-    outer["payload_sha256"] = wm_mod.sha256_bytes(outer["payload"])
+    outer["payload"] = torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
+    outer["payload_sha256"] = wm_mod.sha256_bytes(buf.getvalue())
     torch.save(outer, path)
     with pytest.raises(CheckpointError, match="incompatible"):
         WorldModel.load(path)
@@ -184,9 +195,9 @@ def test_simulator_rejects_bad_arguments(tiny, prompts):
 
 
 def test_bfloat16_precision_runs_deterministically_and_bad_precision_is_an_error(tiny, prompts):
-    actions = np.array([[1, 2], [3, 4], [5, 6]])
-    a = _rollout(Simulator(tiny, 2, precision="bfloat16"), prompts, [1, 2], actions)
-    b = _rollout(Simulator(tiny, 2, precision="bfloat16"), prompts, [1, 2], actions)
+    actions = np.array([[1, 2, 0], [3, 4, 5], [5, 6, 7]])
+    a = _rollout(Simulator(tiny, 3, precision="bfloat16"), prompts, [1, 2, 3], actions)
+    b = _rollout(Simulator(tiny, 3, precision="bfloat16"), prompts, [1, 2, 3], actions)
     assert a.dtype == np.uint8 and a.shape[-3:] == (64, 64, 3) and np.array_equal(a, b)
     with pytest.raises(ConfigError, match="precision"):
         Simulator(tiny, 1, precision="fp8")

@@ -44,7 +44,10 @@ class LatentActionModel(nn.Module):
         self.enc_patch_embed = nn.Linear(P, D)
         self.enc_pos = nn.Parameter(torch.zeros(N, D))
         self.encoder = STTransformer(D, cfg.num_layers, cfg.num_heads, cfg.qk_norm, max_frames)
-        self.pre_quant = nn.Linear(D, cfg.code_dim, bias=False)  # no bias: "no change" maps to the origin
+        if cfg.latent_pool not in ("mean", "flatten"):
+            raise ConfigError(f"LAM latent_pool must be 'mean' or 'flatten', got {cfg.latent_pool!r}")
+        pooled = D if cfg.latent_pool == "mean" else N * D
+        self.pre_quant = nn.Linear(pooled, cfg.code_dim, bias=False)  # no bias: "no change" maps to the origin
         # Few codes: a code unused for 20 steps is dead (the tokenizer's 1024 codes use a longer threshold).
         self.vq = VectorQuantizer(cfg.num_actions, cfg.code_dim, cfg.commitment_weight, dead_code_threshold=20,
                                   normalize=cfg.vq_normalize, entropy_weight=cfg.usage_entropy_weight)
@@ -68,7 +71,10 @@ class LatentActionModel(nn.Module):
         """Continuous action latents (B, T-1, code_dim); entry t describes frame t -> t+1."""
         self._check(frames_BTHWC)
         x_BTND = self.enc_patch_embed(patchify(frames_BTHWC, self.patch)) + self.enc_pos
-        h_BTD = self.encoder(x_BTND).mean(dim=2)
+        h_BTND = self.encoder(x_BTND)
+        # Mean pooling is nearly blind to a scrolling camera (a shifted frame has the same mean); flattening
+        # keeps each token's position, so "the world moved left" is visible in the difference.
+        h_BTD = h_BTND.mean(dim=2) if self.cfg.latent_pool == "mean" else h_BTND.flatten(2)
         return self.pre_quant(h_BTD[:, 1:] - h_BTD[:, :-1])
 
     @torch.no_grad()
@@ -82,7 +88,15 @@ class LatentActionModel(nn.Module):
         x_BTND = self.dec_patch_embed(patchify(frames_BTHWC, self.patch)) + self.dec_pos
         x_BTND = x_BTND + self.action_proj(a_q_BTC)[:, :, None]
         S = self.image_size
-        return torch.sigmoid(unpatchify(self.head(self.decoder(x_BTND)), self.patch, S, S))
+        if self.cfg.decoder_history:
+            h_BTND = self.decoder(x_BTND)
+        else:  # each frame on its own: motion so far cannot be read from earlier frames, only from a_t
+            B, T, N, D = x_BTND.shape
+            h_BTND = self.decoder(x_BTND.reshape(B * T, 1, N, D)).reshape(B, T, N, D)
+        out_BTHWC = unpatchify(self.head(h_BTND), self.patch, S, S)
+        if self.cfg.predict_residual:  # frame t + predicted change: copying the last frame costs nothing to learn
+            return (frames_BTHWC + out_BTHWC).clamp(0, 1)
+        return torch.sigmoid(out_BTHWC)
 
     def forward(self, frames_BTHWC: torch.Tensor) -> dict:
         z_e = self.encode_latents(frames_BTHWC)

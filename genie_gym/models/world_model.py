@@ -1,10 +1,14 @@
 """The world model as one object and one file: tokenizer + latent action model + dynamics, config and metadata.
 
-File format (format version 1), written atomically with `atomic_torch_save`:
+File format (format version 2), written atomically with `atomic_torch_save`:
 
-    {"format": "genie-gym/world-model", "format_version": 1, "genie_gym_version": "...",
-     "payload_sha256": "<hex sha256 of payload>", "payload": <bytes of torch.save({config, state_dict, metadata,
-     dtype})>}
+    {"format": "genie-gym/world-model", "format_version": 2, "genie_gym_version": "...",
+     "payload_sha256": "<hex sha256 of payload>", "payload": <uint8 tensor: the bytes of torch.save({config,
+     state_dict, metadata, dtype})>}
+
+Version 1 stored the payload as a Python `bytes` object; torch.save's pickle protocol 2 writes those as a latin-1
+string in UTF-8, which inflates every byte >= 0x80 to two (a 15 MB payload took 22 MB). Version 2 keeps the bytes in
+a uint8 tensor, stored raw. Both versions load.
 
 The checksum covers the whole payload, so a flipped byte anywhere in the weights is caught before any weight is
 used: a damaged file gives a `CheckpointError` that says how to repair it, never garbage frames. Weights may be
@@ -31,7 +35,7 @@ from genie_gym.models.tokenizer import VideoTokenizer
 from genie_gym.utils.io import atomic_torch_save, sha256_bytes
 
 FORMAT_NAME = "genie-gym/world-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 # Temporal window of the ST transformers' full `forward`. It holds no parameters (time is RoPE), so it only has to
 # be at least the longest clip or context ever run through `forward`; the env's context window is set separately.
 MAX_FRAMES = 256
@@ -118,7 +122,7 @@ class WorldModel(nn.Module):
                 "format_version": FORMAT_VERSION,
                 "genie_gym_version": __version__,
                 "payload_sha256": digest,
-                "payload": payload_bytes,
+                "payload": torch.frombuffer(bytearray(payload_bytes), dtype=torch.uint8),
             },
             path,
         )
@@ -154,6 +158,8 @@ class WorldModel(nn.Module):
                 "`pip install --upgrade genie-gym`"
             )
         payload_bytes = outer.get("payload")
+        if isinstance(payload_bytes, torch.Tensor) and payload_bytes.dtype == torch.uint8:  # format 2
+            payload_bytes = payload_bytes.numpy().tobytes()
         if not isinstance(payload_bytes, bytes) or sha256_bytes(payload_bytes) != outer.get("payload_sha256"):
             raise CheckpointError(f"{what} {str(path)!r} is corrupt (sha256 of its weights does not match the "
                                   f"checksum stored in it); {fix}")
