@@ -37,6 +37,7 @@ from genie_gym.config import OptimConfig, get_preset  # noqa: E402
 from genie_gym.data.dataset import ClipDataset  # noqa: E402
 from genie_gym.data.games import PROCGEN_ACTION_COMBOS  # noqa: E402
 from genie_gym.evaluation.metrics import code_stats, nmi  # noqa: E402
+from genie_gym.models.frames import patchify  # noqa: E402
 from genie_gym.models.lam import LatentActionModel  # noqa: E402
 from genie_gym.training.schedule import WarmupCosine  # noqa: E402
 from genie_gym.utils.io import atomic_write_json  # noqa: E402
@@ -56,10 +57,15 @@ VARIANTS: dict[str, dict] = {
     "flatten_residual_nohist_entropy": {"latent_pool": "flatten", "predict_residual": True, "decoder_history": False,
                                         "usage_entropy_weight": 0.1},
     "patch8_residual": {"patch_size": 8, "predict_residual": True},
+    "flatten_kernel5": {"latent_pool": "flatten", "decoder_kernel": 5},
+    "flatten_kernel5_nohist": {"latent_pool": "flatten", "decoder_kernel": 5, "decoder_history": False},
 }
 # Not LAMs: the LAM encoder trained *with* the true movement classes (cross-entropy from its pre-quantisation
 # latent), an inverse-dynamics ceiling for what that encoder can read from two frames in the same steps.
-SUPERVISED = {"idm_mean": {}, "idm_flatten": {"latent_pool": "flatten"}}
+# `history_only_flatten` predicts the movement of t -> t+1 from frames <= t alone (the causal encoder's h_t): how
+# much of the action the past already gives away (sticky data repeat actions).
+SUPERVISED = {"idm_mean": {}, "idm_flatten": {"latent_pool": "flatten"},
+              "history_only_flatten": {"latent_pool": "flatten"}}
 VARIANTS.update(SUPERVISED)
 MOVE_NAMES = [f"{h}{'+UP' if up else ''}" for h in ("LEFT", "NONE", "RIGHT") for up in (0, 1)]
 
@@ -94,6 +100,14 @@ class Args:
     """torch CPU threads"""
     out: str = "benchmarks/results/lam_ablation"
     """output stem: writes <out>.json and <out>.md"""
+    report_only: bool = False
+    """rebuild <out>.md from <out>.json without training anything"""
+
+
+def history_latents(lam: LatentActionModel, frames_BTHWC: torch.Tensor) -> torch.Tensor:
+    """(B, T-1, code_dim) from h_t alone (frames <= t), the probe of `history_only_flatten`."""
+    x_BTND = lam.enc_patch_embed(patchify(frames_BTHWC, lam.patch)) + lam.enc_pos
+    return lam.pre_quant(lam.encoder(x_BTND).flatten(2)[:, :-1])
 
 
 def run_variant(name: str, args: Args, train: ClipDataset, test: ClipDataset) -> dict:
@@ -102,6 +116,7 @@ def run_variant(name: str, args: Args, train: ClipDataset, test: ClipDataset) ->
     seed_everything(args.seed)
     lam = LatentActionModel(cfg.lam, cfg.image_size, cfg.seq_len, cfg.channels)
     supervised = name in SUPERVISED
+    latents = history_latents if name.startswith("history_only") else LatentActionModel.encode_latents
     head = torch.nn.Linear(cfg.lam.code_dim, len(MOVE_NAMES))
     params = list(lam.parameters()) + (list(head.parameters()) if supervised else [])
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=1e-4)
@@ -117,7 +132,7 @@ def run_variant(name: str, args: Args, train: ClipDataset, test: ClipDataset) ->
         frames = torch.stack([train[int(i)] for i in idx]).float() / 255
         if supervised:
             y = torch.from_numpy(movement_class(np.stack([train.clip_actions(int(i)).numpy() for i in idx])))
-            loss = F.cross_entropy(head(lam.encode_latents(frames)).flatten(0, 1), y.flatten())
+            loss = F.cross_entropy(head(latents(lam, frames)).flatten(0, 1), y.flatten())
             out = {"loss": loss, "recon_loss": loss, "stats": {"perplexity": torch.tensor(0.0)}}
         else:
             out = lam(frames)
@@ -139,7 +154,7 @@ def run_variant(name: str, args: Args, train: ClipDataset, test: ClipDataset) ->
         for chunk in np.array_split(test_idx, max(1, len(test_idx) // 32)):
             frames = torch.stack([test[int(i)] for i in chunk]).float() / 255
             if supervised:
-                codes.append(head(lam.encode_latents(frames)).argmax(-1).reshape(-1).numpy())
+                codes.append(head(latents(lam, frames)).argmax(-1).reshape(-1).numpy())
                 recon.append(float("nan"))
             else:
                 out = lam(frames)
@@ -167,8 +182,38 @@ def run_variant(name: str, args: Args, train: ClipDataset, test: ClipDataset) ->
     }
 
 
+def write_markdown(report: dict, out: Path) -> None:
+    """`<out>.md`: one row per variant; the supervised probes are marked (they read the true actions)."""
+    a, results = report["args"], report["variants"]
+    seq_len = get_preset("small").seq_len
+    commands = ", ".join(f"`{c}`" for c in dict.fromkeys(r["command"] for r in results.values()))
+    lines = [
+        "# LAM ablation",
+        "",
+        f"Commands: {commands}.",
+        "",
+        f"{a['steps']} steps x {a['batch_size']} clips of {seq_len} frames per variant; "
+        f"{a['test_clips']} held-out test clips; movement classes: {', '.join(MOVE_NAMES)}. Rows marked *probe* "
+        "are not LAMs: the encoder trained with the true movement classes (the ceiling of what it reads).",
+        "",
+        "| variant | changes | perplexity | NMI (15 actions) | NMI (movement) | recon MSE | copy MSE |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        label = f"{name} (*probe*)" if name in SUPERVISED else name
+        recon = "" if name in SUPERVISED else f"{r['recon_mse']:.5f}"
+        lines.append(
+            f"| {label} | `{r['changes']}` | {r['perplexity']:.2f} | {r['nmi_actions']:.3f} | "
+            f"{r['nmi_movement']:.3f} | {recon} | {r['copy_last_frame_mse']:.5f} |"
+        )
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
 def main(args: Args) -> None:
     torch.set_num_threads(args.threads)
+    if args.report_only:
+        write_markdown(json.loads(Path(args.out).with_suffix(".json").read_text()), Path(args.out))
+        return
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
@@ -185,7 +230,7 @@ def main(args: Args) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Variants measured earlier with the same settings are kept, so the table can be built up run by run.
-    same = {k: v for k, v in dataclasses.asdict(args).items() if k not in ("variants", "out", "threads")}
+    same = {k: v for k, v in dataclasses.asdict(args).items() if k not in ("variants", "out", "threads", "report_only")}
     if out.with_suffix(".json").is_file():
         old = json.loads(out.with_suffix(".json").read_text())
         if {k: v for k, v in old.get("args", {}).items() if k in same} == same:
@@ -193,24 +238,7 @@ def main(args: Args) -> None:
             results = {**kept, **results}
     report = {"args": dataclasses.asdict(args), "movement_classes": MOVE_NAMES, "variants": results}
     atomic_write_json(out.with_suffix(".json"), report)
-    commands = ", ".join(f"`{c}`" for c in dict.fromkeys(r["command"] for r in results.values()))
-    lines = [
-        "# LAM ablation",
-        "",
-        f"Commands: {commands}.",
-        "",
-        f"{args.steps} steps x {args.batch_size} clips of {seq_len} frames per variant; "
-        f"{args.test_clips} held-out test clips; movement classes: {', '.join(MOVE_NAMES)}.",
-        "",
-        "| variant | changes | perplexity | NMI (15 actions) | NMI (movement) | recon MSE | copy MSE |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, r in results.items():
-        lines.append(
-            f"| {name} | `{r['changes']}` | {r['perplexity']:.2f} | {r['nmi_actions']:.3f} | "
-            f"{r['nmi_movement']:.3f} | {r['recon_mse']:.5f} | {r['copy_last_frame_mse']:.5f} |"
-        )
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_markdown(report, out)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ class LAMConfig:
     predict_residual: bool = False  # decoder predicts frame t+1 - frame t (copying is free, only change is learned)
     latent_pool: str = "mean"  # per-frame feature: "mean" of the encoder tokens, or "flatten" (keeps where things are)
     decoder_history: bool = True  # False: the decoder predicts frame t+1 from frame t and a_t alone (no velocity cue)
+    decoder_kernel: int = 0  # > 0: each patch of frame t+1 = frame t filtered by a predicted k x k kernel (see lam.py)
 
 
 @dataclass

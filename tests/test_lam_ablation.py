@@ -33,4 +33,4 @@ def test_ablation_runs_and_merges_variants(tmp_path: Path):
     assert 1.0 <= base["perplexity"] <= 8.0 and 0.0 <= base["nmi_movement"] <= 1.0
     assert sum(map(sum, base["code_by_movement"])) == sum(base["histogram"])
     assert report["variants"]["idm_mean"]["movement_accuracy"] is not None
-    assert "| idm_mean |" in (tmp_path / "abl.md").read_text()
+    assert "| idm_mean (*probe*) |" in (tmp_path / "abl.md").read_text()

@@ -216,10 +216,10 @@ def test_tokenizer_overfits_one_clip(cfg):
 
 # --- latent action model ------------------------------------------------------------------------------------
 LAM_VARIANTS = [{}, {"latent_pool": "flatten", "predict_residual": True, "usage_entropy_weight": 0.1},
-                {"vq_normalize": False, "decoder_history": False}]
+                {"vq_normalize": False, "decoder_history": False, "decoder_kernel": 5}]
 
 
-@pytest.fixture(params=LAM_VARIANTS, ids=["default", "flatten-residual-entropy", "raw-vq-nohistory"])
+@pytest.fixture(params=LAM_VARIANTS, ids=["default", "flatten-residual-entropy", "raw-vq-nohistory-kernel"])
 def lam_cfg(request, cfg):
     import dataclasses
 
@@ -245,6 +245,20 @@ def test_lam_shapes_and_causality(lam_cfg):
     assert torch.equal(r0[:, :1], r1[:, :1])  # prediction of frame 1 uses frame 0 and a_0 only
     with pytest.raises(ValueError, match="at least two frames"):
         lam(frames[:, :1])
+
+
+def test_lam_kernel_decoder_expresses_copy_and_shift_exactly(cfg):
+    import dataclasses
+
+    lam_cfg = dataclasses.replace(cfg.lam, decoder_kernel=5)
+    lam = LatentActionModel(lam_cfg, cfg.image_size, max_frames=T)
+    frames = torch.rand(1, 2, 64, 64, 3)
+    P, N = lam.patch ** 2 * 3, (64 // lam.patch) ** 2
+    for centre_offset, expect in ((0, frames[:, :1]), (1, frames[:, :1].roll(-1, dims=3))):
+        head = torch.zeros(1, 1, N, P + 25)
+        head[..., P + 12 + centre_offset] = 60.0  # one-hot kernel: copy, or take the right-hand neighbour
+        out = lam._kernel_decode(frames[:, :1], head)
+        torch.testing.assert_close(out[..., :-1, :], expect[..., :-1, :], atol=1e-6, rtol=0)
 
 
 def test_lam_decoder_sees_future_only_through_action(lam_cfg):

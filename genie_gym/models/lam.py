@@ -55,7 +55,12 @@ class LatentActionModel(nn.Module):
         self.dec_patch_embed = nn.Linear(P, D)
         self.dec_pos = nn.Parameter(torch.zeros(N, D))
         self.decoder = STTransformer(D, cfg.num_layers, cfg.num_heads, cfg.qk_norm, max_frames)
-        self.head = nn.Linear(D, P)
+        k = cfg.decoder_kernel
+        if k < 0 or (k and k % 2 == 0):
+            raise ConfigError(f"LAM decoder_kernel must be 0 (pixel head) or an odd size, got {k}")
+        # Kernel head: per patch, k*k softmax weights over frame t's neighbourhood of each pixel (a shift is a
+        # one-hot kernel), plus a pixel residual for what a shift cannot explain (new content at the edges).
+        self.head = nn.Linear(D, P + k * k) if k else nn.Linear(D, P)
         for m in (self.enc_patch_embed, self.pre_quant, self.action_proj, self.dec_patch_embed, self.head):
             init_weights(m)
         for p in (self.enc_pos, self.dec_pos):
@@ -93,10 +98,28 @@ class LatentActionModel(nn.Module):
         else:  # each frame on its own: motion so far cannot be read from earlier frames, only from a_t
             B, T, N, D = x_BTND.shape
             h_BTND = self.decoder(x_BTND.reshape(B * T, 1, N, D)).reshape(B, T, N, D)
+        if self.cfg.decoder_kernel:
+            return self._kernel_decode(frames_BTHWC, self.head(h_BTND))
         out_BTHWC = unpatchify(self.head(h_BTND), self.patch, S, S)
         if self.cfg.predict_residual:  # frame t + predicted change: copying the last frame costs nothing to learn
             return (frames_BTHWC + out_BTHWC).clamp(0, 1)
         return torch.sigmoid(out_BTHWC)
+
+    def _kernel_decode(self, frames_BTHWC: torch.Tensor, head_BTNO: torch.Tensor) -> torch.Tensor:
+        """Frame t filtered per patch by a predicted k x k kernel, plus a small pixel residual -> frame t+1."""
+        B, T, S, _, C = frames_BTHWC.shape
+        k, p, g = self.cfg.decoder_kernel, self.patch, S // self.patch
+        P = p * p * C
+        resid_BTHWC = unpatchify(head_BTNO[..., :P], p, S, S)
+        w_BTNK = head_BTNO[..., P:].softmax(-1)
+        # Every pixel takes its patch's kernel: (B*T, k*k, g, g) -> (B*T, k*k, S, S).
+        w_MKSS = w_BTNK.reshape(B * T, g, g, k * k).permute(0, 3, 1, 2)
+        w_MKSS = w_MKSS.repeat_interleave(p, dim=2).repeat_interleave(p, dim=3)
+        x_MCSS = frames_BTHWC.reshape(B * T, S, S, C).permute(0, 3, 1, 2)
+        nb_MCKL = F.unfold(x_MCSS, k, padding=k // 2).reshape(B * T, C, k * k, S * S)
+        out_MCL = (nb_MCKL * w_MKSS.reshape(B * T, 1, k * k, S * S)).sum(2)
+        out_BTHWC = out_MCL.reshape(B, T, C, S, S).permute(0, 1, 3, 4, 2)
+        return (out_BTHWC + resid_BTHWC).clamp(0, 1)
 
     def forward(self, frames_BTHWC: torch.Tensor) -> dict:
         z_e = self.encode_latents(frames_BTHWC)
