@@ -37,7 +37,6 @@ from genie_gym.config import OptimConfig, get_preset  # noqa: E402
 from genie_gym.data.dataset import ClipDataset  # noqa: E402
 from genie_gym.data.games import PROCGEN_ACTION_COMBOS  # noqa: E402
 from genie_gym.evaluation.metrics import code_stats, nmi  # noqa: E402
-from genie_gym.models.frames import patchify  # noqa: E402
 from genie_gym.models.lam import LatentActionModel  # noqa: E402
 from genie_gym.training.schedule import WarmupCosine  # noqa: E402
 from genie_gym.utils.io import atomic_write_json  # noqa: E402
@@ -70,12 +69,15 @@ VARIANTS.update(SUPERVISED)
 MOVE_NAMES = [f"{h}{'+UP' if up else ''}" for h in ("LEFT", "NONE", "RIGHT") for up in (0, 1)]
 
 
+# Procgen action index -> 0..5 = 2 * (horizontal: left 0, none 1, right 2) + (UP pressed).
+MOVE_OF_ACTION = np.array(
+    [2 * (0 if "LEFT" in c else 2 if "RIGHT" in c else 1) + ("UP" in c) for c in PROCGEN_ACTION_COMBOS]
+)
+
+
 def movement_class(actions: np.ndarray) -> np.ndarray:
-    """Procgen action index -> 0..5 = 2 * (horizontal: left 0, none 1, right 2) + (UP pressed)."""
-    table = np.array(
-        [2 * (0 if "LEFT" in c else 2 if "RIGHT" in c else 1) + ("UP" in c) for c in PROCGEN_ACTION_COMBOS]
-    )
-    return table[actions]
+    """Movement class (see MOVE_NAMES) of each Procgen action index."""
+    return MOVE_OF_ACTION[actions]
 
 
 @dataclass
@@ -106,8 +108,7 @@ class Args:
 
 def history_latents(lam: LatentActionModel, frames_BTHWC: torch.Tensor) -> torch.Tensor:
     """(B, T-1, code_dim) from h_t alone (frames <= t), the probe of `history_only_flatten`."""
-    x_BTND = lam.enc_patch_embed(patchify(frames_BTHWC, lam.patch)) + lam.enc_pos
-    return lam.pre_quant(lam.encoder(x_BTND).flatten(2)[:, :-1])
+    return lam.pre_quant(lam.frame_features(frames_BTHWC)[:, :-1])
 
 
 def run_variant(name: str, args: Args, train: ClipDataset, test: ClipDataset) -> dict:

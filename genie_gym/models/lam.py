@@ -72,14 +72,18 @@ class LatentActionModel(nn.Module):
             raise ValueError(f"expected float frames (B, T>=2, {S}, {S}, {C}) in [0, 1], got "
                              f"{tuple(frames_BTHWC.shape)}; the LAM needs at least two frames per clip")
 
-    def encode_latents(self, frames_BTHWC: torch.Tensor) -> torch.Tensor:
-        """Continuous action latents (B, T-1, code_dim); entry t describes frame t -> t+1."""
+    def frame_features(self, frames_BTHWC: torch.Tensor) -> torch.Tensor:
+        """Pooled causal encoder features h_t (B, T, D or N*D): h_t has seen frames <= t only."""
         self._check(frames_BTHWC)
         x_BTND = self.enc_patch_embed(patchify(frames_BTHWC, self.patch)) + self.enc_pos
         h_BTND = self.encoder(x_BTND)
         # Mean pooling is nearly blind to a scrolling camera (a shifted frame has the same mean); flattening
         # keeps each token's position, so "the world moved left" is visible in the difference.
-        h_BTD = h_BTND.mean(dim=2) if self.cfg.latent_pool == "mean" else h_BTND.flatten(2)
+        return h_BTND.mean(dim=2) if self.cfg.latent_pool == "mean" else h_BTND.flatten(2)
+
+    def encode_latents(self, frames_BTHWC: torch.Tensor) -> torch.Tensor:
+        """Continuous action latents (B, T-1, code_dim); entry t describes frame t -> t+1."""
+        h_BTD = self.frame_features(frames_BTHWC)
         return self.pre_quant(h_BTD[:, 1:] - h_BTD[:, :-1])
 
     @torch.no_grad()
