@@ -135,6 +135,11 @@ class CodeActionTable:
             out[i] = ch[int(rng.integers(len(ch)))]
         return out
 
+    def most_frequent(self, codes: np.ndarray, obs_BHWC: np.ndarray | None = None) -> np.ndarray:
+        """Greedy ablation: each code's most frequent action among the N (ties: the lowest action index)."""
+        modes = [int(np.bincount(self.choices(c)).argmax()) for c in range(self.num_codes)]
+        return np.asarray(modes, dtype=np.int64)[np.asarray(codes, dtype=np.int64)]
+
     def to_dict(self) -> dict[str, Any]:
         return {"num_codes": self.num_codes, "codes": self._codes, "actions": self.pooled,
                 "table": {str(c): a for c, a in enumerate(self.table)},
@@ -197,16 +202,24 @@ class LearnedMapping:
 
 # ------------------------------------------------------------------------------------------------ acting
 class LatentBCPolicy:
-    """Acts as the paper: sample a code from pi(x), then a real action from the mapping (table D by default)."""
+    """Acts as the paper: sample a code from pi(x), then a real action from the mapping (table D by default).
 
-    def __init__(self, policy: ImpalaPolicy, mapping: CodeActionTable | LearnedMapping) -> None:
+    `greedy=True` (an ablation, table D only): the most likely code, then that code's most frequent action.
+    """
+
+    def __init__(self, policy: ImpalaPolicy, mapping: CodeActionTable | LearnedMapping, greedy: bool = False) -> None:
         check_code_count(policy, mapping.num_codes)
+        if greedy and not isinstance(mapping, CodeActionTable):
+            raise ConfigError("greedy acting needs table D (CodeActionTable), not a learned mapping")
         self.policy = policy
         self.mapping = mapping
+        self.greedy = greedy
 
     def act(self, obs_BHWC: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        codes = sample_categorical(self.policy.probs(obs_BHWC), rng)
-        return self.mapping.sample(codes, obs_BHWC, rng)
+        probs = self.policy.probs(obs_BHWC)
+        if self.greedy:
+            return self.mapping.most_frequent(probs.argmax(1), obs_BHWC)
+        return self.mapping.sample(sample_categorical(probs, rng), obs_BHWC, rng)
 
 
 def check_code_count(policy: ImpalaPolicy, num_codes: int) -> None:

@@ -62,6 +62,8 @@ class Args:
     """expert episodes recorded for the oracle and latent BC"""
     n_values: tuple[int, ...] = (20, 50, 100, 200, 500, 1000)
     """numbers N of labelled transitions for table D"""
+    greedy_n_values: tuple[int, ...] = (20, 200, 1000)
+    """N for the greedy ablation: most likely code, then its most frequent action in table D (empty = skip)"""
     learned_mapping_n: int = 200
     """N for the ablation with a learned (code, frame) -> action mapping (0 = skip)"""
     num_levels: int = 100
@@ -83,7 +85,8 @@ class Args:
 def _quick(args: Args) -> Args:
     return Args(quick=True, expert=args.expert, world_model=args.world_model,
                 distribution_mode=args.distribution_mode, expert_episodes=8, n_values=(5, 10, 20),
-                learned_mapping_n=10, num_levels=4, seeds=2, bc_steps=5, max_steps=120, out=args.out, seed=args.seed,
+                greedy_n_values=(10,), learned_mapping_n=10, num_levels=4, seeds=2, bc_steps=5, max_steps=120,
+                out=args.out, seed=args.seed,
                 threads=args.threads)
 
 
@@ -231,6 +234,13 @@ def main(args: Args) -> None:
             return LatentBCPolicy(latent, CodeActionTable(c[idx], u[idx], A))
 
         latent_res[str(n)] = evaluate_policy(table_for_seed, desc=f"latent N={n}", **ev)
+    greedy_res = {}
+    for n in args.greedy_n_values:
+        def greedy_for_seed(s: int, n: int = n) -> LatentBCPolicy:
+            idx = select_labelled(len(c), n, seed=1000 + s)
+            return LatentBCPolicy(latent, CodeActionTable(c[idx], u[idx], A), greedy=True)
+
+        greedy_res[str(n)] = evaluate_policy(greedy_for_seed, desc=f"greedy N={n}", **ev)
     learned_res = {}
     if args.learned_mapping_n:
         n = args.learned_mapping_n
@@ -247,6 +257,7 @@ def main(args: Args) -> None:
     np.add.at(conf, (c, u), 1)
     results: dict[str, Any] = {k: v.summary() for k, v in res.items()}
     results["latent_bc"] = {k: v.summary() for k, v in latent_res.items()}
+    results["latent_bc_greedy"] = {k: v.summary() for k, v in greedy_res.items()}
     results["latent_bc_learned_mapping"] = {k: v.summary() for k, v in learned_res.items()}
     results["lam"] = {"nmi_codes_vs_actions": nmi(c, u), "num_codes": A, "transitions": int(len(c)),
                       "code_histogram": np.bincount(c, minlength=A).tolist(), "confusion_codes_x_actions":
@@ -276,6 +287,7 @@ def main(args: Args) -> None:
     ]
     lines += [_row(k, v) for k, v in res.items()]
     lines += [_row(f"latent BC, table D, N={k}", v) for k, v in latent_res.items()]
+    lines += [_row(f"latent BC, table D greedy (ablation), N={k}", v) for k, v in greedy_res.items()]
     lines += [_row(f"latent BC, learned map, N={k}", v) for k, v in learned_res.items()]
     lines += ["", f"LAM codes vs real actions on the expert data: NMI = {results['lam']['nmi_codes_vs_actions']:.3f} "
               f"({len(c)} transitions, {A} codes). Confusion matrix: `bc_coinrun_confusion.png`; levels solved vs N:"

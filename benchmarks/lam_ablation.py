@@ -33,6 +33,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agents.collect import ExpertSet  # noqa: E402
+from agents.latent_bc import label_expert_set, transitions  # noqa: E402
 from genie_gym.config import OptimConfig, get_preset  # noqa: E402
 from genie_gym.data.dataset import ClipDataset  # noqa: E402
 from genie_gym.data.games import PROCGEN_ACTION_COMBOS  # noqa: E402
@@ -42,8 +44,12 @@ from genie_gym.training.schedule import WarmupCosine  # noqa: E402
 from genie_gym.utils.io import atomic_write_json  # noqa: E402
 from genie_gym.utils.seeding import seed_everything  # noqa: E402
 
+# Every variant starts from the `small` preset's sizes with the LAM of the first shipped model (session 1): cosine
+# VQ, mean-pooled features, a pixel decoder with history, no warm-up. The preset now uses a variant of it.
+BASE = {"vq_normalize": True, "latent_pool": "mean", "predict_residual": False, "decoder_history": True,
+        "decoder_kernel": 0, "continuous_warmup_steps": 0, "usage_entropy_weight": 0.0}
 VARIANTS: dict[str, dict] = {
-    "baseline": {},  # the shipped LAM: cosine VQ, no entropy bonus
+    "baseline": {},  # the first shipped LAM: cosine VQ, no entropy bonus
     "entropy": {"usage_entropy_weight": 0.1},
     "raw": {"vq_normalize": False},
     "raw_entropy": {"vq_normalize": False, "usage_entropy_weight": 0.1},
@@ -58,6 +64,15 @@ VARIANTS: dict[str, dict] = {
     "patch8_residual": {"patch_size": 8, "predict_residual": True},
     "flatten_kernel5": {"latent_pool": "flatten", "decoder_kernel": 5},
     "flatten_kernel5_nohist": {"latent_pool": "flatten", "decoder_kernel": 5, "decoder_history": False},
+    # Continuous warm-up, then k-means codebook (lam.py): the decoder learns to read the latent before it is cut.
+    "warmup_residual": {"predict_residual": True, "continuous_warmup_steps": 300},
+    "warmup_flatten_residual_nohist": {"latent_pool": "flatten", "predict_residual": True, "decoder_history": False,
+                                       "continuous_warmup_steps": 300},
+    "warmup_flatten_kernel5_nohist": {"latent_pool": "flatten", "decoder_kernel": 5, "decoder_history": False,
+                                      "continuous_warmup_steps": 300},
+    "warmup_raw_flatten_kernel5_nohist": {"latent_pool": "flatten", "decoder_kernel": 5, "decoder_history": False,
+                                          "continuous_warmup_steps": 300, "vq_normalize": False},
+    "warmup_flatten_kernel5": {"latent_pool": "flatten", "decoder_kernel": 5, "continuous_warmup_steps": 300},
 }
 # Not LAMs: the LAM encoder trained *with* the true movement classes (cross-entropy from its pre-quantisation
 # latent), an inverse-dynamics ceiling for what that encoder can read from two frames in the same steps.
@@ -66,6 +81,11 @@ VARIANTS: dict[str, dict] = {
 SUPERVISED = {"idm_mean": {}, "idm_flatten": {"latent_pool": "flatten"},
               "history_only_flatten": {"latent_pool": "flatten"}}
 VARIANTS.update(SUPERVISED)
+# Not a model: label each test transition by the integer shift (dx, dy in -3..3) that best maps frame t onto frame
+# t+1 on the central 48x48 crop (a scrolling camera). Its MSE and NMI show how much of the change is a scroll and
+# how much a perfect "which way did the view move" code says about the action.
+REFERENCES = {"global_shift": {}}
+VARIANTS.update(REFERENCES)
 MOVE_NAMES = [f"{h}{'+UP' if up else ''}" for h in ("LEFT", "NONE", "RIGHT") for up in (0, 1)]
 
 
@@ -102,6 +122,9 @@ class Args:
     """torch CPU threads"""
     out: str = "benchmarks/results/lam_ablation"
     """output stem: writes <out>.json and <out>.md"""
+    expert_episodes: int = 100
+    """episodes of the shipped PPO expert (CoinRun easy, levels 100000..) to label: NMI of the codes against the
+    expert's actions, what latent BC needs (0 = skip)"""
     report_only: bool = False
     """rebuild <out>.md from <out>.json without training anything"""
 
@@ -111,9 +134,47 @@ def history_latents(lam: LatentActionModel, frames_BTHWC: torch.Tensor) -> torch
     return lam.pre_quant(lam.frame_features(frames_BTHWC)[:, :-1])
 
 
-def run_variant(name: str, args: Args, train: ClipDataset, test: ClipDataset) -> dict:
+def expert_nmi(lam: LatentActionModel, expert: ExpertSet | None, seq_len: int) -> dict:
+    """NMI of the LAM's codes against the expert's real actions and movement classes (None without an expert)."""
+    if expert is None:
+        return {"expert_nmi_actions": None, "expert_nmi_movement": None}
+    _, codes, acts = transitions(expert, label_expert_set(lam, expert, seq_len, progress=False))
+    return {"expert_nmi_actions": nmi(codes, acts), "expert_nmi_movement": nmi(codes, movement_class(acts))}
+
+
+def test_clip_indices(args: Args, test: ClipDataset) -> np.ndarray:
+    return np.random.default_rng(1234).choice(len(test), min(args.test_clips, len(test)), replace=False)
+
+
+def global_shift_reference(args: Args, test: ClipDataset, radius: int = 3, crop: int = 8) -> dict:
+    """The `global_shift` row: best integer shift per test transition (see REFERENCES)."""
+    labels, actions, shift_err, copy_err = [], [], [], []
+    S = test[0].shape[1]
+    lo, hi = crop, S - crop
+    for i in test_clip_indices(args, test):
+        f = test[int(i)].numpy().astype(np.float32) / 255
+        for t in range(len(f) - 1):
+            target = f[t + 1, lo:hi, lo:hi]
+            errs = np.array([((target - f[t, lo + dy : hi + dy, lo + dx : hi + dx]) ** 2).mean()
+                             for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)])
+            labels.append(int(errs.argmin()))
+            shift_err.append(errs.min())
+            copy_err.append(errs[len(errs) // 2])
+        actions.append(test.clip_actions(int(i)).numpy())
+    labels_all, actions_all = np.array(labels), np.concatenate(actions)
+    moves = movement_class(actions_all)
+    return {"changes": {}, "train_s": 0.0, "usage": None, "perplexity": None, "histogram": [],
+            "nmi_actions": nmi(labels_all, actions_all), "nmi_movement": nmi(labels_all, moves),
+            "recon_mse": float(np.mean(shift_err)), "copy_last_frame_mse": float(np.mean(copy_err)),
+            "warmup_train_recon_mse": None, "code_by_movement": [], "movement_accuracy": None,
+            "expert_nmi_actions": None, "expert_nmi_movement": None}
+
+
+def run_variant(name: str, args: Args, train: ClipDataset, test: ClipDataset, expert: ExpertSet | None) -> dict:
+    if name in REFERENCES:
+        return global_shift_reference(args, test)
     cfg = get_preset("small")
-    cfg.lam = dataclasses.replace(cfg.lam, **VARIANTS[name])
+    cfg.lam = dataclasses.replace(cfg.lam, **{**BASE, **VARIANTS[name]})
     seed_everything(args.seed)
     lam = LatentActionModel(cfg.lam, cfg.image_size, cfg.seq_len, cfg.channels)
     supervised = name in SUPERVISED
@@ -128,9 +189,17 @@ def run_variant(name: str, args: Args, train: ClipDataset, test: ClipDataset) ->
     gen = torch.Generator().manual_seed(args.seed)
     t0 = time.perf_counter()
     bar = tqdm(range(args.steps), desc=name, mininterval=5)
+    warmup, warmup_recon = cfg.lam.continuous_warmup_steps, []
+    lam.quantize = not warmup
     for step in bar:
         idx = rng.integers(0, len(train), args.batch_size)
         frames = torch.stack([train[int(i)] for i in idx]).float() / 255
+        if not supervised and warmup and step == warmup:
+            with torch.no_grad():
+                z = torch.cat([lam.encode_latents(torch.stack([train[int(i)] for i in rng.integers(0, len(train),
+                               args.batch_size)]).float() / 255).reshape(-1, cfg.lam.code_dim) for _ in range(8)])
+            lam.vq.init_kmeans(z, generator=gen)
+            lam.quantize = True
         if supervised:
             y = torch.from_numpy(movement_class(np.stack([train.clip_actions(int(i)).numpy() for i in idx])))
             loss = F.cross_entropy(head(latents(lam, frames)).flatten(0, 1), y.flatten())
@@ -142,14 +211,16 @@ def run_variant(name: str, args: Args, train: ClipDataset, test: ClipDataset) ->
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        if not supervised and (step + 1) % args.dead_code_every == 0:
+        if warmup and step < warmup:
+            warmup_recon.append(out["recon_loss"].item())
+        if not supervised and lam.quantize and (step + 1) % args.dead_code_every == 0:
             lam.vq.reset_dead_codes(out["z_e"].reshape(-1, cfg.lam.code_dim), gen)
         if step % 20 == 0:
             bar.set_postfix(recon=f"{out['recon_loss'].item():.5f}", ppl=f"{out['stats']['perplexity'].item():.2f}")
     train_s = time.perf_counter() - t0
 
     lam.eval()
-    test_idx = np.random.default_rng(1234).choice(len(test), min(args.test_clips, len(test)), replace=False)
+    test_idx = test_clip_indices(args, test)
     codes, actions, recon, copy = [], [], [], []
     with torch.inference_mode():
         for chunk in np.array_split(test_idx, max(1, len(test_idx) // 32)):
@@ -177,10 +248,16 @@ def run_variant(name: str, args: Args, train: ClipDataset, test: ClipDataset) ->
         "nmi_actions": nmi(codes_all, actions_all),
         "nmi_movement": nmi(codes_all, moves),
         "recon_mse": float(np.mean(recon)),
+        "warmup_train_recon_mse": float(np.mean(warmup_recon[-20:])) if warmup_recon else None,
         "copy_last_frame_mse": float(np.mean(copy)),
         "code_by_movement": table.tolist(),
         "movement_accuracy": float((codes_all == moves).mean()) if supervised else None,
+        **(expert_nmi(lam, expert, cfg.seq_len) if not supervised else expert_nmi(lam, None, 0)),
     }
+
+
+def _fmt(x: float | None) -> str:
+    return "" if x is None else f"{x:.3f}"
 
 
 def write_markdown(report: dict, out: Path) -> None:
@@ -195,17 +272,22 @@ def write_markdown(report: dict, out: Path) -> None:
         "",
         f"{a['steps']} steps x {a['batch_size']} clips of {seq_len} frames per variant; "
         f"{a['test_clips']} held-out test clips; movement classes: {', '.join(MOVE_NAMES)}. Rows marked *probe* "
-        "are not LAMs: the encoder trained with the true movement classes (the ceiling of what it reads).",
+        "are not LAMs: the encoder trained with the true movement classes (the ceiling of what it reads). "
+        "The *reference* row `global_shift` is no model: each transition labelled by the integer shift (|dx|, |dy| "
+        "<= 3) that best maps frame t onto frame t+1, its MSE and the copy MSE on the central 48x48 crop.",
         "",
-        "| variant | changes | perplexity | NMI (15 actions) | NMI (movement) | recon MSE | copy MSE |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | changes | perplexity | NMI (15 actions) | NMI (movement) | recon MSE | copy MSE | "
+        "expert NMI (actions) | expert NMI (movement) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
-        label = f"{name} (*probe*)" if name in SUPERVISED else name
+        label = f"{name} (*probe*)" if name in SUPERVISED else f"{name} (*reference*)" if name in REFERENCES else name
         recon = "" if name in SUPERVISED else f"{r['recon_mse']:.5f}"
+        ppl = "" if name in REFERENCES else f"{r['perplexity']:.2f}"
         lines.append(
-            f"| {label} | `{r['changes']}` | {r['perplexity']:.2f} | {r['nmi_actions']:.3f} | "
-            f"{r['nmi_movement']:.3f} | {recon} | {r['copy_last_frame_mse']:.5f} |"
+            f"| {label} | `{r['changes']}` | {ppl} | {r['nmi_actions']:.3f} | "
+            f"{r['nmi_movement']:.3f} | {recon} | {r['copy_last_frame_mse']:.5f} | "
+            f"{_fmt(r.get('expert_nmi_actions'))} | {_fmt(r.get('expert_nmi_movement'))} |"
         )
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
@@ -221,17 +303,23 @@ def main(args: Args) -> None:
     seq_len = get_preset("small").seq_len
     train, test = ClipDataset(args.data, "train", seq_len), ClipDataset(args.data, "test", seq_len)
     command = "python benchmarks/lam_ablation.py " + " ".join(sys.argv[1:])
+    expert = None
+    if args.expert_episodes > 0:
+        from agents.collect import make_collect_policy, run_policy_episodes
+
+        expert = run_policy_episodes(make_collect_policy("expert", None), args.expert_episodes, args.seed)
     results = {}
     for name in args.variants:
-        results[name] = r = {**run_variant(name, args, train, test), "command": command}
+        results[name] = r = {**run_variant(name, args, train, test, expert), "command": command}
         print(
-            f"{name}: perplexity {r['perplexity']:.2f}  NMI actions {r['nmi_actions']:.3f}  "
+            f"{name}: perplexity {_fmt(r['perplexity'])}  NMI actions {r['nmi_actions']:.3f}  "
             f"NMI movement {r['nmi_movement']:.3f}  recon {r['recon_mse']:.5f} (copy {r['copy_last_frame_mse']:.5f})"
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Variants measured earlier with the same settings are kept, so the table can be built up run by run.
-    same = {k: v for k, v in dataclasses.asdict(args).items() if k not in ("variants", "out", "threads", "report_only")}
+    same = {k: v for k, v in dataclasses.asdict(args).items()
+            if k not in ("variants", "out", "threads", "report_only", "expert_episodes")}
     if out.with_suffix(".json").is_file():
         old = json.loads(out.with_suffix(".json").read_text())
         if {k: v for k, v in old.get("args", {}).items() if k in same} == same:

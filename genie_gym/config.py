@@ -43,6 +43,7 @@ class LAMConfig:
     latent_pool: str = "mean"  # per-frame feature: "mean" of the encoder tokens, or "flatten" (keeps where things are)
     decoder_history: bool = True  # False: the decoder predicts frame t+1 from frame t and a_t alone (no velocity cue)
     decoder_kernel: int = 0  # > 0: each patch of frame t+1 = frame t filtered by a predicted k x k kernel (see lam.py)
+    continuous_warmup_steps: int = 0  # > 0: un-quantised latents this many steps, then k-means codebook (see lam.py)
 
 
 @dataclass
@@ -160,7 +161,11 @@ def _small() -> GenieConfig:
         seq_len=8,
         tokenizer=TokenizerConfig(patch_size=8, codebook_size=1024, code_dim=32, d_model=128, num_layers=4,
                                   num_heads=4),
-        lam=LAMConfig(patch_size=16, num_actions=8, code_dim=32, d_model=128, num_layers=4, num_heads=4),
+        # LAM: the one variant of benchmarks/lam_ablation.md whose codes follow the movement (raw VQ, flattened
+        # features, a shift-kernel decoder without history, 500 un-quantised warm-up steps then k-means codes).
+        lam=LAMConfig(patch_size=16, num_actions=8, code_dim=32, d_model=128, num_layers=4, num_heads=4,
+                      vq_normalize=False, latent_pool="flatten", decoder_kernel=5, decoder_history=False,
+                      continuous_warmup_steps=500),
         dynamics=DynamicsConfig(d_model=192, num_layers=4, num_heads=6),
         tokenizer_optim=OptimConfig(steps=2500, batch_size=16, lr=1e-3, min_lr=1e-4, warmup_steps=200),
         dynamics_optim=OptimConfig(steps=2500, batch_size=16, lr=6e-4, min_lr=6e-5, warmup_steps=200),

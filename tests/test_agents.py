@@ -90,6 +90,9 @@ def test_code_action_table_hand_built() -> None:
     s3 = t.sample(np.full(6000, 3), None, rng)
     assert abs((s3 == 7).mean() - 2 / 6) < 0.03 and set(s3.tolist()) == {3, 4, 7, 8}
     assert t.to_dict()["unseen_codes"] == [3]
+    # greedy ablation: each code's most frequent action; the unseen code 3 falls back to the pooled mode (7 and 3
+    # are tied twice each: the lower index wins)
+    assert t.most_frequent(np.array([0, 1, 2, 3, 2])).tolist() == [7, 8, 3, 3, 3]
 
 
 def test_window_starts_cover_every_transition_with_causal_windows() -> None:
@@ -149,7 +152,14 @@ def test_latent_bc_end_to_end_tiny(tiny_setup: dict, tmp_path: Path) -> None:
     idx = select_labelled(len(c), 20, seed=0)
     table = CodeActionTable(c[idx], u[idx], lam.num_actions)
     learned = LearnedMapping.fit(c[idx], u[idx], frames[idx], lam.num_actions, steps=3)
-    for pol in (CategoricalTorchPolicy(oracle), LatentBCPolicy(latent2, table), LatentBCPolicy(latent, learned)):
+    greedy = LatentBCPolicy(latent, table, greedy=True)
+    obs = np.stack([ep.frames[0] for ep in data.episodes[:4]])
+    assert np.array_equal(greedy.act(obs, np.random.default_rng(0)),
+                          table.most_frequent(latent.probs(obs).argmax(1)))  # no randomness in greedy acting
+    with pytest.raises(ConfigError, match="table D"):
+        LatentBCPolicy(latent, learned, greedy=True)
+    for pol in (CategoricalTorchPolicy(oracle), LatentBCPolicy(latent2, table), LatentBCPolicy(latent, learned),
+                greedy):
         res = evaluate_policy(pol, levels=LEVELS[:3], seeds=[0, 1], max_steps=40, progress=False)
         assert len(res.level_returns) == 2 and 0.0 <= res.solved <= 100.0
     # determinism: same seed, same weights and the same evaluation

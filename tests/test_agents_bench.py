@@ -23,6 +23,7 @@ def test_bc_benchmark_quick_writes_results(tmp_path: Path) -> None:
         assert res[key]["num_levels"] == 4 and len(res[key]["solved_per_seed"]) == 2
     assert sorted(res["latent_bc"], key=int) == ["5", "10", "20"]
     assert all("solved" in v and "solved_ci95" in v for v in res["latent_bc"].values())
+    assert list(res["latent_bc_greedy"]) == ["10"]
     assert 0.0 <= res["lam"]["nmi_codes_vs_actions"] <= 1.0
     conf = res["lam"]["confusion_codes_x_actions"]
     assert len(conf) == res["lam"]["num_codes"] and len(conf[0]) == 15

@@ -24,7 +24,8 @@ def test_ablation_runs_and_merges_variants(tmp_path: Path):
 
     data = recorder.record(recorder.Args(frames=600, max_steps=60, num_envs=8, out=tmp_path / "data",
                                          val_frac=0.2, test_frac=0.3, progress=False, policy="sticky"))
-    common = dict(data=str(data), steps=2, batch_size=2, test_clips=4, threads=1, out=str(tmp_path / "abl"))
+    common = dict(data=str(data), steps=2, batch_size=2, test_clips=4, threads=1, out=str(tmp_path / "abl"),
+                  expert_episodes=2)
     lam_ablation.main(lam_ablation.Args(variants=["baseline"], **common))
     lam_ablation.main(lam_ablation.Args(variants=["idm_mean"], **common))
     report = json.loads((tmp_path / "abl.json").read_text())
@@ -32,5 +33,6 @@ def test_ablation_runs_and_merges_variants(tmp_path: Path):
     base = report["variants"]["baseline"]
     assert 1.0 <= base["perplexity"] <= 8.0 and 0.0 <= base["nmi_movement"] <= 1.0
     assert sum(map(sum, base["code_by_movement"])) == sum(base["histogram"])
+    assert 0.0 <= base["expert_nmi_movement"] <= 1.0  # codes of the shipped expert's own episodes
     assert report["variants"]["idm_mean"]["movement_accuracy"] is not None
     assert "| idm_mean (*probe*) |" in (tmp_path / "abl.md").read_text()

@@ -3,6 +3,7 @@ KV-cache exactness, MaskGIT sampling, and that tiny models really learn. Tiny co
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -154,6 +155,37 @@ def test_vq_usage_entropy_bonus_spreads_a_collapsed_batch_over_the_codebook():
             opt.step()
         spread[weight] = stats["perplexity"].item()
     assert spread[0.0] < 1.5 and spread[1.0] > 2.5, spread
+
+
+def test_vq_kmeans_init_puts_one_code_on_each_cluster():
+    """Eight well separated clusters of latents: k-means seeds one code per cluster, all codes in use."""
+    g = torch.Generator().manual_seed(0)
+    for normalize in (True, False):
+        centres = torch.nn.functional.normalize(torch.randn(8, 16, generator=g), dim=-1) * 3
+        z = (centres[:, None] + 0.05 * torch.randn(8, 50, 16, generator=g)).reshape(-1, 16)
+        vq = VectorQuantizer(8, 16, normalize=normalize)
+        vq.init_kmeans(z, generator=torch.Generator().manual_seed(1))
+        _, idx, _, stats = vq(z)
+        assert stats["perplexity"].item() > 7.9, normalize
+        assert all(len(set(idx[i * 50 : (i + 1) * 50].tolist())) == 1 for i in range(8))
+    with pytest.raises(ValueError, match="at least 8"):
+        vq.init_kmeans(z[:5])
+
+
+def test_lam_continuous_warmup_feeds_the_decoder_the_unquantised_latent(cfg):
+    """quantize=False: the decoder reads the (normalised) latent itself, so two latents with the same code still
+    decode differently, and the VQ loss is zero."""
+    torch.manual_seed(0)
+    lam = LatentActionModel(dataclasses.replace(cfg.lam, continuous_warmup_steps=5), 64, T)
+    frames = torch.rand(2, T, 64, 64, 3)
+    assert lam.quantize  # a freshly built (or loaded) LAM always quantises; only the trainer turns it off
+    lam.quantize = False
+    out = lam(frames)
+    assert out["vq_loss"].item() == 0.0
+    assert torch.allclose(lam.decode(frames[:, :-1], lam.vq.prepare(out["z_e"]).view(out["z_e"].shape)),
+                          out["recon_BTHWC"])
+    out["loss"].backward()
+    assert lam.enc_patch_embed.weight.grad.abs().sum() > 0
 
 
 # --- tokenizer ----------------------------------------------------------------------------------------------

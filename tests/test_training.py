@@ -122,6 +122,35 @@ def test_resume_reproduces_identical_losses(phase: str, tiny_data: Path, tokeniz
         assert "dynamics/loss" in wm.metadata["metrics"]
 
 
+def test_lam_continuous_warmup_switches_to_kmeans_codes_and_resumes_exactly(
+    tiny_data: Path, tokenizer_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """continuous_warmup_steps=3: no VQ loss for steps 1-3, k-means codebook at step 3, quantised after; a run
+    split at the step-3 checkpoint (before the k-means) gives the same losses as one run."""
+    import dataclasses
+
+    from genie_gym import config
+
+    def tiny_warmup() -> config.GenieConfig:
+        cfg = config.PRESETS["tiny"]()
+        return dataclasses.replace(cfg, lam=dataclasses.replace(cfg.lam, continuous_warmup_steps=3))
+
+    monkeypatch.setitem(config.PRESETS, "tiny_warmup", tiny_warmup)
+    tok = tokenizer_run / "tokenizer" / "last.pt"
+    kw = dict(steps=6, tokenizer_ckpt=tok, log_every=1, dead_code_every=1)
+    trainer = Trainer(targs(tiny_data, tmp_path / "full", "dynamics", preset="tiny_warmup", **kw))
+    init_codes = trainer.model.lam.vq.codebook.detach().clone()
+    assert not trainer.model.lam.quantize
+    full = trainer.run()
+    assert trainer.model.lam.quantize and not torch.equal(init_codes, trainer.model.lam.vq.codebook)
+    rows = [json.loads(line) for line in (tmp_path / "full" / "dynamics" / "metrics.jsonl").read_text().splitlines()]
+    vq_loss = {r["step"]: r["lam_vq_loss"] for r in rows}
+    assert all(vq_loss[s] == 0.0 for s in (1, 2, 3)) and all(vq_loss[s] > 0 for s in (4, 5, 6))
+    first = train(targs(tiny_data, tmp_path / "split", "dynamics", preset="tiny_warmup", stop_at=3, **kw))
+    rest = train(targs(tiny_data, tmp_path / "split", "dynamics", preset="tiny_warmup", resume=True, **kw))
+    assert first + rest == full
+
+
 def test_ddp_two_processes_on_cpu(tiny_data: Path, tokenizer_run: Path, tmp_path: Path):
     """Phase dynamics (LAM VQ resets broadcast from rank 0, world-model export) under torchrun with gloo."""
     out, phase = tmp_path / "ddp", "dynamics"

@@ -13,6 +13,12 @@ Decoder: sees ONLY frames 0..T-2 (patch embeddings) and the quantised a_t (proje
 of frame t), causal ST transformer, sigmoid pixels = prediction of frame t+1. Since the future reaches the
 decoder only through 8 codes, a_t must carry what changes. Loss = MSE(recon, frames[1:]) + VQ loss. Watch
 `stats['usage']` for codebook collapse; call `vq.reset_dead_codes(out['z_e'])` every K steps.
+
+Continuous warm-up (`continuous_warmup_steps` > 0): with 8 codes from the first step the decoder learns to
+predict from the past and to ignore the code before the encoder has learnt anything worth quantising (every
+quantised variant in benchmarks/lam_ablation.md). With `quantize = False` the decoder reads the un-quantised
+(normalised) latent; the trainer then seeds the codebook by k-means on latents (`vq.init_kmeans`) and switches
+quantisation on, so the 8 codes start as the 8 main kinds of change the encoder found.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ class LatentActionModel(nn.Module):
         # Kernel head: per patch, k*k softmax weights over frame t's neighbourhood of each pixel (a shift is a
         # one-hot kernel), plus a pixel residual for what a shift cannot explain (new content at the edges).
         self.head = nn.Linear(D, P + k * k) if k else nn.Linear(D, P)
+        self.quantize = True  # the trainer turns it off for the first cfg.continuous_warmup_steps steps
         for m in (self.enc_patch_embed, self.pre_quant, self.action_proj, self.dec_patch_embed, self.head):
             init_weights(m)
         for p in (self.enc_pos, self.dec_pos):
@@ -128,6 +135,8 @@ class LatentActionModel(nn.Module):
     def forward(self, frames_BTHWC: torch.Tensor) -> dict:
         z_e = self.encode_latents(frames_BTHWC)
         a_q_BTC, actions_BT, vq_loss, stats = self.vq(z_e)
+        if not self.quantize:  # continuous warm-up: the decoder reads the latent itself, no VQ loss
+            a_q_BTC, vq_loss = self.vq.prepare(z_e).view(z_e.shape), vq_loss * 0.0
         recon_BTHWC = self.decode(frames_BTHWC[:, :-1], a_q_BTC)
         recon_loss = F.mse_loss(recon_BTHWC.float(), frames_BTHWC[:, 1:].float())
         return {

@@ -55,7 +55,8 @@ class VectorQuantizer(nn.Module):
         """Code vectors for integer indices of any shape -> indices.shape + (code_dim,)."""
         return F.embedding(indices, self.codes())
 
-    def _prep(self, z_e: torch.Tensor) -> torch.Tensor:
+    def prepare(self, z_e: torch.Tensor) -> torch.Tensor:
+        """Latents as the codebook compares them: (S, code_dim) float32, l2-normalised when `normalize`."""
         z = z_e.reshape(-1, self.code_dim).float()
         return F.normalize(z, dim=-1) if self.normalize else z
 
@@ -64,7 +65,7 @@ class VectorQuantizer(nn.Module):
         if z_e.shape[-1] != self.code_dim:
             raise ValueError(f"VQ expects last dim code_dim={self.code_dim}, got shape {tuple(z_e.shape)}")
         with torch.autocast(device_type=z_e.device.type, enabled=False):
-            z_SD = self._prep(z_e)
+            z_SD = self.prepare(z_e)
             c_VD = self.codes()
             dist_SV = z_SD.pow(2).sum(1, keepdim=True) - 2 * z_SD @ c_VD.t() + c_VD.pow(2).sum(1)[None]
             idx_S = dist_SV.argmin(1)
@@ -88,6 +89,34 @@ class VectorQuantizer(nn.Module):
         return z_q.view(z_e.shape), idx_S.view(z_e.shape[:-1]), loss, stats
 
     @torch.no_grad()
+    def init_kmeans(self, z_e_flat: torch.Tensor, iters: int = 30, generator: torch.Generator | None = None) -> None:
+        """Seed the codebook with k-means (k-means++ start) on encoder outputs `z_e_flat` (S, code_dim).
+
+        Used when a model first trains with un-quantised latents: the codes start where the latents are.
+        """
+        z_SD = self.prepare(z_e_flat.detach())
+        S = z_SD.shape[0]
+        if S < self.num_codes:
+            raise ValueError(f"k-means needs at least {self.num_codes} latents, got {S}")
+        gen_dev = generator.device if generator is not None else torch.device("cpu")
+        first = int(torch.randint(0, S, (1,), generator=generator, device=gen_dev))
+        c_VD = z_SD[first : first + 1]
+        while c_VD.shape[0] < self.num_codes:  # k-means++: next centre with probability ~ squared distance
+            d_S = torch.cdist(z_SD, c_VD).min(1).values.pow(2)
+            pick = int(torch.multinomial((d_S + 1e-12).cpu(), 1, generator=generator))
+            c_VD = torch.cat([c_VD, z_SD[pick : pick + 1]])
+        for _ in range(iters):
+            assign_S = torch.cdist(z_SD, c_VD).argmin(1)
+            for v in range(self.num_codes):
+                members = z_SD[assign_S == v]
+                if len(members):
+                    c_VD[v] = members.mean(0)
+            if self.normalize:
+                c_VD = F.normalize(c_VD, dim=-1)
+        self.codebook.data.copy_(c_VD.to(self.codebook.dtype))
+        self.steps_unused.zero_()
+
+    @torch.no_grad()
     def reset_dead_codes(self, z_e_flat: torch.Tensor, generator: torch.Generator | None = None) -> int:
         """Re-seed codes unused for `dead_code_threshold` training steps from random rows of `z_e_flat`.
 
@@ -97,7 +126,7 @@ class VectorQuantizer(nn.Module):
         n = int(dead_V.sum())
         if n == 0:
             return 0
-        z_SD = self._prep(z_e_flat.detach())
+        z_SD = self.prepare(z_e_flat.detach())
         gen_dev = generator.device if generator is not None else z_SD.device
         pick = torch.randint(0, z_SD.shape[0], (n,), generator=generator, device=gen_dev).to(z_SD.device)
         noise = torch.randn(n, self.code_dim, generator=generator, device=gen_dev).to(z_SD.device)

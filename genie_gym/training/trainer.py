@@ -135,7 +135,7 @@ class DynamicsObjective(nn.Module):
         return self._frozen[0]
 
     def vq_modules(self) -> dict[str, nn.Module]:
-        return {"lam": self.lam.vq}
+        return {"lam": self.lam.vq} if self.lam.quantize else {}  # no dead codes during a continuous warm-up
 
     def parts(self) -> dict[str, nn.Module]:
         return {"lam": self.lam, "dynamics": self.dynamics}
@@ -241,6 +241,9 @@ class Trainer:
             if args.init_from is not None:
                 self._init_from(Path(args.init_from), tuple(args.init_parts))
             seed_everything(args.seed + self.dist.rank)
+        warmup = cfg.lam.continuous_warmup_steps
+        if args.phase == "dynamics" and warmup > 0 and self.step <= warmup:  # a checkpoint at `warmup` precedes k-means
+            self.model.lam.quantize = False
         self.ddp: nn.Module = self.model
         if self.dist.enabled:
             self.ddp = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
@@ -479,6 +482,26 @@ class Trainer:
             broadcast_module(vq, self.dist)
         return counts
 
+    def _maybe_start_quantising(self, clips: int = 64) -> None:
+        """End of the LAM's continuous warm-up: seed its codebook by k-means on the latents of `clips` clips
+        drawn with a seed of the step (the same on every rank and after a resume), then quantise."""
+        lam = getattr(self.model, "lam", None)
+        if lam is None or lam.quantize or self.step < self.cfg.lam.continuous_warmup_steps:
+            return
+        g = torch_generator(step_seed(self.args.seed, self.step, 0) + 2, torch.device("cpu"))
+        pick = torch.randint(0, len(self.dataset), (clips,), generator=g).tolist()
+        with torch.no_grad():
+            z_e = torch.cat([
+                lam.encode_latents(to_float(torch.stack([self.dataset[i] for i in pick[j : j + 16]]).to(self.device)))
+                .reshape(-1, lam.vq.code_dim).float()
+                for j in range(0, clips, 16)
+            ])
+        lam.vq.init_kmeans(z_e, generator=g)
+        broadcast_module(lam.vq, self.dist)
+        lam.quantize = True
+        if self.dist.is_main:
+            tqdm.write(f"step {self.step}: LAM warm-up over; codebook seeded by k-means on {len(z_e)} latents")
+
     def run(self, stop_at: int | None = None) -> list[float]:
         """Train until --steps (or stop_at, --stop-at, --time-limit-min); returns this call's losses."""
         args, total = self.args, self.optim_cfg.steps
@@ -511,6 +534,7 @@ class Trainer:
         try:
             while self.step < stop:
                 frames_BTHWC = to_float(next(loader_it).to(self.device, non_blocking=True))
+                self._maybe_start_quantising()
                 gen = torch_generator(step_seed(args.seed, self.step, self.dist.rank), self.device)
                 with autocast:
                     out = self.ddp(frames_BTHWC, gen)
