@@ -37,7 +37,7 @@ from agents.collect import ExpertSet  # noqa: E402
 from agents.latent_bc import label_expert_set, transitions  # noqa: E402
 from genie_gym.config import OptimConfig, get_preset  # noqa: E402
 from genie_gym.data.dataset import ClipDataset  # noqa: E402
-from genie_gym.data.games import PROCGEN_ACTION_COMBOS  # noqa: E402
+from genie_gym.data.games import MOVEMENT_NAMES, movement_class  # noqa: E402
 from genie_gym.evaluation.metrics import code_stats, nmi  # noqa: E402
 from genie_gym.models.lam import LatentActionModel  # noqa: E402
 from genie_gym.training.schedule import WarmupCosine  # noqa: E402
@@ -86,18 +86,7 @@ VARIANTS.update(SUPERVISED)
 # how much a perfect "which way did the view move" code says about the action.
 REFERENCES = {"global_shift": {}}
 VARIANTS.update(REFERENCES)
-MOVE_NAMES = [f"{h}{'+UP' if up else ''}" for h in ("LEFT", "NONE", "RIGHT") for up in (0, 1)]
-
-
-# Procgen action index -> 0..5 = 2 * (horizontal: left 0, none 1, right 2) + (UP pressed).
-MOVE_OF_ACTION = np.array(
-    [2 * (0 if "LEFT" in c else 2 if "RIGHT" in c else 1) + ("UP" in c) for c in PROCGEN_ACTION_COMBOS]
-)
-
-
-def movement_class(actions: np.ndarray) -> np.ndarray:
-    """Movement class (see MOVE_NAMES) of each Procgen action index."""
-    return MOVE_OF_ACTION[actions]
+MOVE_NAMES = list(MOVEMENT_NAMES)
 
 
 @dataclass

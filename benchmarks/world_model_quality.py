@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import tyro
 
+from genie_gym.data.games import MOVEMENT_NAMES, movement_class
+
 TARGETS = {  # key: (target, ">=")
     "tokenizer_psnr": 33.0,
     "rollout_psnr_mean": 22.0,
@@ -154,6 +156,11 @@ the LAM's actions; Δt-PSNR at t = 4 against uniformly random actions.
 Rollout PSNR per generated step (LAM actions): {', '.join(f'{p:.1f}' for p in report['rollout_psnr'])}
 Rollout PSNR per generated step (random actions): {', '.join(f'{p:.1f}' for p in report['rollout_psnr_random_actions'])}
 
+What each latent action does on the held-out clips (the true actions of the transitions the LAM gave that code,
+as CoinRun movement classes; DOWN and the letter keys count as NONE):
+
+{_code_table(report['lam_code_by_action'])}
+
 Real (odd rows) vs generated (even rows):
 
 ![real vs generated]({rel}/grid.png)
@@ -165,6 +172,19 @@ action; columns: the prompt, then {args.strip_steps} steps holding that action):
 """
     atomic_write_bytes(args.md, md.encode())
     print(json.dumps({k: result[k] for k in (*figures, "all_targets_met")}, indent=2))
+
+
+def _code_table(code_by_action: list[list[int]]) -> str:
+    """Markdown: per latent action, its transitions and how they split over the 6 movement classes."""
+    counts_AM = np.zeros((len(code_by_action), len(MOVEMENT_NAMES)), dtype=np.int64)
+    for a, row in enumerate(code_by_action):
+        np.add.at(counts_AM[a], movement_class(np.arange(len(row))), np.asarray(row))
+    lines = ["| action | transitions | " + " | ".join(MOVEMENT_NAMES) + " |", "|---" * (len(MOVEMENT_NAMES) + 2) + "|"]
+    for a, row in enumerate(counts_AM):
+        n = int(row.sum())
+        shares = " | ".join(f"{100 * c / n:.0f}%" if n else "" for c in row)
+        lines.append(f"| a={a} | {n} | {shares} |")
+    return "\n".join(lines)
 
 
 def _test_level(data: Path) -> int:

@@ -76,6 +76,8 @@ def test_eval_writes_json_and_pictures(tiny_data: Path, model_file: Path, tmp_pa
         assert math.isfinite(on_disk[k]), k
     assert 1.0 <= on_disk["lam_perplexity"] <= 8.0 and sum(on_disk["lam_code_histogram"]) == 4 * 10
     assert 0.0 <= on_disk["lam_nmi"] <= 1.0
+    by_action = np.array(on_disk["lam_code_by_action"])  # codes x 15 true actions, the same transitions
+    assert by_action.shape[1] == 15 and by_action.sum(1).tolist() == on_disk["lam_code_histogram"]
     strip = np.asarray(Image.open(tmp_path / "a" / "action_strip.png"))
     assert strip.shape[0] == 8 * (64 + 2) + 2 and strip.shape[1] > 4 * (
         64 + 2

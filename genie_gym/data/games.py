@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from genie_gym.errors import DatasetError
 
 PROCGEN_GAMES: tuple[str, ...] = (
@@ -46,6 +48,18 @@ PROCGEN_ACTION_COMBOS: tuple[tuple[str, ...], ...] = (
 )
 NUM_PROCGEN_ACTIONS = len(PROCGEN_ACTION_COMBOS)
 COINRUN_ACTION_NAMES: tuple[str, ...] = tuple("+".join(c) if c else "NOOP" for c in PROCGEN_ACTION_COMBOS)
+
+# Most of the 15 actions are synonyms in CoinRun (DOWN and the letter keys do nothing): what an action does there
+# is one of 6 movement classes, 2 * (horizontal: left 0, none 1, right 2) + (UP pressed).
+MOVEMENT_NAMES: tuple[str, ...] = tuple(f"{h}{'+UP' if up else ''}" for h in ("LEFT", "NONE", "RIGHT") for up in (0, 1))
+MOVEMENT_OF_ACTION = np.array(
+    [2 * (0 if "LEFT" in c else 2 if "RIGHT" in c else 1) + ("UP" in c) for c in PROCGEN_ACTION_COMBOS]
+)
+
+
+def movement_class(actions: np.ndarray) -> np.ndarray:
+    """Movement class (an index into MOVEMENT_NAMES) of each Procgen action index."""
+    return MOVEMENT_OF_ACTION[np.asarray(actions, dtype=np.int64)]
 
 
 def check_game(game: str) -> str:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from genie_gym.data.games import NUM_PROCGEN_ACTIONS
 from genie_gym.errors import DatasetError
 from genie_gym.evaluation.metrics import code_stats, nmi, psnr, ssim
 from genie_gym.evaluation.rollout import clip_strip
@@ -188,6 +189,8 @@ def evaluate(args: Args) -> dict:
     p_lam, p_rand = torch.cat(psnr_lam), torch.cat(psnr_rand)  # (clips, K)
     codes_all, true_all = torch.cat(codes).numpy(), torch.cat(true_actions).numpy()
     lam_stats = code_stats(codes_all, A)
+    code_by_action = np.zeros((A, NUM_PROCGEN_ACTIONS), dtype=np.int64)
+    np.add.at(code_by_action, (codes_all, true_all), 1)
 
     # 3. pictures: real vs generated, and the action strip (one prompt x each action x strip_steps)
     H = cfg.image_size
@@ -227,6 +230,7 @@ def evaluate(args: Args) -> dict:
         "lam_perplexity": lam_stats["perplexity"],
         "lam_code_histogram": lam_stats["histogram"],
         "lam_nmi": nmi(codes_all, true_all),
+        "lam_code_by_action": code_by_action.tolist(),  # (codes, 15 Procgen actions) transition counts
         "images": {"grid": "grid.png", "action_strip": "action_strip.png"},
         "seconds": time.time() - t0,
     }
