@@ -135,7 +135,7 @@ class CodeActionTable:
             out[i] = ch[int(rng.integers(len(ch)))]
         return out
 
-    def most_frequent(self, codes: np.ndarray, obs_BHWC: np.ndarray | None = None) -> np.ndarray:
+    def most_frequent(self, codes: np.ndarray) -> np.ndarray:
         """Greedy ablation: each code's most frequent action among the N (ties: the lowest action index)."""
         modes = [int(np.bincount(self.choices(c)).argmax()) for c in range(self.num_codes)]
         return np.asarray(modes, dtype=np.int64)[np.asarray(codes, dtype=np.int64)]
@@ -218,7 +218,7 @@ class LatentBCPolicy:
     def act(self, obs_BHWC: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         probs = self.policy.probs(obs_BHWC)
         if self.greedy:
-            return self.mapping.most_frequent(probs.argmax(1), obs_BHWC)
+            return self.mapping.most_frequent(probs.argmax(1))
         return self.mapping.sample(sample_categorical(probs, rng), obs_BHWC, rng)
 
 
