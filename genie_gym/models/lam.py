@@ -17,8 +17,9 @@ decoder only through 8 codes, a_t must carry what changes. Loss = MSE(recon, fra
 Continuous warm-up (`continuous_warmup_steps` > 0): with 8 codes from the first step the decoder learns to
 predict from the past and to ignore the code before the encoder has learnt anything worth quantising (every
 quantised variant in benchmarks/lam_ablation.md). With `quantize = False` the decoder reads the un-quantised
-(normalised) latent; the trainer then seeds the codebook by k-means on latents (`vq.init_kmeans`) and switches
-quantisation on, so the 8 codes start as the 8 main kinds of change the encoder found.
+latent (l2-normalised only with cosine VQ); the trainer then seeds the codebook by k-means on latents
+(`vq.init_kmeans`) and switches quantisation on, so the 8 codes start as the 8 main kinds of change the encoder
+found.
 """
 
 from __future__ import annotations
