@@ -73,6 +73,9 @@ VARIANTS: dict[str, dict] = {
     "warmup_raw_flatten_kernel5_nohist": {"latent_pool": "flatten", "decoder_kernel": 5, "decoder_history": False,
                                           "continuous_warmup_steps": 300, "vq_normalize": False},
     "warmup_flatten_kernel5": {"latent_pool": "flatten", "decoder_kernel": 5, "continuous_warmup_steps": 300},
+    "warmup_raw_flatten_kernel5_nohist_entropy": {"latent_pool": "flatten", "decoder_kernel": 5,
+                                                  "decoder_history": False, "continuous_warmup_steps": 300,
+                                                  "vq_normalize": False, "usage_entropy_weight": 0.1},
 }
 # Not LAMs: the LAM encoder trained *with* the true movement classes (cross-entropy from its pre-quantisation
 # latent), an inverse-dynamics ceiling for what that encoder can read from two frames in the same steps.
