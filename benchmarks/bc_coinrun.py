@@ -62,8 +62,8 @@ class Args:
     """expert episodes recorded for the oracle and latent BC"""
     n_values: tuple[int, ...] = (20, 50, 100, 200, 500, 1000)
     """numbers N of labelled transitions for table D"""
-    greedy_n_values: tuple[int, ...] = (20, 200, 1000)
-    """N for the greedy ablation: most likely code, then its most frequent action in table D (empty = skip)"""
+    greedy_n_values: tuple[int, ...] = (200,)
+    """N for the greedy ablation (most likely code, then its most frequent action in D; ~4 min per N; empty = skip)"""
     learned_mapping_n: int = 200
     """N for the ablation with a learned (code, frame) -> action mapping (0 = skip)"""
     num_levels: int = 100
@@ -277,7 +277,7 @@ def main(args: Args) -> None:
     lines = [
         "# Latent-action behaviour cloning on CoinRun",
         "",
-        f"Command: `.venv/bin/python benchmarks/bc_coinrun.py{' --quick' if args.quick else ''}`. "
+        f"Command: `{' '.join(['.venv/bin/python', 'benchmarks/bc_coinrun.py', *sys.argv[1:]])}`. "
         f"{args.distribution_mode} mode, {args.num_levels} held-out levels (200000..) × {args.seeds} seeds; "
         f"expert data: {len(data)} episodes / {data.num_frames} frames on levels 100000.. ({kind}). "
         f"Total {timings['total_s']:.0f} s.",

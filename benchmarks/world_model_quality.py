@@ -14,6 +14,8 @@ photo-like image, the hand-drawn sketch). Writes:
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +100,8 @@ def main(args: Args) -> None:
 
     t0 = time.time()
     model_path = args.model or WorldModel.default_path()
+    resolved = Path(model_path).resolve()  # shown relative to the working directory when inside it
+    shown_path = os.path.relpath(resolved) if resolved.is_relative_to(Path.cwd().resolve()) else str(model_path)
     pictures = args.out / "world_model_quality"
     report = evaluate(EvalArgs(model=model_path, data=args.data, split=args.split, out=pictures,
                                num_clips=4 if args.quick else args.num_clips, seed=args.seed, device="cpu"))
@@ -120,7 +124,7 @@ def main(args: Args) -> None:
         "targets": TARGETS,
         "targets_met": met,
         "all_targets_met": all(met.values()),
-        "model": str(model_path),
+        "model": shown_path,
         "model_file_sha256": sha256_file(model_path),
         "model_metadata": world_model.metadata,
         "data": str(args.data),
@@ -131,8 +135,7 @@ def main(args: Args) -> None:
         "rollout_psnr_random_actions_per_step": report["rollout_psnr_random_actions"],
         "tokenizer_ssim": report["tokenizer_ssim"],
         "lam_code_histogram": report["lam_code_histogram"],
-        "command": "python benchmarks/world_model_quality.py" + (" --quick" if args.quick else "")
-        + f" --data {args.data}",
+        "command": " ".join(["python", "benchmarks/world_model_quality.py", *sys.argv[1:]]),
         "seconds": round(time.time() - t0, 1),
     }
     atomic_write_json(args.out / "world_model_quality.json", result)
@@ -140,10 +143,10 @@ def main(args: Args) -> None:
     rows = "\n".join(
         f"| {k} | {figures[k]:.2f} | >= {TARGETS[k]} | {'yes' if met[k] else 'no'} |" for k in TARGETS
     )
-    rel = Path("results") / "world_model_quality"
+    rel = Path(os.path.relpath(pictures, args.md.resolve().parent))
     md = f"""# World-model quality (held-out CoinRun, test split by level seed)
 
-Command: `{result['command']}` ({result['seconds']} s). Model: `{model_path}`
+Command: `{result['command']}` ({result['seconds']} s). Model: `{shown_path}`
 (preset {world_model.config.preset}, {world_model.metadata.get('steps', '?')} dynamics steps).
 Clips: {report['num_clips']} from `{args.data}` split `{args.split}`; 1 real context frame, 10 generated frames with
 the LAM's actions; Δt-PSNR at t = 4 against uniformly random actions.

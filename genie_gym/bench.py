@@ -15,6 +15,8 @@ BENCHMARKS = {
     "train": "train_speed.py",
     "env": "env_speed.py",
     "bc": "bc_coinrun.py",
+    "quality": "world_model_quality.py",
+    "from_scratch": "small_from_scratch.py",
 }
 
 
@@ -23,7 +25,8 @@ class Args:
     """Run benchmarks and write their JSON and markdown into benchmarks/results/."""
 
     names: list[str] = field(default_factory=lambda: ["data", "train", "env"])
-    """Which benchmarks to run, of: data, train, env, bc."""
+    """Benchmarks to run, of: data, train, env, bc (needs the PPO expert), quality and from_scratch (these need
+    data/coinrun_hard_sticky; from_scratch trains for ~2 h)."""
     quick: bool = False
     """Tiny sizes: checks that the scripts run, the figures are not meaningful."""
     root: Path = Path(".")

@@ -12,6 +12,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data inspect": ("genie_gym.data.inspect", "print dataset statistics, write a contact sheet and a GIF"),
     "train": ("genie_gym.training.train", "train the tokenizer (phase 1) or LAM + dynamics (phase 2)"),
     "eval": ("genie_gym.evaluation.evaluate", "evaluate a world model on a held-out split"),
+    "export": ("genie_gym.training.export", "a world-model file from a run's checkpoints (last or an earlier step)"),
     "pipeline": ("genie_gym.training.pipeline", "data, tokenizer, dynamics, eval: one resumable command"),
     "play": ("genie_gym.envs.play", "play a generated world with the keyboard, or headless with --actions"),
     "demo": ("genie_gym.demo", "the main job: play the shipped model from a CoinRun frame and a sketch"),

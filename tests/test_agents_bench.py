@@ -34,3 +34,17 @@ def test_bc_benchmark_quick_writes_results(tmp_path: Path) -> None:
     for name in ("bc_coinrun.png", "bc_coinrun_confusion.png"):
         with Image.open(tmp_path / name) as im:
             assert im.size[0] > 100 and im.size[1] > 100
+
+
+def test_lam_action_lag_pairs_code_of_t_plus_k_with_action_of_t() -> None:
+    import numpy as np
+    from lam_action_lag import lagged_pairs
+
+    codes = [np.array([10, 11, 12, 13]), np.array([20, 21])]
+    actions = [np.array([0, 1, 2, 3]), np.array([4, 5])]
+    c, u = lagged_pairs(codes, actions, 1)  # never across an episode boundary
+    assert c.tolist() == [11, 12, 13, 21] and u.tolist() == [0, 1, 2, 4]
+    c, u = lagged_pairs(codes, actions, -2)
+    assert c.tolist() == [10, 11] and u.tolist() == [2, 3]
+    c, u = lagged_pairs(codes, actions, 0)
+    assert c.tolist() == [10, 11, 12, 13, 20, 21] and u.tolist() == [0, 1, 2, 3, 4, 5]

@@ -262,9 +262,13 @@ def test_tiny_pipeline_end_to_end_and_resumable(tiny_data: Path, tmp_path: Path)
     mtimes = {
         f: (run / f).stat().st_mtime_ns for f in ("world_model.pt", "eval/eval.json", "tokenizer/last.pt")
     }
+    first_s = json.loads((run / "pipeline.json").read_text())["timings_s"]
+    assert set(first_s) == {"data_s", "tokenizer_s", "dynamics_s", "eval_s"} and first_s["tokenizer_s"] > 0
     again = run_pipeline(args)  # every stage is complete: nothing is retrained or rewritten
     assert {f: (run / f).stat().st_mtime_ns for f in mtimes} == mtimes
     assert again["eval"] == result["eval"]
+    summed_s = json.loads((run / "pipeline.json").read_text())["timings_s"]
+    assert all(first_s[k] <= summed_s[k] < first_s[k] + 5 for k in first_s)  # a skipped stage adds ~0 s
 
 
 def test_init_from_a_world_model_fine_tunes_and_is_recorded(tiny_data: Path, tokenizer_run: Path, tmp_path: Path):
@@ -287,3 +291,43 @@ def test_init_from_a_world_model_fine_tunes_and_is_recorded(tiny_data: Path, tok
     with pytest.raises(ConfigError, match="--init-parts"):
         Trainer(targs(tiny_data, tmp_path / "d", "dynamics", steps=3, tokenizer_ckpt=tok, init_from=src,
                       init_parts=("decoder",)))
+
+
+def test_small_from_scratch_benchmark_quick(tiny_data: Path, tmp_path: Path):
+    """benchmarks/small_from_scratch.py --quick: pipeline, timing, scoring and the comparison table, at tiny sizes."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import small_from_scratch as bench
+
+    res = bench.main(bench.Args(run=tmp_path / "run", data=tiny_data, out=tmp_path / "out", quick=True))
+    saved = json.loads((tmp_path / "out" / "small_from_scratch.json").read_text())
+    assert saved["metrics"] == res["metrics"] and set(res["metrics"]) == set(bench.METRICS)
+    assert all(r["reached"] == (r["from_scratch"] >= r["shipped"]) for r in res["metrics"].values())
+    assert set(res["timings_s"]) == {"data_s", "tokenizer_s", "dynamics_s", "eval_s"}
+    assert 0 < res["training_s"] <= res["total_s"] and res["within_budget"]
+    assert (tmp_path / "run" / "quality" / "world_model_quality.json").is_file()
+    md = (tmp_path / "out" / "small_from_scratch.md").read_text()
+    assert "| **total** |" in md and "| LAM perplexity (of 8) |" in md
+
+
+def test_export_an_earlier_dynamics_step(tiny_data: Path, tokenizer_run: Path, tmp_path: Path):
+    from genie_gym.models.world_model import WorldModel
+    from genie_gym.training.export import Args as EArgs
+    from genie_gym.training.export import export
+
+    tok = tokenizer_run / "tokenizer" / "last.pt"
+    train(targs(tiny_data, tmp_path, "dynamics", steps=6, tokenizer_ckpt=tok))  # checkpoints at steps 3 and 6
+    path = export(EArgs(run=tmp_path, step=3))
+    assert path == tmp_path / "world_model_step3.pt"
+    wm, ckpt = WorldModel.load(path), load_checkpoint(tmp_path / "dynamics" / "step_0000003.pt")
+    assert wm.metadata["steps"] == {"tokenizer": 6, "dynamics": 3}
+    assert wm.metadata["data_manifest_sha256"] == sha256_file(tiny_data / "manifest.json")
+    for name in ("lam", "dynamics"):
+        assert all(torch.equal(v, ckpt["model"][name][k]) for k, v in getattr(wm, name).state_dict().items())
+    last = WorldModel.load(export(EArgs(run=tmp_path, out=tmp_path / "last.pt")))
+    final = WorldModel.load(tmp_path / "world_model.pt")  # what training itself wrote at its end
+    assert last.metadata["steps"] == final.metadata["steps"] == {"tokenizer": 6, "dynamics": 6}
+    assert all(torch.equal(v, final.state_dict()[k]) for k, v in last.state_dict().items())
+    with pytest.raises(CheckpointError, match=r"step_0000005.pt does not exist; kept .*step_0000003.pt"):
+        export(EArgs(run=tmp_path, step=5))

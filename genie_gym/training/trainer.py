@@ -308,9 +308,9 @@ class Trainer:
             raise CheckpointError(f"--init-from {path} does not exist; pass a world_model.pt or a dynamics last.pt")
         from genie_gym.models.world_model import FORMAT_NAME, WorldModel
 
-        try:
-            header = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # damaged: load_checkpoint below names the problem
+        try:  # mmap: peek at the header without reading the weights a second time
+            header = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # damaged, or a training checkpoint: load_checkpoint below names the problem
             header = None
         if isinstance(header, dict) and header.get("format") == FORMAT_NAME:
             wm = WorldModel.load(path)
@@ -434,30 +434,16 @@ class Trainer:
             self.export_world_model()
 
     def export_world_model(self) -> Path:
-        """Bundle tokenizer + LAM + dynamics into RUN_DIR/world_model.pt via the WorldModel API."""
-        from genie_gym.models.world_model import WorldModel
+        """Bundle tokenizer + LAM + dynamics into RUN_DIR/world_model.pt (genie_gym.training.export)."""
+        from genie_gym.training.export import world_model_metadata, write_world_model
 
         assert isinstance(self.model, DynamicsObjective)
-        wm = WorldModel(self.cfg)
-        wm.tokenizer.load_state_dict(self.model.tokenizer.state_dict())
-        wm.lam.load_state_dict(self.model.lam.state_dict())
-        wm.dynamics.load_state_dict(self.model.dynamics.state_dict())
-        manifest = Path(self.args.data) / "manifest.json"
-        metadata = {
-            "data_manifest_sha256": sha256_file(manifest) if manifest.is_file() else None,
-            "steps": {"tokenizer": self.tokenizer_step, "dynamics": self.step},
-            "metrics": {
-                **{f"tokenizer/{k}": v for k, v in self.tokenizer_metrics.items()},
-                **{f"dynamics/{k}": v for k, v in self.metrics.items()},
-            },
-            "preset": self.cfg.preset,
-            "init_from": self.init_from,
-            "seed": self.args.seed,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        path = self.run_dir / "world_model.pt"
-        wm.save(path, metadata)
-        return path
+        states = {name: getattr(self.model, name).state_dict() for name in ("tokenizer", "lam", "dynamics")}
+        metadata = world_model_metadata(
+            self.args.data, {"tokenizer": self.tokenizer_step, "dynamics": self.step}, self.tokenizer_metrics,
+            self.metrics, self.cfg.preset, self.init_from, self.args.seed,
+        )
+        return write_world_model(self.cfg, states, self.run_dir / "world_model.pt", metadata)
 
     # --- the loop -------------------------------------------------------------------------------------------
     def _make_loader(self) -> torch.utils.data.DataLoader:
