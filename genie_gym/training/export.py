@@ -31,12 +31,12 @@ class Args:
     """world-model file to write (default: RUN/world_model_step<N>.pt)"""
 
 
-def world_model_metadata(data: Path | str, steps: dict[str, int], tokenizer_metrics: dict[str, Any],
+def world_model_metadata(data: Path | str | None, steps: dict[str, int], tokenizer_metrics: dict[str, Any],
                          dynamics_metrics: dict[str, Any], preset: str, init_from: Any, seed: int) -> dict[str, Any]:
     """What a world-model file records of its training (the model card's facts)."""
-    manifest = Path(data) / "manifest.json"
+    manifest = Path(data) / "manifest.json" if data else None
     return {
-        "data_manifest_sha256": sha256_file(manifest) if manifest.is_file() else None,
+        "data_manifest_sha256": sha256_file(manifest) if manifest is not None and manifest.is_file() else None,
         "steps": steps,
         "metrics": {
             **{f"tokenizer/{k}": v for k, v in tokenizer_metrics.items()},
@@ -77,7 +77,7 @@ def export(args: Args) -> Path:
     cfg = GenieConfig.from_dict(dyn["config"])
     check_tokenizer_fits(tok, cfg, tok_path)
     metadata = world_model_metadata(
-        saved_args.get("data", ""), {"tokenizer": int(tok["step"]), "dynamics": int(dyn["step"])},
+        saved_args.get("data"), {"tokenizer": int(tok["step"]), "dynamics": int(dyn["step"])},
         dict(tok.get("metrics", {})), dict(dyn.get("metrics", {})), cfg.preset, dyn.get("init_from"),
         int(saved_args.get("seed", 0)),
     )
