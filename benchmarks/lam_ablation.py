@@ -38,7 +38,7 @@ from agents.latent_bc import label_expert_set, transitions  # noqa: E402
 from genie_gym.config import OptimConfig, get_preset  # noqa: E402
 from genie_gym.data.dataset import ClipDataset  # noqa: E402
 from genie_gym.data.games import MOVEMENT_NAMES, movement_class  # noqa: E402
-from genie_gym.evaluation.metrics import code_stats, nmi  # noqa: E402
+from genie_gym.evaluation.metrics import best_shift, code_stats, nmi  # noqa: E402
 from genie_gym.models.lam import LatentActionModel  # noqa: E402
 from genie_gym.training.schedule import WarmupCosine  # noqa: E402
 from genie_gym.utils.io import atomic_write_json  # noqa: E402
@@ -141,17 +141,13 @@ def test_clip_indices(args: Args, test: ClipDataset) -> np.ndarray:
 def global_shift_reference(args: Args, test: ClipDataset, radius: int = 3, crop: int = 8) -> dict:
     """The `global_shift` row: best integer shift per test transition (see REFERENCES)."""
     labels, actions, shift_err, copy_err = [], [], [], []
-    S = test[0].shape[1]
-    lo, hi = crop, S - crop
     for i in test_clip_indices(args, test):
         f = test[int(i)].numpy().astype(np.float32) / 255
         for t in range(len(f) - 1):
-            target = f[t + 1, lo:hi, lo:hi]
-            errs = np.array([((target - f[t, lo + dy : hi + dy, lo + dx : hi + dx]) ** 2).mean()
-                             for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)])
-            labels.append(int(errs.argmin()))
-            shift_err.append(errs.min())
-            copy_err.append(errs[len(errs) // 2])
+            dx, dy, err, copy = best_shift(f[t], f[t + 1], radius, crop)
+            labels.append((dy + radius) * (2 * radius + 1) + dx + radius)
+            shift_err.append(err)
+            copy_err.append(copy)
         actions.append(test.clip_actions(int(i)).numpy())
     labels_all, actions_all = np.array(labels), np.concatenate(actions)
     moves = movement_class(actions_all)

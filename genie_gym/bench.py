@@ -15,6 +15,7 @@ BENCHMARKS = {
     "train": "train_speed.py",
     "env": "env_speed.py",
     "bc": "bc_coinrun.py",
+    "bc_labels": "latent_bc_labels.py",
     "quality": "world_model_quality.py",
     "from_scratch": "small_from_scratch.py",
 }
@@ -25,8 +26,9 @@ class Args:
     """Run benchmarks and write their JSON and markdown into benchmarks/results/."""
 
     names: list[str] = field(default_factory=lambda: ["data", "train", "env"])
-    """Benchmarks to run, of: data, train, env, bc (needs the PPO expert), quality and from_scratch (these need
-    data/coinrun_hard_sticky; from_scratch trains for ~2 h)."""
+    """Benchmarks to run, of: data, train, env, bc and bc_labels (these need the PPO expert; bc_labels runs latent
+    BC with labels of known quality, ~30 min), quality and from_scratch (these need data/coinrun_hard_sticky;
+    from_scratch trains for ~2 h)."""
     quick: bool = False
     """Tiny sizes: checks that the scripts run, the figures are not meaningful."""
     root: Path = Path(".")

@@ -48,3 +48,53 @@ def test_lam_action_lag_pairs_code_of_t_plus_k_with_action_of_t() -> None:
     assert c.tolist() == [10, 11] and u.tolist() == [2, 3]
     c, u = lagged_pairs(codes, actions, 0)
     assert c.tolist() == [10, 11, 12, 13, 20, 21] and u.tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_latent_bc_labels_helpers() -> None:
+    import numpy as np
+    from latent_bc_labels import context_indices, motion_labels, noisy
+
+    from agents.collect import Episode, ExpertSet
+
+    idx = context_indices(4, 3)  # frames t-1, t, t+1 for transitions 0..2, clamped at the start
+    assert idx.tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3]]
+    labels = np.arange(1000) % 6
+    assert (noisy(labels, 0.0, 6, seed=0) == labels).all()
+    changed = (noisy(labels, 0.5, 6, seed=0) != labels).mean()
+    assert 0.35 < changed < 0.5  # half are redrawn, 1/6 of those land on their old class
+    # The world scrolls left by 2 pixels per frame: the agent moves right, not up -> class 2 * 2 + 0.
+    world = np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)
+    frames = np.stack([world[:, 2 * t : 2 * t + 64] for t in range(4)])
+    data = ExpertSet([Episode(frames, np.zeros(4, np.int64), np.zeros(4, np.float32), 0)])
+    assert motion_labels(data).tolist() == [4, 4, 4]
+
+
+def test_latent_bc_labels_quick_writes_results(tmp_path: Path) -> None:
+    import latent_bc_labels
+
+    res = latent_bc_labels.main(latent_bc_labels.Args(quick=True, out=tmp_path))
+    saved = json.loads((tmp_path / "latent_bc_labels.json").read_text())
+    assert saved["rows"].keys() == res["rows"].keys()
+    assert set(saved["rows"]) == {"oracle", "movement", "idm", "movement_noisy", "lam", "motion", "pooled"}
+    for row in saved["rows"].values():
+        assert 0.0 <= row["solved"] <= 100.0 and len(row["solved_per_seed"]) == 2
+        assert 0.0 <= row["nmi_movement"] <= 1.0
+    assert saved["rows"]["movement"]["nmi_movement"] == 1.0
+    assert 0.0 <= saved["idm_probe"]["held_out_accuracy"] <= 1.0
+    md = (tmp_path / "latent_bc_labels.md").read_text()
+    assert "| movement |" in md and "| oracle |" in md
+    (tmp_path / "latent_bc_labels.md").unlink()
+    latent_bc_labels.main(latent_bc_labels.Args(report_only=True, out=tmp_path))
+    assert (tmp_path / "latent_bc_labels.md").read_text() == md
+
+
+def test_latent_bc_labels_rejects_bad_rows(tmp_path: Path) -> None:
+    import latent_bc_labels
+    import pytest
+
+    from genie_gym.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown"):
+        latent_bc_labels.main(latent_bc_labels.Args(quick=True, out=tmp_path, rows=("lam", "oracel")))
+    with pytest.raises(ConfigError, match="--noise"):
+        latent_bc_labels.main(latent_bc_labels.Args(quick=True, out=tmp_path, rows=("movement_noisy",)))

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import torch
 
-from genie_gym.evaluation.metrics import PSNR_CAP_DB, code_stats, nmi, psnr, ssim
+from genie_gym.evaluation.metrics import PSNR_CAP_DB, best_shift, code_stats, nmi, psnr, ssim
 
 
 def test_psnr_identical_is_capped_and_inf_without_cap():
@@ -48,3 +48,13 @@ def test_code_stats_usage_and_perplexity():
     assert s["usage"] == 0.5
     assert math.isclose(s["perplexity"], 4.0, rel_tol=1e-9)
     assert s["histogram"] == [10, 10, 10, 10, 0, 0, 0, 0]
+
+
+def test_best_shift_finds_a_known_scroll():
+    rng = np.random.default_rng(0)
+    big = rng.random((80, 80, 3)).astype(np.float32)
+    prev = big[8:72, 8:72]
+    nxt = big[8 - 1 : 72 - 1, 8 + 2 : 72 + 2]  # the view moved right by 2 and up by 1: next[y, x] = prev[y-1, x+2]
+    dx, dy, err, copy = best_shift(prev, nxt)
+    assert (dx, dy) == (2, -1) and err == 0.0 and copy > 0.01
+    assert best_shift(prev, prev)[:3] == (0, 0, 0.0)

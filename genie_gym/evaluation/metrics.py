@@ -93,3 +93,23 @@ def code_stats(codes: np.ndarray | torch.Tensor, num_codes: int) -> dict[str, fl
         "perplexity": float(math.exp(_entropy(p))),
         "histogram": counts.astype(int).tolist(),
     }
+
+
+def best_shift(prev_HWC: np.ndarray, next_HWC: np.ndarray, radius: int = 3,
+               crop: int = 8) -> tuple[int, int, float, float]:
+    """How far the picture scrolled between two frames: the integer (dx, dy), |dx|, |dy| <= radius, for which
+    next[y, x] ~ prev[y + dy, x + dx] on the central crop (the border `crop` wide is left out, so no shift reads
+    outside the frame). CoinRun's camera follows the agent, so this is the agent's motion with no model at all.
+
+    Float frames (H, W, C) in [0, 1]. Returns (dx, dy, MSE at that shift, MSE of copying `prev` unshifted).
+    """
+    if crop < radius:
+        raise ValueError(f"crop ({crop}) must be >= radius ({radius}): a shift would read outside the frame")
+    S0, S1 = prev_HWC.shape[:2]
+    target = next_HWC[crop : S0 - crop, crop : S1 - crop]
+    offsets = [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
+    errs = np.array([((target - prev_HWC[crop + dy : S0 - crop + dy, crop + dx : S1 - crop + dx]) ** 2).mean()
+                     for dy, dx in offsets])
+    i = int(errs.argmin())
+    dy, dx = offsets[i]
+    return dx, dy, float(errs[i]), float(errs[len(errs) // 2])
