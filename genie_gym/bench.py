@@ -27,7 +27,7 @@ class Args:
 
     names: list[str] = field(default_factory=lambda: ["data", "train", "env"])
     """Benchmarks to run, of: data, train, env, bc and bc_labels (these need the PPO expert; bc_labels runs latent
-    BC with labels of known quality, ~30 min), quality and from_scratch (these need data/coinrun_hard_sticky;
+    BC with labels of known quality, ~45 min), quality and from_scratch (these need data/coinrun_hard_sticky;
     from_scratch trains for ~2 h)."""
     quick: bool = False
     """Tiny sizes: checks that the scripts run, the figures are not meaningful."""

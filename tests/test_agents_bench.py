@@ -61,7 +61,9 @@ def test_latent_bc_labels_helpers() -> None:
     labels = np.arange(1000) % 6
     assert (noisy(labels, 0.0, 6, seed=0) == labels).all()
     changed = (noisy(labels, 0.5, 6, seed=0) != labels).mean()
-    assert 0.35 < changed < 0.5  # half are redrawn, 1/6 of those land on their old class
+    assert 0.45 < changed < 0.55  # a changed label always moves to another class
+    flipped = noisy(labels, 1.0, 6, seed=0)
+    assert (flipped != labels).all() and set(flipped.tolist()) <= set(range(6))
     # The world scrolls left by 2 pixels per frame: the agent moves right, not up -> class 2 * 2 + 0.
     world = np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)
     frames = np.stack([world[:, 2 * t : 2 * t + 64] for t in range(4)])
@@ -75,11 +77,13 @@ def test_latent_bc_labels_quick_writes_results(tmp_path: Path) -> None:
     res = latent_bc_labels.main(latent_bc_labels.Args(quick=True, out=tmp_path))
     saved = json.loads((tmp_path / "latent_bc_labels.json").read_text())
     assert saved["rows"].keys() == res["rows"].keys()
-    assert set(saved["rows"]) == {"oracle", "movement", "idm", "movement_noisy", "lam", "motion", "pooled"}
+    assert set(saved["rows"]) == {"oracle", "movement", "idm", "movement_noisy", "movement_noisy_10",
+                                  "movement_noisy_20", "lam", "motion", "pooled"}
     for row in saved["rows"].values():
         assert 0.0 <= row["solved"] <= 100.0 and len(row["solved_per_seed"]) == 2
         assert 0.0 <= row["nmi_movement"] <= 1.0
-    assert saved["rows"]["movement"]["nmi_movement"] == 1.0
+    assert saved["rows"]["movement"]["nmi_movement"] == 1.0 and saved["rows"]["movement"]["movement_accuracy"] == 1
+    assert saved["rows"]["lam"]["movement_accuracy"] is None
     assert 0.0 <= saved["idm_probe"]["held_out_accuracy"] <= 1.0
     md = (tmp_path / "latent_bc_labels.md").read_text()
     assert "| movement |" in md and "| oracle |" in md
@@ -97,4 +101,6 @@ def test_latent_bc_labels_rejects_bad_rows(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown"):
         latent_bc_labels.main(latent_bc_labels.Args(quick=True, out=tmp_path, rows=("lam", "oracel")))
     with pytest.raises(ConfigError, match="--noise"):
-        latent_bc_labels.main(latent_bc_labels.Args(quick=True, out=tmp_path, rows=("movement_noisy",)))
+        latent_bc_labels.main(latent_bc_labels.Args(quick=True, out=tmp_path, rows=("movement_noisy",), noise=()))
+    with pytest.raises(ConfigError, match="within 0..1"):
+        latent_bc_labels.main(latent_bc_labels.Args(quick=True, out=tmp_path, noise=(1.5,)))
