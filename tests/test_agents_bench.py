@@ -104,3 +104,19 @@ def test_latent_bc_labels_rejects_bad_rows(tmp_path: Path) -> None:
         latent_bc_labels.main(latent_bc_labels.Args(quick=True, out=tmp_path, rows=("movement_noisy",), noise=()))
     with pytest.raises(ConfigError, match="within 0..1"):
         latent_bc_labels.main(latent_bc_labels.Args(quick=True, out=tmp_path, noise=(1.5,)))
+
+
+def test_idm_cross_fit_labels_every_transition_out_of_sample() -> None:
+    import numpy as np
+    from latent_bc_labels import idm_labels
+
+    from agents.collect import Episode, ExpertSet
+
+    rng = np.random.default_rng(0)
+    eps = [Episode(rng.integers(0, 255, (n, 64, 64, 3), dtype=np.uint8), rng.integers(0, 15, n),
+                   np.zeros(n, np.float32), i) for i, n in enumerate((5, 4, 6, 3))]
+    labels, info = idm_labels(ExpertSet(eps), context=3, steps=2, seed=0, cross_fit=True)
+    assert labels.shape == (4 + 3 + 5 + 2,) and set(labels.tolist()) <= set(range(6))
+    assert 0.0 <= info["cross_fit_accuracy"] <= 1.0 and 0.0 <= info["held_out_accuracy"] <= 1.0
+    plain, plain_info = idm_labels(ExpertSet(eps), context=3, steps=2, seed=0)
+    assert "cross_fit_accuracy" not in plain_info and plain[7:].tolist() == labels[7:].tolist()  # same 1st probe
