@@ -1,6 +1,6 @@
 """Baselines for CoinRun behaviour cloning: uniform random over the 15 actions, and "run right".
 
-Action indices follow Procgen's CoinRun combos (DESIGN.md section 5): index = 3*(vx+1) + (vy+1) for 0..8
+Action indices follow Procgen's CoinRun combos (docs/paper.md section 4): index = 3*(vx+1) + (vy+1) for 0..8
 (LEFT/none/RIGHT x DOWN/none/UP); 9..14 are special keys that CoinRun treats as no-ops.
 """
 
@@ -30,7 +30,7 @@ class Policy(Protocol):
 
 
 class RandomPolicy:
-    """Uniform over the 15 actions: the lower bound (≈28% of easy levels solved, DESIGN.md section 5)."""
+    """Uniform over the 15 actions: the lower bound (≈28% of easy levels solved, docs/paper.md section 4)."""
 
     def act(self, obs_BHWC: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return rng.integers(0, NUM_ACTIONS, size=len(obs_BHWC), dtype=np.int64)

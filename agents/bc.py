@@ -2,7 +2,7 @@
 
     python -m agents.bc --data runs/expert_data --out runs/bc/oracle.pt
 
-The upper reference for latent BC (DESIGN.md section 5): same architecture, real labels for every frame.
+The upper reference for latent BC (docs/paper.md section 4): same architecture, real labels for every frame.
 `train_classifier` is shared with `agents.latent_bc`, which trains the same network on LAM codes.
 """
 

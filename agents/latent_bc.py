@@ -1,4 +1,4 @@
-"""Latent-action behaviour cloning (Genie section 3.3; DESIGN.md section 5).
+"""Latent-action behaviour cloning (Genie section 3.3; docs/paper.md section 4).
 
     python -m agents.latent_bc --data runs/expert_data --out runs/latent_bc --n-labelled 200
 

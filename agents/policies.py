@@ -1,6 +1,6 @@
 """The IMPALA-style CNN shared by the PPO expert, the oracle BC policy and the latent BC policy.
 
-One architecture for the oracle and latent BC (DESIGN.md section 5: "the same policy architecture"), so the only
+One architecture for the oracle and latent BC (docs/paper.md section 4: "the same policy architecture"), so the only
 difference between them is what they were trained to predict: real actions or LAM codes.
 Frames arrive as `uint8` `B x 64 x 64 x 3` (the Procgen/genie-gym convention) and are scaled to [0, 1] here.
 """

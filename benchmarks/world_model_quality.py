@@ -25,11 +25,14 @@ import tyro
 
 from genie_gym.data.games import MOVEMENT_NAMES, movement_class
 
-TARGETS = {  # key: (target, ">=")
-    "tokenizer_psnr": 33.0,
+TARGETS = {  # key: target (measured >= target); the world-model issue's targets on held-out levels
+    "tokenizer_psnr": 30.0,
     "rollout_psnr_mean": 22.0,
-    "delta_psnr_t4": 1.0,
-    "lam_perplexity": 5.0,
+    "rollout_minus_still_db": 3.0,  # mean of 10 steps from 1 real frame, against the still image on the same clips
+    "step1_minus_still_db": 0.0,  # must be above (> 0): the first generated frame beats repeating the prompt
+    "token_accuracy_minus_copy": 0.15,
+    "gradient_energy_ratio_step200": 0.7,
+    "delta_psnr_t4": 2.0,
 }
 
 
@@ -104,7 +107,9 @@ def main(args: Args) -> None:
     shown_path = os.path.relpath(resolved) if resolved.is_relative_to(Path.cwd().resolve()) else str(model_path)
     pictures = args.out / "world_model_quality"
     report = evaluate(EvalArgs(model=model_path, data=args.data, split=args.split, out=pictures,
-                               num_clips=4 if args.quick else args.num_clips, seed=args.seed, device="cpu"))
+                               num_clips=4 if args.quick else args.num_clips, seed=args.seed, device="cpu",
+                               stability_steps=20 if args.quick else 200,
+                               stability_prompts=4 if args.quick else 32))
 
     world_model = WorldModel.load(model_path)
     prompts = {
@@ -117,8 +122,24 @@ def main(args: Args) -> None:
     action_strip(world_model, list(prompts.values()), 2 if args.quick else args.strip_steps,
                  out_png=pictures / "prompts_action_strip.png", seed=args.seed)
 
-    figures = {k: float(report[k]) for k in (*TARGETS, "lam_nmi")}
-    met = {k: figures[k] >= v for k, v in TARGETS.items()}
+    stab = report["stability"]
+    figures = {
+        "tokenizer_psnr": report["tokenizer_psnr"],
+        "rollout_psnr_mean": report["rollout_psnr_mean"],
+        "rollout_minus_still_db": report["rollout_psnr_mean"] - report["still_psnr_mean"],
+        "step1_minus_still_db": report["rollout_psnr"][0] - report["still_psnr"][0],
+        "token_accuracy_minus_copy": report["token_accuracy"] - report["copy_token_accuracy"],
+        "gradient_energy_ratio_step200": stab["gradient_energy_ratio"][-1] if stab else float("nan"),
+        "delta_psnr_t4": report["delta_psnr_t4"],
+        "lam_nmi": report["lam_nmi"],
+        "lam_perplexity": report["lam_perplexity"],
+    }
+    met = {k: figures[k] > v if k == "step1_minus_still_db" else figures[k] >= v for k, v in TARGETS.items()}
+    # Long rollouts from prompts outside the data (no target yet): gradient energy over the prompt's own.
+    prompt_stability = {}
+    for name in ("photo-like image", "hand-drawn sketch"):
+        prompt_stability[name] = _prompt_stability(world_model, prompts[name], 20 if args.quick else 200,
+                                                   args.seed, pictures / f"stability_{name.split()[0]}.png")
     result = {
         **figures,
         "targets": TARGETS,
@@ -132,6 +153,15 @@ def main(args: Args) -> None:
         "num_clips": report["num_clips"],
         "quick": args.quick,
         "rollout_psnr_per_step": report["rollout_psnr"],
+        "still_psnr_per_step": report["still_psnr"],
+        "still_tokens_psnr_mean": report["still_tokens_psnr_mean"],
+        "rollout_by_context": report["rollout_by_context"],
+        "token_accuracy": report["token_accuracy"],
+        "copy_token_accuracy": report["copy_token_accuracy"],
+        "stability": stab,
+        "prompt_stability": prompt_stability,
+        "maskgit_steps": report["maskgit_steps"],
+        "temperature": report["temperature"],
         "rollout_psnr_random_actions_per_step": report["rollout_psnr_random_actions"],
         "tokenizer_ssim": report["tokenizer_ssim"],
         "lam_code_histogram": report["lam_code_histogram"],
@@ -141,23 +171,66 @@ def main(args: Args) -> None:
     atomic_write_json(args.out / "world_model_quality.json", result)
 
     rows = "\n".join(
-        f"| {k} | {figures[k]:.2f} | >= {TARGETS[k]} | {'yes' if met[k] else 'no'} |" for k in TARGETS
+        f"| {k} | {figures[k]:.3f} | {'>' if k == 'step1_minus_still_db' else '>='} {TARGETS[k]} | "
+        f"{'yes' if met[k] else 'no'} |" for k in TARGETS
     )
     rel = Path(os.path.relpath(pictures, args.md.resolve().parent))
+    by_ctx = report["rollout_by_context"]
+    identical = by_ctx[str(report["context"][0])]["identical_to_last_real_frame"]
+    ctx_rows = "\n".join(
+        f"| {c} | {r['rollout_psnr_mean']:.2f} | {r['still_psnr_mean']:.2f} | {r['still_tokens_psnr_mean']:.2f} | "
+        f"{r['rollout_ssim_mean']:.3f} | "
+        f"{r['still_ssim_mean']:.3f} | {', '.join(f'{p:.1f}' for p in r['rollout_psnr'])} | "
+        f"{', '.join(f'{p:.1f}' for p in r['still_psnr'])} |" for c, r in by_ctx.items())
+    stab_rows = ""
+    if stab:
+        stab_rows = "\n".join(f"| held-out CoinRun ({stab['prompts']} prompts), step {s} | {g:.3f} | {r:.3f} | "
+                               f"{q:.2f} |" for s, g, r, q in zip(stab["steps"], stab["gradient_energy_generated"],
+                                                     stab["gradient_energy_real"], stab["gradient_energy_ratio"],
+                                                     strict=True))
+    for name, ps in prompt_stability.items():
+        stab_rows += "\n" + "\n".join(f"| {name}, step {s} | {g:.3f} | {ps['prompt_energy']:.3f} (the prompt) | "
+                                       f"{g / max(ps['prompt_energy'], 1e-8):.2f} |"
+                                       for s, g in zip(ps["steps"], ps["gradient_energy"], strict=True))
     md = f"""# World-model quality (held-out CoinRun, test split by level seed)
 
 Command: `{result['command']}` ({result['seconds']} s). Model: `{shown_path}`
-(preset {world_model.config.preset}, {world_model.metadata.get('steps', '?')} dynamics steps).
-Clips: {report['num_clips']} from `{args.data}` split `{args.split}`; 1 real context frame, 10 generated frames with
-the LAM's actions; Δt-PSNR at t = 4 against uniformly random actions.
+(preset {world_model.config.preset}, {world_model.metadata.get('steps', '?')} steps),
+{report['maskgit_steps']} MaskGIT steps, temperature {report['temperature']}.
+Clips: {report['num_clips']} from `{args.data}` split `{args.split}`; real context frames, then 10 generated frames with
+the LAM's actions; Δt-PSNR at t = 4 against uniformly random actions. Every figure has its simplest baseline beside it:
+the still image (the last real frame repeated) for rollouts, copying the last frame's tokens for token accuracy.
 
 | metric | measured | target | met |
 |---|---|---|---|
 {rows}
 | lam_nmi (codes vs true actions) | {figures['lam_nmi']:.3f} | diagnostic | |
+| lam_perplexity (of 8 codes) | {figures['lam_perplexity']:.2f} | diagnostic | |
 
-Rollout PSNR per generated step (LAM actions): {', '.join(f'{p:.1f}' for p in report['rollout_psnr'])}
-Rollout PSNR per generated step (random actions): {', '.join(f'{p:.1f}' for p in report['rollout_psnr_random_actions'])}
+Next-frame token accuracy from clean real context: {report['token_accuracy']:.1%}; copying the last frame's tokens:
+{report['copy_token_accuracy']:.1%}.
+
+| real context frames | rollout PSNR (mean of 10) | still image | still image, tokenized | rollout SSIM | still SSIM \
+| per step | still per step |
+|---|---|---|---|---|---|---|---|
+{ctx_rows}
+
+"Still image" repeats the last real frame; {identical:.0%} of the target frames are identical to it (nothing moved),
+and those score the PSNR cap of 100 dB, which no tokenizer's reconstruction reaches. "Still image, tokenized"
+repeats that frame as the model's tokenizer draws it (its tokens copied and decoded): the baseline of a dynamics
+model that predicts no change, under the same tokenizer ceiling as every rollout.
+
+Rollout PSNR per generated step with random actions (1 context frame): \
+{', '.join(f'{p:.1f}' for p in report['rollout_psnr_random_actions'])}
+
+Long-horizon stability (random actions; gradient energy = mean |image gradient|; a world that dissolves into flat
+colour goes to 0):
+
+| rollout | generated | reference | ratio |
+|---|---|---|---|
+{stab_rows}
+
+![stability: real (odd rows) vs generated (even rows) at steps 1/5/10/50/100/200]({rel}/stability.png)
 
 What each latent action does on the held-out clips (the true actions of the transitions the LAM gave that code,
 as CoinRun movement classes; DOWN and the letter keys count as NONE):
@@ -175,6 +248,32 @@ action; columns: the prompt, then {args.strip_steps} steps holding that action):
 """
     atomic_write_bytes(args.md, md.encode())
     print(json.dumps({k: result[k] for k in (*figures, "all_targets_met")}, indent=2))
+
+
+def _prompt_stability(world_model, prompt_HWC, steps: int, seed: int, out_png: Path, worlds: int = 4) -> dict:
+    """`worlds` random-action rollouts of `steps` frames from one prompt: gradient energy at steps 1/10/50/100/200."""
+    import torch
+
+    from genie_gym.evaluation.evaluate import _png
+    from genie_gym.evaluation.metrics import gradient_energy
+    from genie_gym.evaluation.rollout import clip_strip
+    from genie_gym.models.frames import to_float
+    from genie_gym.models.simulator import Simulator
+
+    marks = [s for s in (1, 10, 50, 100, 200) if s <= steps]
+    sim = Simulator(world_model, num_worlds=worlds)
+    sim.reset(None, np.repeat(prompt_HWC[None], worlds, axis=0), [seed + w for w in range(worlds)])
+    rng = np.random.default_rng(seed)
+    kept = []
+    for k in range(1, steps + 1):
+        frame = sim.step(rng.integers(0, world_model.num_actions, worlds))
+        if k in marks:
+            kept.append(frame)
+    gen = to_float(np.stack(kept, axis=1))  # (worlds, marks, H, W, C)
+    prompt = to_float(torch.as_tensor(prompt_HWC))
+    _png(out_png, clip_strip([torch.cat([prompt[None], gen[w]]) for w in range(min(worlds, 2))]))
+    return {"steps": marks, "gradient_energy": gradient_energy(gen).mean(0).tolist(),
+            "prompt_energy": float(gradient_energy(prompt))}
 
 
 def _code_table(code_by_action: list[list[int]]) -> str:

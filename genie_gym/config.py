@@ -1,19 +1,26 @@
 """Model and training configuration, and the three presets.
 
 `tiny` runs in seconds (tests), `small` is the CPU model we ship, `coinrun` holds the paper's case-study sizes
-(Genie, App. and DESIGN.md section 2). Every number that the paper fixes is a default here.
+(Genie, App. and docs/paper.md section 1). Every number that the paper fixes is a default here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass
 class TokenizerConfig:
-    """ST-ViViT VQ-VAE over 64x64 frames."""
+    """ST-ViViT tokenizer over 64x64 frames (defaults: the paper's patch-4 VQ-VAE).
+
+    `stem="patch"` embeds pixel patches linearly and decodes them with a linear head (the paper's ST-ViViT);
+    `stem="conv"` is the hybrid: a convolutional encoder down to the (image/patch_size)^2 grid, the same causal ST
+    transformer on that grid, and a convolutional decoder with a pixel-shuffle head. `quantizer="fsq"` replaces the
+    VQ codebook by finite scalar quantisation (levels `fsq_levels`, code_dim = len(fsq_levels)); `groups` > 1
+    gives each grid cell that many tokens (a frame has grid^2 x groups tokens; see models/tokenizer.py).
+    """
 
     patch_size: int = 4
     codebook_size: int = 1024
@@ -23,6 +30,14 @@ class TokenizerConfig:
     num_heads: int = 8
     qk_norm: bool = True
     commitment_weight: float = 0.25
+    stem: str = "patch"  # "patch" (linear patches, the paper) or "conv" (convolutional encoder and decoder)
+    conv_channels: tuple[int, ...] = (64, 128)  # conv stem widths, one per stride-2 stage before the grid
+    quantizer: str = "vq"  # "vq" (codebook_size learned codes of code_dim) or "fsq" (fixed grid of fsq_levels)
+    fsq_levels: tuple[int, ...] = (8, 5, 5, 5)
+    groups: int = 1  # tokens per grid cell
+    mse_weight: float = 1.0  # reconstruction loss = mse * MSE + l1 * L1 + grad * L1 of the image gradients
+    l1_weight: float = 0.0
+    grad_weight: float = 0.0
 
 
 @dataclass
@@ -56,6 +71,8 @@ class DynamicsConfig:
     qk_norm: bool = True
     mask_rate_min: float = 0.5
     mask_rate_max: float = 1.0
+    per_frame_mask: bool = False  # False: one rate per clip (the paper); True: an independent rate per frame
+    context_noise: float = 0.0  # > 0: unmasked tokens replaced by random codes at a per-frame rate ~ U(0, this)
 
 
 @dataclass
@@ -126,8 +143,7 @@ class GenieConfig:
                 bad = set(v) - sub_known
                 if bad:
                     raise ValueError(f"unknown keys {sorted(bad)} in config section '{k}'")
-                if "betas" in v:
-                    v = {**v, "betas": tuple(v["betas"])}
+                v = {kk: tuple(vv) if isinstance(vv, list) else vv for kk, vv in v.items()}
                 kwargs[k] = sub[k](**v)
             else:
                 kwargs[k] = v
@@ -135,17 +151,19 @@ class GenieConfig:
 
     @property
     def tokens_per_frame(self) -> int:
-        return (self.image_size // self.tokenizer.patch_size) ** 2
+        return (self.image_size // self.tokenizer.patch_size) ** 2 * self.tokenizer.groups
 
 
 def _tiny() -> GenieConfig:
     return GenieConfig(
         preset="tiny",
         seq_len=4,
-        tokenizer=TokenizerConfig(patch_size=8, codebook_size=64, code_dim=16, d_model=32, num_layers=1,
-                                  num_heads=2),
+        tokenizer=TokenizerConfig(patch_size=8, codebook_size=64, code_dim=3, d_model=32, num_layers=1,
+                                  num_heads=2, stem="conv", conv_channels=(8, 16), quantizer="fsq",
+                                  fsq_levels=(4, 4, 4), groups=2, l1_weight=1.0),
         lam=LAMConfig(patch_size=16, num_actions=8, code_dim=16, d_model=32, num_layers=1, num_heads=2),
-        dynamics=DynamicsConfig(d_model=32, num_layers=1, num_heads=2),
+        dynamics=DynamicsConfig(d_model=32, num_layers=1, num_heads=2, mask_rate_min=0.0, per_frame_mask=True,
+                                context_noise=0.1),
         tokenizer_optim=OptimConfig(steps=40, batch_size=4, lr=3e-3, min_lr=3e-4, warmup_steps=5),
         dynamics_optim=OptimConfig(steps=40, batch_size=4, lr=3e-3, min_lr=3e-4, warmup_steps=5),
         sampling=SamplingConfig(maskgit_steps=4, temperature=1.0, context_frames=4),
@@ -153,25 +171,32 @@ def _tiny() -> GenieConfig:
 
 
 def _small() -> GenieConfig:
-    # The model we ship, sized to train in under 2 hours on 2 CPU cores and to play at ~5 frames/s there: patch 8
-    # (64 tokens per frame; the paper uses patch 4 = 256 tokens, 4x the cost in every component), narrow
-    # transformers, 8-frame clips and context. `coinrun` keeps the paper's sizes for GPUs.
+    # The model we ship, sized to train on 2 CPU cores and to play at >= 15 frames/s there. Tokenizer: the hybrid
+    # ST-ViViT that won benchmarks/results/tokenizer_bakeoff.md (conv encoder/decoder around a causal ST transformer
+    # on an 8x8 grid, FSQ [8, 5, 5, 5] with 4 tokens per cell: 2,551 bits a frame; MSE + L1 + edge loss). The
+    # dynamics runs over the 64 grid positions (4 tokens each), so its cost per frame is that of a 64-token model.
+    # `coinrun` keeps the paper's sizes (patch-4 ST-ViViT, VQ) for GPUs.
     return GenieConfig(
         preset="small",
         seq_len=8,
-        tokenizer=TokenizerConfig(patch_size=8, codebook_size=1024, code_dim=32, d_model=128, num_layers=4,
-                                  num_heads=4),
+        tokenizer=TokenizerConfig(patch_size=8, codebook_size=1000, code_dim=4, d_model=128, num_layers=2,
+                                  num_heads=4, stem="conv", conv_channels=(64, 128), quantizer="fsq",
+                                  fsq_levels=(8, 5, 5, 5), groups=4, mse_weight=1.0, l1_weight=1.0, grad_weight=1.0),
         # LAM: the one variant of benchmarks/lam_ablation.md whose codes follow the movement (raw VQ, flattened
         # features, a shift-kernel decoder without history, 500 un-quantised warm-up steps then k-means codes).
         lam=LAMConfig(patch_size=16, num_actions=8, code_dim=32, d_model=128, num_layers=4, num_heads=4,
                       vq_normalize=False, latent_pool="flatten", decoder_kernel=5, decoder_history=False,
                       continuous_warmup_steps=500),
-        dynamics=DynamicsConfig(d_model=192, num_layers=4, num_heads=6),
-        # 3,000 + 4,500 steps of 8 clips: the compute of the shipped model's three phases, and under 2 h on 2 cores
-        # from scratch (benchmarks/results/small_from_scratch.md).
+        # Per-frame mask rates U(0, 1) and up to 10% of context tokens replaced by random codes: the model learns to
+        # predict a frame from a clean (or slightly wrong) past, as it must at inference (models/dynamics.py;
+        # measured against the paper's per-clip U(0.5, 1) in benchmarks/results/dynamics_bakeoff.md).
+        dynamics=DynamicsConfig(d_model=192, num_layers=4, num_heads=6, mask_rate_min=0.0, per_frame_mask=True,
+                                context_noise=0.1),
         tokenizer_optim=OptimConfig(steps=3000, batch_size=8, lr=1e-3, min_lr=1e-4, warmup_steps=200),
-        dynamics_optim=OptimConfig(steps=4500, batch_size=8, lr=6e-4, min_lr=6e-5, warmup_steps=200),
-        sampling=SamplingConfig(maskgit_steps=25, temperature=1.0, context_frames=8),
+        dynamics_optim=OptimConfig(steps=3600, batch_size=8, lr=6e-4, min_lr=6e-5, warmup_steps=200),
+        # 4 MaskGIT steps, argmax: the best rollout PSNR and delta-PSNR of benchmarks/results/sampling_sweep.md and
+        # 4.5x the paper's 25 steps in speed (temperature=1.0, maskgit_steps=25 stay one keyword away).
+        sampling=SamplingConfig(maskgit_steps=4, temperature=0.0, context_frames=8),
     )
 
 
@@ -180,6 +205,7 @@ def _coinrun() -> GenieConfig:
 
 
 PRESETS = {"tiny": _tiny, "small": _small, "coinrun": _coinrun}
+Preset = Literal["tiny", "small", "coinrun"]
 
 
 def get_preset(name: str) -> GenieConfig:

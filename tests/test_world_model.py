@@ -15,6 +15,15 @@ from genie_gym.models.simulator import Simulator
 from genie_gym.models.world_model import FORMAT_VERSION, WorldModel
 
 
+def assert_same_frames(a: np.ndarray, b: np.ndarray) -> None:
+    """The same generated frames computed with other batch shapes: equal tokens, pixels within 1 of 255.
+
+    Convolutions over batches of other sizes may sum in another order; a float difference of ~1e-7 can round a pixel
+    to the next uint8 value, nothing more."""
+    np.testing.assert_allclose(a.astype(np.int16), b.astype(np.int16), atol=1, rtol=0)
+    assert (a != b).mean() < 1e-3
+
+
 @pytest.fixture(scope="module")
 def tiny() -> WorldModel:
     torch.manual_seed(0)
@@ -27,6 +36,42 @@ def prompts() -> np.ndarray:
 
 
 # --- file format ----------------------------------------------------------------------------------------------------
+def test_a_v02_file_still_loads_as_the_patch_vq_design(tmp_path):
+    """v0.2 files have no stem/quantizer/groups/loss keys: they load as what they are (linear patches, VQ)."""
+    import dataclasses
+
+    from genie_gym.config import GenieConfig
+
+    cfg = get_preset("tiny")
+    cfg.tokenizer = dataclasses.replace(cfg.tokenizer, stem="patch", quantizer="vq", groups=1, code_dim=16,
+                                        conv_channels=(64, 128), fsq_levels=(8, 5, 5, 5), mse_weight=1.0,
+                                        l1_weight=0.0, grad_weight=0.0)
+    cfg.dynamics = dataclasses.replace(cfg.dynamics, mask_rate_min=0.5, per_frame_mask=False, context_noise=0.0)
+    torch.manual_seed(0)
+    model = WorldModel(cfg)
+    old = cfg.to_dict()  # the config as v0.2 wrote it: none of the keys added for v1.0
+    for key in ("stem", "conv_channels", "quantizer", "fsq_levels", "groups", "mse_weight", "l1_weight", "grad_weight"):
+        del old["tokenizer"][key]
+    for key in ("per_frame_mask", "context_noise"):
+        del old["dynamics"][key]
+    assert GenieConfig.from_dict(old) == cfg
+    path = tmp_path / "v02.pt"
+    model.save(path)
+    payload = torch.load(path, weights_only=True)
+    inner = torch.load(io.BytesIO(payload["payload"].numpy().tobytes()), weights_only=True)
+    inner["config"] = old
+    buf = io.BytesIO()
+    torch.save(inner, buf)
+    raw = buf.getvalue()
+    payload["payload"] = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+    payload["payload_sha256"] = __import__("hashlib").sha256(raw).hexdigest()
+    torch.save(payload, path)
+    loaded = WorldModel.load(path)
+    assert loaded.config.tokenizer.stem == "patch" and loaded.config.tokenizer.quantizer == "vq"
+    frames = torch.rand(1, 2, 64, 64, 3)
+    assert torch.equal(loaded.tokenizer.encode(frames), model.eval().tokenizer.encode(frames))
+
+
 def test_save_load_roundtrip_keeps_weights_config_metadata(tiny, tmp_path):
     path = tmp_path / "wm.pt"
     digest = tiny.save(path, {"data_manifest_sha256": "abc", "steps": 12, "metrics": {"psnr": 30.5}})
@@ -149,7 +194,7 @@ def test_cached_path_equals_full_recompute_within_the_window(tiny, prompts):
     cached = _rollout(Simulator(tiny, 3, context_frames=W, use_cache=True), prompts, [1, 2, 3], actions_SB)
     full = _rollout(Simulator(tiny, 3, context_frames=W, use_cache=False), prompts, [1, 2, 3], actions_SB)
     # Steps 1..W-1: the whole history fits in the window, both paths see exactly the same frames.
-    np.testing.assert_array_equal(cached[: W - 1], full[: W - 1])
+    assert_same_frames(cached[: W - 1], full[: W - 1])
     assert cached.dtype == np.uint8 and cached.shape == (W + 3, 3, 64, 64, 3)
     # Beyond, full recompute truncates while the cache keeps older frames' influence (documented): they differ.
     assert not np.array_equal(cached[W - 1:], full[W - 1:])
@@ -159,13 +204,13 @@ def test_a_world_is_the_same_alone_or_in_a_batch_and_after_partial_reset(tiny, p
     actions_SB = np.random.default_rng(2).integers(0, 8, (6, 3))
     batch = _rollout(Simulator(tiny, 3, context_frames=4), prompts, [1, 2, 3], actions_SB)
     alone = _rollout(Simulator(tiny, 1, context_frames=4), prompts[1:2], [2], actions_SB[:, 1:2])
-    np.testing.assert_array_equal(batch[:, 1], alone[:, 0])
+    assert_same_frames(batch[:, 1], alone[:, 0])
     sim = Simulator(tiny, 3, context_frames=4)
     sim.reset(None, prompts[::-1].copy(), [7, 8, 9])
     sim.step(np.array([1, 2, 3]))
     sim.reset([1], prompts[1:2], [2])  # world 1 restarts while worlds 0 and 2 keep their history
     again = np.stack([sim.step(a) for a in actions_SB])
-    np.testing.assert_array_equal(again[:, 1], batch[:, 1])
+    assert_same_frames(again[:, 1], batch[:, 1])
 
 
 def test_same_seed_same_frames_other_seed_other_frames(tiny, prompts):

@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import numpy as np
 
 from genie_gym.errors import DatasetError
 
-PROCGEN_GAMES: tuple[str, ...] = (
-    "bigfish",
-    "bossfight",
-    "caveflyer",
-    "chaser",
-    "climber",
-    "coinrun",
-    "dodgeball",
-    "fruitbot",
-    "heist",
-    "jumper",
-    "leaper",
-    "maze",
-    "miner",
-    "ninja",
-    "plunder",
-    "starpilot",
-)
-
-DISTRIBUTION_MODES: tuple[str, ...] = ("easy", "hard", "extreme", "memory", "exploration")
+Game = Literal["bigfish", "bossfight", "caveflyer", "chaser", "climber", "coinrun", "dodgeball", "fruitbot", "heist",
+               "jumper", "leaper", "maze", "miner", "ninja", "plunder", "starpilot"]
+Mode = Literal["easy", "hard", "extreme", "memory", "exploration"]
+PROCGEN_GAMES: tuple[str, ...] = get_args(Game)
+DISTRIBUTION_MODES: tuple[str, ...] = get_args(Mode)
 
 # Every Procgen game shares this action set; index = 3*(vx+1) + (vy+1) for 0..8, 9..14 are special keys
 # (CoinRun treats them as no-ops).

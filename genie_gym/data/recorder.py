@@ -31,6 +31,8 @@ from genie_gym.data import shards as S
 from genie_gym.data.games import (
     COINRUN_ACTION_NAMES,
     NUM_PROCGEN_ACTIONS,
+    Game,
+    Mode,
     check_game,
     check_mode,
     parse_levels,
@@ -63,9 +65,9 @@ _LIST_LEVELS_UP_TO = 100_000  # manifests list every level seed of each split fo
 class Args:
     """Record unlabelled Procgen video into compressed shards plus manifest.json."""
 
-    game: str = "coinrun"
+    game: Game = "coinrun"
     """Procgen game, any of the 16 (bigfish, bossfight, ..., coinrun, ..., starpilot)."""
-    mode: str = "hard"
+    mode: Mode = "hard"
     """Procgen distribution mode: easy, hard (the paper's case study), extreme, memory, exploration."""
     levels: str = "0:10000"
     """Level seeds START:STOP (STOP exclusive); the paper used 0:10000."""

@@ -2,9 +2,18 @@
 
 Writes OUT/eval.json and OUT/{grid.png, action_strip.png}:
 - tokenizer PSNR / SSIM of reconstructed clips (clips of the model's training length);
-- rollout PSNR per step: 1 real context frame, `rollout_steps` generated frames driven by the actions the LAM
-  infers from the real clip (through the Simulator, i.e. MaskGIT as the env runs it);
+- rollout PSNR / SSIM per step: 1 real context frame (and, for each of `--context`, that many), `rollout_steps`
+  generated frames driven by the actions the LAM infers from the real clip (through the Simulator, i.e. MaskGIT as
+  the env runs it), beside the still-image baseline (the last real frame repeated) on the same clips, and that
+  baseline as the tokenizer draws it (the last real frame's tokens copied, decoded): a frame identical to the last
+  real one scores PSNR_CAP_DB (100 dB) for the still image, while any tokenizer's reconstruction scores its own
+  PSNR, so `identical_to_last_real_frame` says how much of the still image's mean comes from frames that never moved;
+- next-frame token accuracy of the dynamics from clean real context (all tokens of the frame masked, argmax)
+  beside copying the previous frame's tokens;
 - delta-PSNR at t=4: PSNR with LAM actions minus PSNR with uniformly random actions (controllability);
+- long-horizon stability: `stability_steps` generated frames with random actions from `stability_prompts`
+  held-out prompts; the gradient energy (mean |image gradient|) of generated frames at steps 50/100/200 over that of
+  the real frames at the same steps of the same episodes (flat colour: 0), and stability.png (real over generated);
 - LAM code usage, perplexity and NMI against the true actions (the only place true actions are read).
 """
 
@@ -20,7 +29,7 @@ from tqdm import tqdm
 
 from genie_gym.data.games import NUM_PROCGEN_ACTIONS
 from genie_gym.errors import DatasetError
-from genie_gym.evaluation.metrics import code_stats, nmi, psnr, ssim
+from genie_gym.evaluation.metrics import PSNR_CAP_DB, code_stats, gradient_energy, nmi, psnr, ssim, still_image_baseline
 from genie_gym.evaluation.rollout import clip_strip
 from genie_gym.models.frames import to_float
 from genie_gym.utils.device import resolve_device
@@ -29,13 +38,13 @@ from genie_gym.utils.io import atomic_write_bytes, atomic_write_json
 
 @dataclass
 class Args:
-    model: Path = Path("runs/tiny/world_model.pt")
-    """world-model file to evaluate (written by `genie-gym train --phase dynamics`)"""
-    data: Path = Path("data/coinrun")
+    model: Path | None = None
+    """world-model file to evaluate (written by `genie-gym train --phase dynamics`; default: the shipped model)"""
+    data: Path = Path("data/coinrun-hard")
     """dataset directory written by `genie-gym data`"""
     split: str = "test"
     """held-out split to evaluate on"""
-    out: Path = Path("runs/tiny/eval")
+    out: Path = Path("runs/eval")
     """output directory for eval.json and the pictures"""
     num_clips: int = 32
     """number of held-out clips (drawn with --seed)"""
@@ -55,6 +64,12 @@ class Args:
     """MaskGIT sampling temperature (default: the model's sampling config; 0 = greedy)"""
     batch_size: int = 16
     """clips per batched model call"""
+    context: tuple[int, ...] = (1, 4)
+    """real context frames before the generated ones; the first is the headline rollout (and delta-PSNR)"""
+    stability_steps: int = 200
+    """frames generated with random actions for the long-horizon stability figure (0: skip it)"""
+    stability_prompts: int = 32
+    """held-out prompts (first frames of distinct clips) for the stability rollouts"""
 
 
 def _png(path: Path, image_HWC: np.ndarray) -> None:
@@ -125,14 +140,45 @@ def _simulate(
     maskgit_steps: int | None,
     device: torch.device,
     temperature: float | None = None,
+    prompt_actions: np.ndarray | None = None,
+    keep: list[int] | None = None,
 ) -> torch.Tensor:
-    """Generated frames (B, K, H, W, C) float in [0, 1], through the env's Simulator."""
+    """Generated frames (B, K, H, W, C) float in [0, 1], through the env's Simulator.
+
+    `prompts_BHWC_u8` may hold C context frames per world, (B, C, H, W, 3), with `prompt_actions` (B, C-1).
+    `keep`: return only these generated steps (1-indexed), for long rollouts."""
     from genie_gym.models.simulator import Simulator
 
-    sim = Simulator(wm, num_worlds=len(seeds), maskgit_steps=maskgit_steps, temperature=temperature, device=device)
-    sim.reset(None, prompts_BHWC_u8, seeds)
-    frames = [sim.step(actions_BK[:, k]) for k in range(actions_BK.shape[1])]
+    C = prompts_BHWC_u8.shape[1] if prompts_BHWC_u8.ndim == 5 else 1
+    sim = Simulator(wm, num_worlds=len(seeds), maskgit_steps=maskgit_steps, temperature=temperature, device=device,
+                    context_frames=max(wm.config.sampling.context_frames, C + 1))
+    sim.reset(None, prompts_BHWC_u8, seeds, prompt_actions)
+    frames = []
+    for k in range(actions_BK.shape[1]):
+        frame = sim.step(actions_BK[:, k])
+        if keep is None or k + 1 in keep:
+            frames.append(frame)
     return to_float(np.stack(frames, axis=1))
+
+
+@torch.no_grad()
+def token_accuracy(wm, tokens_BTN: torch.Tensor, actions_BT: torch.Tensor, first: int) -> tuple[float, float]:
+    """Next-frame token accuracy from clean real context, and that of copying the previous frame's tokens.
+
+    For every frame t >= `first`: the real tokens of the last `context_frames - 1` frames before it as context, all
+    of frame t's tokens masked, the argmax of the dynamics' logits against frame t's real tokens."""
+    dyn, W = wm.dynamics, wm.config.sampling.context_frames
+    hits, copies, n = 0.0, 0.0, 0
+    for t in range(max(first, 1), tokens_BTN.shape[1]):
+        lo = max(0, t - (W - 1))
+        win_BTN = tokens_BTN[:, lo : t + 1]
+        mask_BTN = torch.zeros_like(win_BTN, dtype=torch.bool)
+        mask_BTN[:, -1] = True
+        pred_BN = dyn(win_BTN, actions_BT[:, lo:t], mask_BTN)[:, -1].argmax(-1)
+        hits += float((pred_BN == tokens_BTN[:, t]).float().sum())
+        copies += float((tokens_BTN[:, t - 1] == tokens_BTN[:, t]).float().sum())
+        n += tokens_BTN[:, t].numel()
+    return hits / n, copies / n
 
 
 @torch.no_grad()
@@ -163,34 +209,104 @@ def evaluate(args: Args) -> dict:
         psnrs.append(psnr(recon, frames).flatten().cpu())
         ssims.append(ssim(recon, frames).flatten().cpu())
 
-    # 2. rollouts from 1 real frame with LAM actions and with random actions; LAM codes vs true actions
-    ds_roll = _open(args.data, args.split, K + 1, f"1 context frame + {K} generated")
+    # 2. rollouts from C real frames with LAM actions (and random actions for C = 1), on the same target frames
+    contexts = list(dict.fromkeys(args.context))
+    if not contexts or min(contexts) < 1:
+        raise ValueError(f"--context takes numbers of real context frames >= 1, got {list(args.context)}")
+    Cmax = max(contexts)
+    ds_roll = _open(args.data, args.split, Cmax + K, f"{Cmax} context frames + {K} generated")
     roll_idx = _pick(len(ds_roll), args.num_clips, args.seed + 1)
     g_rand = torch.Generator().manual_seed(args.seed + 2)
-    psnr_lam, psnr_rand, ssim_lam, codes, true_actions = [], [], [], [], []
+    p_gen: dict[int, list[torch.Tensor]] = {c: [] for c in contexts}
+    s_gen: dict[int, list[torch.Tensor]] = {c: [] for c in contexts}
+    p_still: dict[int, list[torch.Tensor]] = {c: [] for c in contexts}
+    s_still: dict[int, list[torch.Tensor]] = {c: [] for c in contexts}
+    p_still_tok: dict[int, list[torch.Tensor]] = {c: [] for c in contexts}
+    psnr_rand, codes, true_actions, tok_acc, tok_copy = [], [], [], [], []
     grid_rows: list[torch.Tensor] = []
     for batch in tqdm(_batches(roll_idx, args.batch_size), desc="rollouts"):
         u8 = torch.stack([ds_roll[i] for i in batch])
         real = to_float(u8).to(device)
-        acts_lam = infer_actions_windowed(wm.lam, real, T).cpu()
-        acts_rand = torch.randint(0, A, acts_lam.shape, generator=g_rand)
+        acts_all = infer_actions_windowed(wm.lam, real, T).cpu()  # (B, Cmax+K-1): acts_all[:, t] leads t -> t+1
+        target = real[:, Cmax:].cpu()
         seeds = [args.seed * 100_003 + i for i in batch]
-        prompts = u8[:, 0].numpy()
-        gen_lam = _simulate(wm, prompts, acts_lam.numpy(), seeds, args.maskgit_steps, device, args.temperature)
-        gen_rand = _simulate(wm, prompts, acts_rand.numpy(), seeds, args.maskgit_steps, device, args.temperature)
-        target = real[:, 1:].cpu()
-        psnr_lam.append(psnr(gen_lam, target))
-        psnr_rand.append(psnr(gen_rand, target))
-        ssim_lam.append(ssim(gen_lam, target))
-        codes.append(acts_lam.flatten())
-        true_actions.append(torch.cat([torch.as_tensor(ds_roll.clip_actions(i)).long() for i in batch]))
-        for b in range(min(len(batch), 4 - len(grid_rows) // 2)):
-            grid_rows += [real[b].cpu(), torch.cat([real[b, :1].cpu(), gen_lam[b]])]
-    p_lam, p_rand = torch.cat(psnr_lam), torch.cat(psnr_rand)  # (clips, K)
+        # copying the last real frame's tokens, decoded: the still image as this tokenizer draws it
+        recon_last = wm.tokenizer.decode(wm.tokenizer.encode(real[:, :Cmax]))[:, -1:].float().clamp(0, 1).cpu()
+        for c in contexts:
+            first = Cmax - c
+            prompts = u8[:, first:Cmax].numpy()
+            gen = _simulate(wm, prompts, acts_all[:, Cmax - 1 :].numpy(), seeds, args.maskgit_steps, device,
+                            args.temperature, prompt_actions=acts_all[:, first : Cmax - 1].numpy())
+            still = real[:, Cmax - 1 : Cmax].cpu().expand_as(target)
+            p_gen[c].append(psnr(gen, target))
+            s_gen[c].append(ssim(gen, target))
+            p_still[c].append(still_image_baseline(real[:, Cmax - 1 :].cpu()))
+            s_still[c].append(ssim(still, target))
+            p_still_tok[c].append(psnr(recon_last.expand_as(target), target))
+            if c == contexts[0]:
+                acts_rand = torch.randint(0, A, (len(batch), K), generator=g_rand)
+                gen_rand = _simulate(wm, prompts, acts_rand.numpy(), seeds, args.maskgit_steps, device,
+                                     args.temperature, prompt_actions=acts_all[:, first : Cmax - 1].numpy())
+                psnr_rand.append(psnr(gen_rand, target))
+                for b in range(min(len(batch), 4 - len(grid_rows) // 2)):
+                    grid_rows += [real[b, Cmax - 1 :].cpu(), torch.cat([real[b, Cmax - 1 : Cmax].cpu(), gen[b]])]
+        acc, copy = token_accuracy(wm, wm.tokenizer.encode(real), acts_all.to(device), Cmax)
+        tok_acc.append(acc * len(batch))
+        tok_copy.append(copy * len(batch))
+        codes.append(acts_all[:, Cmax - 1 :].flatten())
+        true_actions.append(torch.cat([torch.as_tensor(ds_roll.clip_actions(i)[Cmax - 1 :]).long() for i in batch]))
+    c0 = contexts[0]
+    p_lam, p_rand = torch.cat(p_gen[c0]), torch.cat(psnr_rand)  # (clips, K)
     codes_all, true_all = torch.cat(codes).numpy(), torch.cat(true_actions).numpy()
     lam_stats = code_stats(codes_all, A)
     code_by_action = np.zeros((A, NUM_PROCGEN_ACTIONS), dtype=np.int64)
     np.add.at(code_by_action, (codes_all, true_all), 1)
+    by_context = {
+        str(c): {
+            "rollout_psnr": torch.cat(p_gen[c]).mean(0).tolist(),
+            "rollout_psnr_mean": float(torch.cat(p_gen[c]).mean()),
+            "rollout_ssim": torch.cat(s_gen[c]).mean(0).tolist(),
+            "rollout_ssim_mean": float(torch.cat(s_gen[c]).mean()),
+            "still_psnr": torch.cat(p_still[c]).mean(0).tolist(),
+            "still_psnr_mean": float(torch.cat(p_still[c]).mean()),
+            "still_ssim_mean": float(torch.cat(s_still[c]).mean()),
+            "still_tokens_psnr": torch.cat(p_still_tok[c]).mean(0).tolist(),
+            "still_tokens_psnr_mean": float(torch.cat(p_still_tok[c]).mean()),
+            "identical_to_last_real_frame": float(torch.cat(p_still[c]).ge(PSNR_CAP_DB).float().mean()),
+        }
+        for c in contexts
+    }
+    n_roll = len(roll_idx)
+
+    # 2b. long-horizon stability: random actions, gradient energy of generated vs real frames at the same steps
+    stability: dict = {}
+    if args.stability_steps > 0:
+        L = args.stability_steps
+        ds_long = _open(args.data, args.split, L + 1, f"a prompt + {L} stability steps (lower --stability-steps)")
+        marks = sorted({s for s in (1, 5, 10, 50, 100, 200, L) if s <= L})
+        long_idx = _pick(len(ds_long), args.stability_prompts, args.seed + 3)
+        g_long = torch.Generator().manual_seed(args.seed + 4)
+        ge_gen, ge_real, long_rows = [], [], []
+        for batch in tqdm(_batches(long_idx, max(args.batch_size, 32)), desc="stability"):
+            u8 = torch.stack([ds_long[i] for i in batch])
+            acts = torch.randint(0, A, (len(batch), L), generator=g_long)
+            gen = _simulate(wm, u8[:, 0].numpy(), acts.numpy(), [args.seed * 7 + i for i in batch],
+                            args.maskgit_steps, device, args.temperature, keep=marks)
+            real_marks = to_float(u8[:, marks])
+            ge_gen.append(gradient_energy(gen))
+            ge_real.append(gradient_energy(real_marks))
+            for b in range(min(len(batch), 3 - len(long_rows) // 2)):
+                long_rows += [torch.cat([to_float(u8[b, :1]), real_marks[b]]), torch.cat([to_float(u8[b, :1]), gen[b]])]
+        g_gen, g_real = torch.cat(ge_gen).mean(0), torch.cat(ge_real).mean(0)
+        stability = {
+            "steps": marks,
+            "prompts": len(long_idx),
+            "gradient_energy_generated": g_gen.tolist(),
+            "gradient_energy_real": g_real.tolist(),
+            "gradient_energy_ratio": (g_gen / g_real.clamp_min(1e-8)).tolist(),
+        }
+        _png(out_dir / "stability.png", _labelled(clip_strip(long_rows), ["real", "gen"] * (len(long_rows) // 2),
+                                                  cfg.image_size))
 
     # 3. pictures: real vs generated, and the action strip (one prompt x each action x strip_steps)
     H = cfg.image_size
@@ -208,7 +324,7 @@ def evaluate(args: Args) -> dict:
 
     t = args.delta_t - 1  # generated frame t (1-indexed) sits at column t-1
     result = {
-        "model": str(args.model),
+        "model": str(args.model or WorldModel.default_path()),
         "model_sha256": wm.payload_sha256,
         "model_metadata": wm.metadata,
         "data": str(args.data),
@@ -220,18 +336,28 @@ def evaluate(args: Args) -> dict:
         "context_frames": cfg.sampling.context_frames,
         "tokenizer_psnr": float(torch.cat(psnrs).mean()),
         "tokenizer_ssim": float(torch.cat(ssims).mean()),
+        "context": contexts,
         "rollout_psnr": p_lam.mean(0).tolist(),
         "rollout_psnr_mean": float(p_lam.mean()),
-        "rollout_ssim_mean": float(torch.cat(ssim_lam).mean()),
+        "rollout_ssim_mean": by_context[str(c0)]["rollout_ssim_mean"],
+        "still_psnr": by_context[str(c0)]["still_psnr"],
+        "still_psnr_mean": by_context[str(c0)]["still_psnr_mean"],
+        "still_tokens_psnr": by_context[str(c0)]["still_tokens_psnr"],
+        "still_tokens_psnr_mean": by_context[str(c0)]["still_tokens_psnr_mean"],
+        "rollout_by_context": by_context,
         "rollout_psnr_random_actions": p_rand.mean(0).tolist(),
+        "token_accuracy": sum(tok_acc) / n_roll,
+        "copy_token_accuracy": sum(tok_copy) / n_roll,
         "delta_t": args.delta_t,
         "delta_psnr_t4": float(p_lam[:, t].mean() - p_rand[:, t].mean()),
+        "stability": stability,
         "lam_usage": lam_stats["usage"],
         "lam_perplexity": lam_stats["perplexity"],
         "lam_code_histogram": lam_stats["histogram"],
         "lam_nmi": nmi(codes_all, true_all),
         "lam_code_by_action": code_by_action.tolist(),  # (codes, 15 Procgen actions) transition counts
-        "images": {"grid": "grid.png", "action_strip": "action_strip.png"},
+        "images": {"grid": "grid.png", "action_strip": "action_strip.png",
+                   **({"stability": "stability.png"} if stability else {})},
         "seconds": time.time() - t0,
     }
     atomic_write_json(out_dir / "eval.json", result)
@@ -240,10 +366,15 @@ def evaluate(args: Args) -> dict:
 
 def main(args: Args) -> None:
     r = evaluate(args)
+    stab = r["stability"]
+    ratio = f"; gradient-energy ratio at step {stab['steps'][-1]}: {stab['gradient_energy_ratio'][-1]:.2f}" \
+        if stab else ""
     print(
         f"tokenizer PSNR {r['tokenizer_psnr']:.2f} dB, SSIM {r['tokenizer_ssim']:.3f}; rollout PSNR mean "
-        f"{r['rollout_psnr_mean']:.2f} dB; delta-PSNR@t={r['delta_t']} {r['delta_psnr_t4']:+.2f} dB; LAM "
-        f"perplexity {r['lam_perplexity']:.2f}, NMI {r['lam_nmi']:.3f} -> {Path(args.out) / 'eval.json'}"
+        f"{r['rollout_psnr_mean']:.2f} dB (still image {r['still_psnr_mean']:.2f}); token accuracy "
+        f"{r['token_accuracy']:.1%} (copy {r['copy_token_accuracy']:.1%}); delta-PSNR@t={r['delta_t']} "
+        f"{r['delta_psnr_t4']:+.2f} dB{ratio}; LAM perplexity {r['lam_perplexity']:.2f}, NMI {r['lam_nmi']:.3f} "
+        f"-> {Path(args.out) / 'eval.json'}"
     )
 
 

@@ -57,6 +57,24 @@ def ssim(
     return ssim_map.flatten(1).mean(-1).reshape(lead)
 
 
+def gradient_energy(x: torch.Tensor) -> torch.Tensor:
+    """Mean absolute image gradient per image, (..., H, W, C) -> (...): 0 for a flat colour, high for detail.
+
+    The long-horizon stability metric divides the gradient energy of generated frames by that of real frames: a
+    world that dissolves into flat colour goes to 0, one that keeps its platforms and edges stays near 1.
+    """
+    x = x.float()
+    dy = (x[..., 1:, :, :] - x[..., :-1, :, :]).abs().flatten(-3).mean(-1)
+    dx = (x[..., :, 1:, :] - x[..., :, :-1, :]).abs().flatten(-3).mean(-1)
+    return dx + dy
+
+
+def still_image_baseline(frames_BTHWC: torch.Tensor) -> torch.Tensor:
+    """PSNR per step (B, T-1) of the simplest world model: every future frame = the first frame."""
+    first = frames_BTHWC[:, :1].expand_as(frames_BTHWC[:, 1:])
+    return psnr(first, frames_BTHWC[:, 1:])
+
+
 def _entropy(p: np.ndarray) -> float:
     p = p[p > 0]
     return float(-(p * np.log(p)).sum())

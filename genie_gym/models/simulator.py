@@ -112,8 +112,13 @@ class Simulator:
 
     # --- reset --------------------------------------------------------------------------------------------------
     def reset(self, indices: Sequence[int] | np.ndarray | None, prompts_BHWC_uint8: np.ndarray | torch.Tensor,
-              seeds: Sequence[int]) -> None:
-        """Start worlds `indices` (all if None) from prompt frames (K, H, W, 3) uint8, seeding each world's RNG."""
+              seeds: Sequence[int], prompt_actions: np.ndarray | torch.Tensor | None = None) -> None:
+        """Start worlds `indices` (all if None) from prompts, seeding each world's RNG.
+
+        A prompt is one frame, (K, H, W, 3) uint8, or C real frames of context, (K, C, H, W, 3) uint8, with the
+        C - 1 latent actions between them in `prompt_actions` (K, C-1) (`prompt_actions[:, c]` leads from frame c
+        to c + 1, as everywhere). The next `step` generates the frame after the last prompt frame.
+        """
         idx = np.arange(self.num_worlds) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
         K = len(idx)
         if K == 0:
@@ -123,36 +128,51 @@ class Simulator:
         S = self.model.image_size
         prompts = torch.as_tensor(np.asarray(prompts_BHWC_uint8)) if not torch.is_tensor(prompts_BHWC_uint8) \
             else prompts_BHWC_uint8
-        if prompts.dtype != torch.uint8 or tuple(prompts.shape) != (K, S, S, 3):
-            raise ValueError(f"prompts must be uint8 of shape ({K}, {S}, {S}, 3), got {prompts.dtype} "
-                             f"{tuple(prompts.shape)}; convert images with genie_gym.envs.prompts.load_prompt")
+        if prompts.dim() == 4:
+            prompts = prompts[:, None]
+        C = prompts.shape[1] if prompts.dim() == 5 else 0
+        if prompts.dtype != torch.uint8 or prompts.dim() != 5 or tuple(prompts.shape[2:]) != (S, S, 3) \
+                or prompts.shape[0] != K or C < 1:
+            raise ValueError(f"prompts must be uint8 of shape ({K}, {S}, {S}, 3) or ({K}, C, {S}, {S}, 3) with C "
+                             f"context frames, got {prompts.dtype} {tuple(prompts_BHWC_uint8.shape)}; convert images "
+                             "with genie_gym.envs.prompts.load_prompt")
+        if C > self.context_frames - 1:
+            raise ValueError(f"{C} prompt frames do not fit a context of {self.context_frames} frames (the new one "
+                             f"included); pass at most {self.context_frames - 1} or raise context_frames")
+        acts = torch.zeros(K, 0, dtype=torch.long) if prompt_actions is None else \
+            torch.as_tensor(np.asarray(prompt_actions)).long().reshape(K, -1)
+        if acts.shape[1] != C - 1 or (acts.numel() and (acts.min() < 0 or acts.max() >= self.num_actions)):
+            raise ValueError(f"{C} prompt frames need prompt_actions of shape ({K}, {C - 1}) with values in "
+                             f"[0, {self.num_actions}), got {tuple(acts.shape)}")
         if len(seeds) != K:
             raise ValueError(f"got {len(seeds)} seeds for {K} worlds; pass one seed per reset world")
         for i, seed in zip(idx, seeds, strict=True):
             self.generators[i].manual_seed(int(seed) % (2**63))
         with self._compute():
-            frames_K1HWC = to_float(prompts.to(self.device))[:, None]
-            tokens_KN = self.model.tokenizer.encode(frames_K1HWC)[:, 0]
+            tokens_KCN = self.model.tokenizer.encode(to_float(prompts.to(self.device)))
             idx_t = torch.as_tensor(idx, device=self.device)
-            no_action_K = torch.full((K,), self.no_action_id, dtype=torch.long, device=self.device)
+            no_action_K1 = torch.full((K, 1), self.no_action_id, dtype=torch.long, device=self.device)
+            acts_KC = torch.cat([no_action_K1, acts.to(self.device)], dim=1)  # acts_KC[:, c] led to frame c
             if self.use_cache:
                 if K == self.num_worlds and np.array_equal(idx, np.arange(K)):
                     dyn, dec = self.dyn_cache, self.dec_cache
                     dyn.reset()
                     dec.reset()
-                else:  # run the prompt frame on K-element caches, then copy them into the worlds' rows
+                else:  # run the prompt frames on K-element caches, then copy them into the worlds' rows
                     dyn = self._new_cache(self.model.dynamics.transformer, K)
                     dec = self._new_cache(self.model.tokenizer.decoder, K)
-                self.model.dynamics.forward_step(tokens_KN, no_action_K, None, dyn, commit=True)
-                self.model.tokenizer.decode_step(tokens_KN, dec, commit=True)
+                for c in range(C):
+                    self.model.dynamics.forward_step(tokens_KCN[:, c], acts_KC[:, c], None, dyn, commit=True)
+                    self.model.tokenizer.decode_step(tokens_KCN[:, c], dec, commit=True)
                 if dyn is not self.dyn_cache:
                     _load_into(self.dyn_cache, idx_t, dyn)
                     _load_into(self.dec_cache, idx_t, dec)
             else:
                 self.hist_tokens_BWN[idx_t] = 0
-                self.hist_tokens_BWN[idx_t, 0] = tokens_KN
+                self.hist_tokens_BWN[idx_t, :C] = tokens_KCN
                 self.hist_actions_BW[idx_t] = self.no_action_id
-                self.hist_len_B[idx_t] = 1
+                self.hist_actions_BW[idx_t, :C] = acts_KC
+                self.hist_len_B[idx_t] = C
         self.is_ready_B[idx] = True
         self.steps_B[idx] = 0
 

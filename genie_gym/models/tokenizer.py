@@ -1,7 +1,19 @@
-"""Video tokenizer: an ST-ViViT VQ-VAE (Genie, section 2.1) turning frames into N discrete tokens per frame.
+"""Video tokenizer: an ST-ViViT (Genie, section 2.1) turning frames into N discrete tokens per frame.
 
-patches -> linear -> + spatial pos emb -> causal ST encoder -> linear to code_dim -> VQ (codebook_size codes)
--> linear up -> + spatial pos emb -> causal ST decoder -> linear to pixels -> sigmoid.
+    frames -> stem -> + spatial pos emb -> causal ST encoder -> linear to code_dim x groups -> quantiser
+    -> linear up -> + spatial pos emb -> causal ST decoder -> head -> sigmoid pixels
+
+Two stems (`TokenizerConfig.stem`):
+- "patch" (the paper's, the `coinrun` preset): pixels of each patch_size^2 patch -> linear; head: linear -> patch.
+- "conv" (the hybrid, the `small` preset): a convolutional encoder takes each frame down to the same grid (a strided
+  conv, then residual blocks and stride-2 convs, `conv_channels` wide); the decoder mirrors it (nearest upsampling +
+  conv) and ends in a pixel-shuffle head. Convolutions see one frame at a time, so time only mixes in the causal ST
+  transformer between them. Measured against the patch stem in `benchmarks/tokenizer_bakeoff.py`: the patch stem's
+  linear head draws blocks and loses thin platforms and the agent; the conv decoder keeps edges.
+Two quantisers (`quantizer`): "vq" (a learned codebook, models/vq.py) or "fsq" (a fixed grid, models/fsq.py).
+`groups` G > 1 splits each grid cell's latent into G tokens, quantised separately: a frame then has
+grid^2 x G tokens, ordered cell-major (token p*G + g is group g of cell p), so G multiplies the bits per frame
+while the dynamics still runs its transformer over grid^2 positions (models/dynamics.py).
 
 Both transformers are causal in time, so the tokens of frame t depend only on frames <= t (what the dynamics
 model and the env rely on) and the decoder can run frame by frame with a KV cache (`decode_step`). The sigmoid
@@ -10,6 +22,8 @@ output keeps reconstructions in [0, 1] with a gradient everywhere (clamping woul
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -17,38 +31,132 @@ import torch.nn.functional as F
 from genie_gym.config import TokenizerConfig
 from genie_gym.errors import ConfigError
 from genie_gym.models.frames import patchify, unpatchify
+from genie_gym.models.fsq import FSQ
 from genie_gym.models.st_transformer import STTransformer, TemporalKVCache, init_weights
 from genie_gym.models.vq import VectorQuantizer
+
+
+class ResBlock(nn.Module):
+    """x + conv(gelu(norm(conv(gelu(norm(x)))))), 3x3 convolutions, channels unchanged."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(8, channels)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm2 = nn.GroupNorm(8, channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.gelu(self.norm2(self.conv1(F.gelu(self.norm1(x))))))
+
+
+class ConvEncoder(nn.Module):
+    """(M, C, S, S) -> (M, D, S/p, S/p): a stride-2 conv to channels[0], then per stage a residual block and a
+    stride-2 conv to the next width (the last to D). p = 2^(len(channels) + 1)."""
+
+    def __init__(self, channels: tuple[int, ...], d_model: int, in_channels: int = 3):
+        super().__init__()
+        widths = (*channels, d_model)
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 4, stride=2, padding=1)]
+        for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
+            layers += [ResBlock(c_in), nn.GELU(), nn.Conv2d(c_in, c_out, 4, stride=2, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ConvDecoder(nn.Module):
+    """(M, D, g, g) -> (M, C, g*p, g*p) logits: mirrors ConvEncoder (nearest x2 + 3x3 conv, residual block per
+    stage), then a 3x3 conv to C*4 channels and a pixel shuffle for the last x2."""
+
+    def __init__(self, channels: tuple[int, ...], d_model: int, out_channels: int = 3):
+        super().__init__()
+        widths = (*channels, d_model)
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip(widths[::-1][:-1], widths[::-1][1:], strict=True):
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, padding=1),
+                       ResBlock(c_out)]
+        layers += [nn.GroupNorm(8, widths[0]), nn.GELU(), nn.Conv2d(widths[0], out_channels * 4, 3, padding=1),
+                   nn.PixelShuffle(2)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def check_tokenizer_config(cfg: TokenizerConfig, image_size: int) -> None:
+    """Every way a tokenizer config can fail to describe a model, as one clear error naming the fix."""
+    if image_size % cfg.patch_size:
+        raise ConfigError(f"image_size={image_size} is not divisible by tokenizer patch_size={cfg.patch_size}; "
+                          "choose a patch size that divides the image size")
+    if cfg.stem not in ("patch", "conv"):
+        raise ConfigError(f"tokenizer stem must be 'patch' or 'conv', got {cfg.stem!r}")
+    if cfg.stem == "conv":
+        if cfg.patch_size != 2 ** (len(cfg.conv_channels) + 1):
+            raise ConfigError(f"a conv stem with conv_channels={list(cfg.conv_channels)} halves the frame "
+                              f"{len(cfg.conv_channels) + 1} times (patch {2 ** (len(cfg.conv_channels) + 1)}), but "
+                              f"patch_size={cfg.patch_size}; give one conv width per halving after the first")
+        if any(c % 8 for c in (*cfg.conv_channels, cfg.d_model)):
+            raise ConfigError(f"conv widths {list(cfg.conv_channels)} and d_model={cfg.d_model} must be multiples "
+                              "of 8 (GroupNorm with 8 groups)")
+    if cfg.groups < 1:
+        raise ConfigError(f"tokenizer groups must be >= 1, got {cfg.groups}")
+    if cfg.quantizer == "fsq":
+        if cfg.code_dim != len(cfg.fsq_levels):
+            raise ConfigError(f"FSQ code_dim must equal the number of levels: fsq_levels={list(cfg.fsq_levels)} "
+                              f"has {len(cfg.fsq_levels)}, code_dim={cfg.code_dim}; set code_dim="
+                              f"{len(cfg.fsq_levels)}")
+        if cfg.codebook_size != math.prod(cfg.fsq_levels):
+            raise ConfigError(f"FSQ levels {list(cfg.fsq_levels)} make {math.prod(cfg.fsq_levels)} codes, but "
+                              f"codebook_size={cfg.codebook_size}; set codebook_size={math.prod(cfg.fsq_levels)}")
+    elif cfg.quantizer != "vq":
+        raise ConfigError(f"tokenizer quantizer must be 'vq' or 'fsq', got {cfg.quantizer!r}")
 
 
 class VideoTokenizer(nn.Module):
     def __init__(self, cfg: TokenizerConfig, image_size: int = 64, max_frames: int = 16, channels: int = 3):
         super().__init__()
-        if image_size % cfg.patch_size:
-            raise ConfigError(f"image_size={image_size} is not divisible by tokenizer patch_size="
-                              f"{cfg.patch_size}; choose a patch size that divides the image size")
+        check_tokenizer_config(cfg, image_size)
         self.cfg = cfg
         self.image_size = image_size
         self.channels = channels
         self.patch = cfg.patch_size
-        self.tokens_per_frame = (image_size // cfg.patch_size) ** 2
+        self.groups = cfg.groups
+        self.grid_cells = (image_size // cfg.patch_size) ** 2
+        self.tokens_per_frame = self.grid_cells * cfg.groups
         self.codebook_size = cfg.codebook_size
-        P, D, N = cfg.patch_size ** 2 * channels, cfg.d_model, self.tokens_per_frame
-        self.patch_embed = nn.Linear(P, D)
+        P, D, N, G = cfg.patch_size ** 2 * channels, cfg.d_model, self.grid_cells, cfg.groups
+        if cfg.stem == "patch":
+            self.patch_embed = nn.Linear(P, D)
+            init_weights(self.patch_embed)
+        else:
+            self.conv_enc = ConvEncoder(tuple(cfg.conv_channels), D, channels)
         self.enc_pos = nn.Parameter(torch.zeros(N, D))
         self.encoder = STTransformer(D, cfg.num_layers, cfg.num_heads, cfg.qk_norm, max_frames)
-        self.pre_quant = nn.Linear(D, cfg.code_dim)
-        self.vq = VectorQuantizer(cfg.codebook_size, cfg.code_dim, cfg.commitment_weight)
-        self.post_quant = nn.Linear(cfg.code_dim, D)
+        self.pre_quant = nn.Linear(D, cfg.code_dim * G)
+        if cfg.quantizer == "fsq":
+            self.vq: nn.Module = FSQ(cfg.fsq_levels)
+        else:
+            self.vq = VectorQuantizer(cfg.codebook_size, cfg.code_dim, cfg.commitment_weight)
+        self.post_quant = nn.Linear(cfg.code_dim * G, D)
         self.dec_pos = nn.Parameter(torch.zeros(N, D))
         self.decoder = STTransformer(D, cfg.num_layers, cfg.num_heads, cfg.qk_norm, max_frames)
-        self.head = nn.Linear(D, P)
-        init_weights(self.patch_embed)
+        if cfg.stem == "patch":
+            self.head = nn.Linear(D, P)
+            init_weights(self.head)
+        else:
+            self.conv_dec = ConvDecoder(tuple(cfg.conv_channels), D, channels)
         init_weights(self.pre_quant)
         init_weights(self.post_quant)
-        init_weights(self.head)
         nn.init.normal_(self.enc_pos, std=0.02)
         nn.init.normal_(self.dec_pos, std=0.02)
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch
 
     def _check(self, frames_BTHWC: torch.Tensor) -> None:
         S, C = self.image_size, self.channels
@@ -57,16 +165,30 @@ class VideoTokenizer(nn.Module):
                              f"{tuple(frames_BTHWC.shape)}; convert uint8 frames with "
                              "genie_gym.models.frames.to_float")
 
+    def _quantize(self, z_e_BTNC: torch.Tensor):
+        """(B, T, N, G*code_dim) -> quantiser outputs over the (B, T, N*G) tokens."""
+        B, T, N, _ = z_e_BTNC.shape
+        return self.vq(z_e_BTNC.reshape(B, T, N * self.groups, self.cfg.code_dim))
+
     # --- encoder side ---------------------------------------------------------------------------------------
+    def _embed(self, frames_BTHWC: torch.Tensor) -> torch.Tensor:
+        """Frames (B, T, H, W, C) -> grid features (B, T, N, D), one frame at a time."""
+        if self.cfg.stem == "patch":
+            return self.patch_embed(patchify(frames_BTHWC, self.patch))
+        B, T, S, _, C = frames_BTHWC.shape
+        x_MDgg = self.conv_enc(frames_BTHWC.reshape(B * T, S, S, C).permute(0, 3, 1, 2))
+        return x_MDgg.flatten(2).transpose(1, 2).reshape(B, T, self.grid_cells, -1)
+
     def encode_latents(self, frames_BTHWC: torch.Tensor) -> torch.Tensor:
-        """Continuous pre-quantisation latents z_e (B, T, N, code_dim) (what `vq.reset_dead_codes` takes)."""
+        """Continuous pre-quantisation latents z_e (B, T, N*G, code_dim) (what `vq.reset_dead_codes` takes)."""
         self._check(frames_BTHWC)
-        x_BTND = self.patch_embed(patchify(frames_BTHWC, self.patch)) + self.enc_pos
-        return self.pre_quant(self.encoder(x_BTND))
+        z_BTNC = self.pre_quant(self.encoder(self._embed(frames_BTHWC) + self.enc_pos))
+        B, T, N, _ = z_BTNC.shape
+        return z_BTNC.reshape(B, T, N * self.groups, self.cfg.code_dim)
 
     @torch.no_grad()
     def encode(self, frames_BTHWC: torch.Tensor) -> torch.Tensor:
-        """Frames (B, T, H, W, C) in [0, 1] -> tokens (B, T, N) long."""
+        """Frames (B, T, H, W, C) in [0, 1] -> tokens (B, T, N*G) long."""
         _, idx, _, _ = self.vq(self.encode_latents(frames_BTHWC))
         return idx
 
@@ -77,23 +199,35 @@ class VideoTokenizer(nn.Module):
     @torch.no_grad()
     def encode_step(self, frames_BHWC: torch.Tensor, cache: TemporalKVCache,
                     commit: bool = True) -> torch.Tensor:
-        """Encode one new frame per element given the cached past (e.g. a prompt frame) -> tokens (B, N)."""
+        """Encode one new frame per element given the cached past (e.g. a prompt frame) -> tokens (B, N*G)."""
         self._check(frames_BHWC[:, None])
-        x_BND = self.patch_embed(patchify(frames_BHWC[:, None], self.patch)[:, 0]) + self.enc_pos
-        _, idx, _, _ = self.vq(self.pre_quant(self.encoder.forward_step(x_BND, cache, commit)))
-        return idx
+        x_BND = self._embed(frames_BHWC[:, None])[:, 0] + self.enc_pos
+        z_BNC = self.pre_quant(self.encoder.forward_step(x_BND, cache, commit))
+        _, idx, _, _ = self._quantize(z_BNC[:, None])
+        return idx[:, 0]
 
     # --- decoder side ---------------------------------------------------------------------------------------
     def _decode_pixels(self, h_BTND: torch.Tensor) -> torch.Tensor:
         S = self.image_size
-        return torch.sigmoid(unpatchify(self.head(h_BTND), self.patch, S, S))
+        if self.cfg.stem == "patch":
+            return torch.sigmoid(unpatchify(self.head(h_BTND), self.patch, S, S))
+        B, T, N, D = h_BTND.shape
+        g = self.grid
+        x_MDgg = h_BTND.reshape(B * T, g, g, D).permute(0, 3, 1, 2)
+        out_MCSS = self.conv_dec(x_MDgg)
+        return torch.sigmoid(out_MCSS.permute(0, 2, 3, 1).reshape(B, T, S, S, self.channels))
+
+    def _codes_to_grid(self, codes: torch.Tensor) -> torch.Tensor:
+        """Code vectors (..., N*G, code_dim) -> decoder input (..., N, D)."""
+        *lead, NG, C = codes.shape
+        return self.post_quant(codes.reshape(*lead, NG // self.groups, self.groups * C)) + self.dec_pos
 
     def decode_latents(self, z_q_BTNC: torch.Tensor) -> torch.Tensor:
-        """Quantised code vectors (B, T, N, code_dim) -> frames (B, T, H, W, C) in [0, 1]."""
-        return self._decode_pixels(self.decoder(self.post_quant(z_q_BTNC) + self.dec_pos))
+        """Quantised code vectors (B, T, N*G, code_dim) -> frames (B, T, H, W, C) in [0, 1]."""
+        return self._decode_pixels(self.decoder(self._codes_to_grid(z_q_BTNC)))
 
     def decode(self, tokens_BTN: torch.Tensor) -> torch.Tensor:
-        """Tokens (B, T, N) -> frames (B, T, H, W, C) in [0, 1]."""
+        """Tokens (B, T, N*G) -> frames (B, T, H, W, C) in [0, 1]."""
         return self.decode_latents(self.vq.lookup(tokens_BTN))
 
     def new_decoder_cache(self, batch_size: int, device: torch.device | str = "cpu",
@@ -103,19 +237,34 @@ class VideoTokenizer(nn.Module):
     def decode_step(self, tokens_BN: torch.Tensor, cache: TemporalKVCache,
                     commit: bool = True) -> torch.Tensor:
         """Decode one new frame per element given the cached past frames -> frames (B, H, W, C) in [0, 1]."""
-        x_BND = self.post_quant(self.vq.lookup(tokens_BN)) + self.dec_pos
+        x_BND = self._codes_to_grid(self.vq.lookup(tokens_BN))
         return self._decode_pixels(self.decoder.forward_step(x_BND, cache, commit)[:, None])[:, 0]
 
     # --- training -------------------------------------------------------------------------------------------
+    def recon_loss(self, recon_BTHWC: torch.Tensor, frames_BTHWC: torch.Tensor) -> torch.Tensor:
+        """mse * MSE + l1 * L1 + grad * L1 between horizontal and vertical pixel differences (edges)."""
+        cfg, r, x = self.cfg, recon_BTHWC.float(), frames_BTHWC.float()
+        loss = r.new_zeros(())
+        if cfg.mse_weight:
+            loss = loss + cfg.mse_weight * F.mse_loss(r, x)
+        if cfg.l1_weight:
+            loss = loss + cfg.l1_weight * F.l1_loss(r, x)
+        if cfg.grad_weight:
+            dy = F.l1_loss(r[:, :, 1:] - r[:, :, :-1], x[:, :, 1:] - x[:, :, :-1])
+            dx = F.l1_loss(r[:, :, :, 1:] - r[:, :, :, :-1], x[:, :, :, 1:] - x[:, :, :, :-1])
+            loss = loss + cfg.grad_weight * (dx + dy)
+        return loss
+
     def forward(self, frames_BTHWC: torch.Tensor) -> dict:
-        """Reconstruct a clip. loss = MSE(recon, frames) + VQ loss."""
+        """Reconstruct a clip. loss = reconstruction loss (`recon_loss`) + VQ loss (0 for FSQ)."""
         z_e = self.encode_latents(frames_BTHWC)
         z_q, tokens_BTN, vq_loss, stats = self.vq(z_e)
         recon_BTHWC = self.decode_latents(z_q)
-        recon_loss = F.mse_loss(recon_BTHWC.float(), frames_BTHWC.float())
+        recon_loss = self.recon_loss(recon_BTHWC, frames_BTHWC)
         return {
             "loss": recon_loss + vq_loss,
             "recon_loss": recon_loss,
+            "mse": F.mse_loss(recon_BTHWC.float().detach(), frames_BTHWC.float()),
             "vq_loss": vq_loss,
             "recon_BTHWC": recon_BTHWC,
             "tokens_BTN": tokens_BTN,

@@ -52,22 +52,41 @@ def _default_path() -> Path:
     return Path(str(files("genie_gym") / "assets" / "world_model.pt"))
 
 
+def max_frames_of(config: GenieConfig) -> int:
+    return max(MAX_FRAMES, config.seq_len, config.sampling.context_frames)
+
+
+def build_tokenizer(config: GenieConfig) -> VideoTokenizer:
+    return VideoTokenizer(config.tokenizer, config.image_size, max_frames_of(config), config.channels)
+
+
+def build_lam(config: GenieConfig) -> LatentActionModel:
+    return LatentActionModel(config.lam, config.image_size, max_frames_of(config), config.channels)
+
+
+def build_dynamics(config: GenieConfig) -> DynamicsModel:
+    return DynamicsModel(
+        config.dynamics,
+        num_tokens_V=config.tokenizer.codebook_size,
+        tokens_per_frame_N=config.tokens_per_frame,
+        num_actions_A=config.lam.num_actions,
+        max_frames=max_frames_of(config),
+        groups=config.tokenizer.groups,
+    )
+
+
 class WorldModel(nn.Module):
-    """Tokenizer, LAM and dynamics of one Genie world model. At play time the LAM is unused (user actions)."""
+    """Tokenizer, LAM and dynamics of one Genie world model. At play time the LAM is unused (user actions).
+
+    The three parts are built by `build_tokenizer`, `build_lam` and `build_dynamics`, which the trainer uses too, so a
+    training checkpoint's state dicts drop straight into a world model."""
 
     def __init__(self, config: GenieConfig):
         super().__init__()
         self.config = config
-        max_frames = max(MAX_FRAMES, config.seq_len, config.sampling.context_frames)
-        self.tokenizer = VideoTokenizer(config.tokenizer, config.image_size, max_frames, config.channels)
-        self.lam = LatentActionModel(config.lam, config.image_size, max_frames, config.channels)
-        self.dynamics = DynamicsModel(
-            config.dynamics,
-            num_tokens_V=config.tokenizer.codebook_size,
-            tokens_per_frame_N=config.tokens_per_frame,
-            num_actions_A=config.lam.num_actions,
-            max_frames=max_frames,
-        )
+        self.tokenizer = build_tokenizer(config)
+        self.lam = build_lam(config)
+        self.dynamics = build_dynamics(config)
         self.metadata: dict[str, Any] = {}
         self.payload_sha256: str | None = None  # set by `load`: identifies the exact weights in use
 

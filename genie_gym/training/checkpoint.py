@@ -134,7 +134,9 @@ def check_resume_fits(ckpt: dict[str, Any], cfg: GenieConfig, phase: str, path: 
             "from it. Use another --out or drop --resume"
         )
     mine = cfg.to_dict()
-    keys = ["image_size", "seq_len", "tokenizer", "lam", "dynamics"]
+    # phase tokenizer trains the tokenizer alone: the LAM and dynamics settings may still change before phase 2
+    keys = ["image_size", "tokenizer"] if phase == "tokenizer" else ["image_size", "seq_len", "tokenizer", "lam",
+                                                                     "dynamics"]
     diffs = config_diff({k: ckpt["config"][k] for k in keys}, {k: mine[k] for k in keys})
     if diffs:
         raise CheckpointError(

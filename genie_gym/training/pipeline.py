@@ -13,6 +13,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from genie_gym.config import Preset
+from genie_gym.data.games import Game, Mode
+
 # Recording sizes per preset: tiny is a smoke test, small is the shipped CPU model, coinrun the paper's 10M.
 DATA_FRAMES = {"tiny": 3_000, "small": 400_000, "coinrun": 10_000_000}
 # Recording policy per preset: small records as the shipped model's data was (actions held 4 steps: the model
@@ -24,13 +27,13 @@ DATA_MAX_STEPS = {"tiny": 200, "small": 1000, "coinrun": 1000}
 
 @dataclass
 class Args:
-    preset: str = "tiny"
+    preset: Preset = "tiny"
     """model preset: tiny (minutes, a smoke test), small (the CPU model), coinrun (the paper's sizes)"""
     out: Path = Path("runs/tiny")
     """run directory (RUN/data, RUN/tokenizer, RUN/dynamics, RUN/world_model.pt, RUN/eval)"""
-    game: str = "coinrun"
+    game: Game = "coinrun"
     """Procgen game to record"""
-    mode: str = "hard"
+    mode: Mode = "hard"
     """Procgen distribution mode (the paper's CoinRun case study used hard)"""
     data_frames: int | None = None
     """frames to record (default per preset: tiny 3k, small 400k, coinrun 10M)"""
@@ -56,6 +59,13 @@ class Args:
     """steps between logged metrics"""
     ckpt_every: int = 500
     """steps between checkpoints"""
+    cpu_bf16: bool = False
+    """autocast training to bf16 on CPU too (the shipped small model was trained so: ~1.6x faster on AVX-512 bf16)"""
+    lam_from: Path | None = None
+    """keep the LAM of this world-model file fixed and train only the dynamics on its codes (default: co-train a new
+    LAM); the shipped v1.0 reuses v0.2's LAM this way"""
+    eval_stability_steps: int | None = None
+    """frames of the eval's long-horizon stability rollouts (default: 200; 20 for tiny, whose episodes are short)"""
 
 
 def _stage(name: str) -> float:
@@ -160,6 +170,9 @@ def run_pipeline(args: Args) -> dict:
                     log_every=args.log_every,
                     ckpt_every=args.ckpt_every,
                     image_every=max(args.ckpt_every, steps),
+                    cpu_bf16=args.cpu_bf16,
+                    **({"init_from": args.lam_from, "init_parts": ("lam",), "freeze_lam": True}
+                       if phase == "dynamics" and args.lam_from is not None else {}),
                 )
             )
         timings[f"{phase}_s"] = time.time() - t
@@ -184,6 +197,7 @@ def run_pipeline(args: Args) -> dict:
                 num_clips=args.eval_clips,
                 seed=args.seed,
                 device=args.device,
+                stability_steps=args.eval_stability_steps or (20 if args.preset == "tiny" else 200),
             )
         )
     timings["eval_s"] = time.time() - t

@@ -11,14 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from genie_gym.config import Preset
+
 
 @dataclass
 class Args:
     phase: Literal["tokenizer", "dynamics"] = "tokenizer"
     """which phase to train: `tokenizer` first, then `dynamics` (LAM + dynamics with the tokenizer frozen)"""
-    preset: str = "tiny"
+    preset: Preset = "tiny"
     """model and optimiser sizes: tiny (tests), small (the CPU model), coinrun (paper sizes, GPU)"""
-    data: Path = Path("data/coinrun")
+    data: Path = Path("data/coinrun-hard")
     """dataset directory written by `genie-gym data` (holds manifest.json)"""
     out: Path = Path("runs/tiny")
     """run directory: RUN/<phase>/{last.pt,step_*.pt,tb,metrics.jsonl}; dynamics adds RUN/world_model.pt"""
@@ -57,6 +59,8 @@ class Args:
     ignored when --resume finds a checkpoint of this run); recorded in the world model's metadata"""
     init_parts: tuple[str, ...] = ("lam", "dynamics")
     """which parts --init-from loads: lam, dynamics or both"""
+    freeze_lam: bool = False
+    """phase dynamics: keep the LAM loaded by --init-from fixed and train only the dynamics on its actions"""
     split: str = "train"
     """dataset split to train on"""
     stride: int = 1

@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 from genie_gym.config import GenieConfig, OptimConfig, get_preset
 from genie_gym.errors import CheckpointError, ConfigError, DatasetError, GenieError
-from genie_gym.models.frames import to_float
+from genie_gym.models.frames import to_float, to_uint8
+from genie_gym.models.world_model import build_dynamics, build_lam, build_tokenizer
 from genie_gym.training.checkpoint import (
     check_resume_fits,
     check_tokenizer_fits,
@@ -60,38 +61,7 @@ class NonFiniteLossError(GenieError, RuntimeError):
     """The loss or the gradient norm became NaN/inf; training stopped before the weights were touched."""
 
 
-# --- models -------------------------------------------------------------------------------------------------
-# Built exactly as `WorldModel(config)` builds them, so that their state dicts drop straight into the export.
-def _max_frames(cfg: GenieConfig) -> int:
-    from genie_gym.models.world_model import MAX_FRAMES
-
-    return max(MAX_FRAMES, cfg.seq_len, cfg.sampling.context_frames)
-
-
-def build_tokenizer(cfg: GenieConfig) -> nn.Module:
-    from genie_gym.models.tokenizer import VideoTokenizer
-
-    return VideoTokenizer(cfg.tokenizer, cfg.image_size, _max_frames(cfg), cfg.channels)
-
-
-def build_lam(cfg: GenieConfig) -> nn.Module:
-    from genie_gym.models.lam import LatentActionModel
-
-    return LatentActionModel(cfg.lam, cfg.image_size, _max_frames(cfg), cfg.channels)
-
-
-def build_dynamics(cfg: GenieConfig) -> nn.Module:
-    from genie_gym.models.dynamics import DynamicsModel
-
-    return DynamicsModel(
-        cfg.dynamics,
-        cfg.tokenizer.codebook_size,
-        cfg.tokens_per_frame,
-        cfg.lam.num_actions,
-        max_frames=_max_frames(cfg),
-    )
-
-
+# --- models: built by the world model's own builders, so their state dicts drop straight into the export ----------
 class TokenizerObjective(nn.Module):
     """Phase 1: reconstruct clips through the VQ bottleneck."""
 
@@ -100,7 +70,8 @@ class TokenizerObjective(nn.Module):
         self.tokenizer = build_tokenizer(cfg)
 
     def vq_modules(self) -> dict[str, nn.Module]:
-        return {"tokenizer": self.tokenizer.vq}
+        """Quantisers whose dead codes the trainer re-seeds (FSQ has no learned codes)."""
+        return {"tokenizer": self.tokenizer.vq} if self.tokenizer.cfg.quantizer == "vq" else {}
 
     def parts(self) -> dict[str, nn.Module]:
         """The trained sub-models, by the names their weights have in checkpoints."""
@@ -112,6 +83,8 @@ class TokenizerObjective(nn.Module):
             "loss": out["loss"],
             "scalars": {
                 "recon_loss": out["recon_loss"],
+                "mse": out["mse"],
+                "psnr": -10 * torch.log10(out["mse"].clamp_min(1e-10)),
                 "vq_loss": out["vq_loss"],
                 "vq/usage": out["stats"]["usage"],
                 "vq/perplexity": out["stats"]["perplexity"],
@@ -124,10 +97,13 @@ class TokenizerObjective(nn.Module):
 class DynamicsObjective(nn.Module):
     """Phase 2: LAM + dynamics, co-trained on the tokens of a frozen tokenizer."""
 
-    def __init__(self, cfg: GenieConfig, tokenizer: nn.Module) -> None:
+    def __init__(self, cfg: GenieConfig, tokenizer: nn.Module, freeze_lam: bool = False) -> None:
         super().__init__()
         self.lam = build_lam(cfg)
         self.dynamics = build_dynamics(cfg)
+        self.freeze_lam = freeze_lam
+        if freeze_lam:  # a LAM trained before (--init-from): it labels the clips, only the dynamics learns
+            self.lam.requires_grad_(False)
         self._frozen = (tokenizer,)  # a tuple hides it from parameters(), state_dict() and DDP
 
     @property
@@ -135,7 +111,9 @@ class DynamicsObjective(nn.Module):
         return self._frozen[0]
 
     def vq_modules(self) -> dict[str, nn.Module]:
-        return {"lam": self.lam.vq} if self.lam.quantize else {}  # no dead codes during a continuous warm-up
+        if self.freeze_lam or not self.lam.quantize:  # no dead codes in a fixed LAM or a continuous warm-up
+            return {}
+        return {"lam": self.lam.vq}
 
     def parts(self) -> dict[str, nn.Module]:
         return {"lam": self.lam, "dynamics": self.dynamics}
@@ -143,16 +121,27 @@ class DynamicsObjective(nn.Module):
     def forward(self, frames_BTHWC: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, Any]:
         with torch.no_grad():
             tokens_BTN = self.tokenizer.encode(frames_BTHWC)
-        lam_out = self.lam(frames_BTHWC)
+        dyn_scalars: dict[str, Any] = {}
+        if self.freeze_lam:  # only the LAM's encoder and quantiser run: its codes label the transitions
+            self.lam.eval()
+            with torch.no_grad():
+                z_e = self.lam.encode_latents(frames_BTHWC)
+                _, actions_BT, _, stats = self.lam.vq(z_e)
+            lam_out = {"actions_BT": actions_BT, "stats": stats, "z_e": z_e, "recon_BTHWC": None}
+            loss = 0.0
+        else:
+            lam_out = self.lam(frames_BTHWC)
+            loss = lam_out["loss"]
+            dyn_scalars = {"lam_recon_loss": lam_out["recon_loss"], "lam_vq_loss": lam_out["vq_loss"]}
         actions_BT = lam_out["actions_BT"].detach()  # stop-gradient (indices are discrete anyway)
         dyn_loss, dyn_stats = self.dynamics.loss(tokens_BTN, actions_BT, generator=generator)
         return {
-            "loss": lam_out["loss"] + dyn_loss,
+            "loss": loss + dyn_loss,
             "scalars": {
-                "lam_recon_loss": lam_out["recon_loss"],
-                "lam_vq_loss": lam_out["vq_loss"],
+                **dyn_scalars,
                 "dynamics_loss": dyn_loss,
                 "dynamics_accuracy": dyn_stats["accuracy"],
+                "dynamics_copy_accuracy": dyn_stats["copy_accuracy"],
                 "lam/usage": lam_out["stats"]["usage"],
                 "lam/perplexity": lam_out["stats"]["perplexity"],
             },
@@ -186,14 +175,18 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 class Trainer:
     """Builds everything from `Args`, resumes if asked, and runs the loop (`run()` returns the losses)."""
 
-    def __init__(self, args: Args) -> None:
+    def __init__(self, args: Args, config: GenieConfig | None = None) -> None:
+        """`config` replaces the preset's (benchmarks train variants this way); checkpoints record it."""
         if args.phase not in PHASES:
             raise ConfigError(f"unknown phase '{args.phase}'; choose one of {PHASES}")
         self.args = args
-        try:
-            self.cfg = get_preset(args.preset)
-        except ValueError as e:
-            raise ConfigError(f"{e} (--preset)") from None
+        if config is not None:
+            self.cfg = config
+        else:
+            try:
+                self.cfg = get_preset(args.preset)
+            except ValueError as e:
+                raise ConfigError(f"{e} (--preset)") from None
         cfg = self.cfg
         optim = phase_optim(cfg, args.phase)
         overrides = {
@@ -226,7 +219,10 @@ class Trainer:
             self.model: nn.Module = TokenizerObjective(cfg)
         else:
             tokenizer = self._load_frozen_tokenizer()
-            self.model = DynamicsObjective(cfg, tokenizer)
+            if args.freeze_lam and (args.init_from is None or "lam" not in args.init_parts):
+                raise ConfigError("--freeze-lam keeps a trained LAM fixed: load one with --init-from FILE "
+                                  "--init-parts lam (or lam dynamics)")
+            self.model = DynamicsObjective(cfg, tokenizer, freeze_lam=args.freeze_lam)
         self.model.to(self.device)
         self.optimizer = make_optimizer(self.model, self.optim_cfg)
         self.scheduler = WarmupCosine(self.optimizer, self.optim_cfg, self.optim_cfg.steps)
@@ -242,7 +238,8 @@ class Trainer:
                 self._init_from(Path(args.init_from), tuple(args.init_parts))
             seed_everything(args.seed + self.dist.rank)
         warmup = cfg.lam.continuous_warmup_steps
-        if args.phase == "dynamics" and warmup > 0 and self.step <= warmup:  # a checkpoint at `warmup` precedes k-means
+        # a checkpoint at `warmup` precedes k-means
+        if args.phase == "dynamics" and warmup > 0 and self.step <= warmup and not args.freeze_lam:
             self.model.lam.quantize = False
         self.ddp: nn.Module = self.model
         if self.dist.enabled:
@@ -606,27 +603,28 @@ class Trainer:
         from genie_gym.evaluation.rollout import clip_strip
 
         real = frames_BTHWC[0].float()
-        recon = out["recon_BTHWC"][0].float()
+        if out["recon_BTHWC"] is not None:  # none from a frozen LAM
+            recon = out["recon_BTHWC"][0].float()
+            if self.args.phase == "dynamics":
+                real = real[1:]  # the LAM decoder predicts frames 1..T-1
+            writer.add_image("reconstruction", clip_strip([real, recon]), self.step, dataformats="HWC")
         if self.args.phase == "dynamics":
-            real = real[1:]  # the LAM decoder predicts frames 1..T-1
-        writer.add_image("reconstruction", clip_strip([real, recon]), self.step, dataformats="HWC")
-        if self.args.phase == "dynamics":
-            from genie_gym.evaluation.rollout import generate
+            from genie_gym.models.simulator import Simulator
+            from genie_gym.models.world_model import WorldModel
 
             assert isinstance(self.model, DynamicsObjective)
-            self.model.eval()
+            wm = WorldModel(self.cfg)  # the env's generation path, on copies of the weights being trained
+            for name in ("tokenizer", "lam", "dynamics"):
+                getattr(wm, name).load_state_dict(getattr(self.model, name).state_dict())
             clip = frames_BTHWC[:1].float()
+            self.model.eval()
             actions_BT = self.model.lam.infer_actions(clip)
-            gen_BTHWC = generate(
-                self.model.tokenizer,
-                self.model.dynamics,
-                clip[:, 0],
-                actions_BT,
-                self.cfg,
-                seeds=[self.args.seed],
-            )
             self.model.train()
-            writer.add_image("generated", clip_strip([clip[0], gen_BTHWC[0]]), self.step, dataformats="HWC")
+            sim = Simulator(wm, num_worlds=1, device=self.device)
+            sim.reset(None, to_uint8(clip[:, 0]).cpu().numpy(), [self.args.seed])
+            gen_BTHWC = torch.stack([to_float(sim.step(actions_BT[:, t].cpu().numpy())) for t in
+                                     range(actions_BT.shape[1])], dim=1)
+            writer.add_image("generated", clip_strip([clip[0].cpu(), gen_BTHWC[0]]), self.step, dataformats="HWC")
 
 
 def train(args: Args) -> list[float]:
