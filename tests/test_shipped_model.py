@@ -53,7 +53,7 @@ def test_demo_writes_videos_and_action_strip(tmp_path, capsys):
 
 def test_shipped_tokenizer_keeps_coinrun_frames():
     """v1.0's hybrid tokenizer on CoinRun start frames of levels it never trained on (split 'test' seeds are
-    hashed; levels 200000+ are far outside 0-9999): measured ~26 dB; v0.2's patch tokenizer: ~22 dB."""
+    hashed; levels 200000+ are far outside 0-9999): measured 28.4 dB on these four; v0.2's patch tokenizer 24.8 dB."""
     import torch
 
     from genie_gym.envs.procgen_prompt import procgen_start_frame
@@ -65,4 +65,4 @@ def test_shipped_tokenizer_keeps_coinrun_frames():
                                 for i in range(4)]))[:, None]
     with torch.no_grad():
         recon = wm.tokenizer.decode(wm.tokenizer.encode(frames))
-    assert float(psnr(recon, frames).mean()) >= 24.0
+    assert float(psnr(recon, frames).mean()) >= 26.0
