@@ -231,7 +231,8 @@ def evaluate(args: Args) -> dict:
         target = real[:, Cmax:].cpu()
         seeds = [args.seed * 100_003 + i for i in batch]
         # copying the last real frame's tokens, decoded: the still image as this tokenizer draws it
-        recon_last = wm.tokenizer.decode(wm.tokenizer.encode(real[:, :Cmax]))[:, -1:].float().clamp(0, 1).cpu()
+        tokens_BTN = wm.tokenizer.encode(real)  # causal: the tokens of frames < Cmax see no later frame
+        recon_last = wm.tokenizer.decode(tokens_BTN[:, :Cmax])[:, -1:].float().clamp(0, 1).cpu()
         for c in contexts:
             first = Cmax - c
             prompts = u8[:, first:Cmax].numpy()
@@ -250,7 +251,7 @@ def evaluate(args: Args) -> dict:
                 psnr_rand.append(psnr(gen_rand, target))
                 for b in range(min(len(batch), 4 - len(grid_rows) // 2)):
                     grid_rows += [real[b, Cmax - 1 :].cpu(), torch.cat([real[b, Cmax - 1 : Cmax].cpu(), gen[b]])]
-        acc, copy = token_accuracy(wm, wm.tokenizer.encode(real), acts_all.to(device), Cmax)
+        acc, copy = token_accuracy(wm, tokens_BTN, acts_all.to(device), Cmax)
         tok_acc.append(acc * len(batch))
         tok_copy.append(copy * len(batch))
         codes.append(acts_all[:, Cmax - 1 :].flatten())

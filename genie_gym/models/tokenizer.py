@@ -165,11 +165,6 @@ class VideoTokenizer(nn.Module):
                              f"{tuple(frames_BTHWC.shape)}; convert uint8 frames with "
                              "genie_gym.models.frames.to_float")
 
-    def _quantize(self, z_e_BTNC: torch.Tensor):
-        """(B, T, N, G*code_dim) -> quantiser outputs over the (B, T, N*G) tokens."""
-        B, T, N, _ = z_e_BTNC.shape
-        return self.vq(z_e_BTNC.reshape(B, T, N * self.groups, self.cfg.code_dim))
-
     # --- encoder side ---------------------------------------------------------------------------------------
     def _embed(self, frames_BTHWC: torch.Tensor) -> torch.Tensor:
         """Frames (B, T, H, W, C) -> grid features (B, T, N, D), one frame at a time."""
@@ -203,8 +198,8 @@ class VideoTokenizer(nn.Module):
         self._check(frames_BHWC[:, None])
         x_BND = self._embed(frames_BHWC[:, None])[:, 0] + self.enc_pos
         z_BNC = self.pre_quant(self.encoder.forward_step(x_BND, cache, commit))
-        _, idx, _, _ = self._quantize(z_BNC[:, None])
-        return idx[:, 0]
+        _, idx, _, _ = self.vq(z_BNC.reshape(z_BNC.shape[0], -1, self.cfg.code_dim))
+        return idx
 
     # --- decoder side ---------------------------------------------------------------------------------------
     def _decode_pixels(self, h_BTND: torch.Tensor) -> torch.Tensor:
