@@ -223,8 +223,8 @@ def load_policy(kind: str, checkpoint: str | None = None, world_model: str | Non
     if kind == "latent":
         from agents.latent_bc import load_lam, load_latent_bc
 
-        num_codes = int(load_lam(world_model)[0].num_actions) if world_model else None
-        return load_latent_bc(checkpoint or "runs/latent_bc", num_codes)
+        lam = load_lam(world_model)[0] if world_model else None
+        return load_latent_bc(checkpoint or "runs/latent_bc", None if lam is None else int(lam.num_actions), lam)
     raise ConfigError(f"--policy {kind!r} is unknown; use random, run_right, expert, oracle or latent")
 
 

@@ -31,6 +31,7 @@ from agents.collect import ExpertSet
 from agents.policies import ImpalaPolicy, check_frames, sample_categorical
 from genie_gym.errors import CheckpointError, ConfigError
 from genie_gym.models.frames import to_float
+from genie_gym.models.lam import lam_fingerprint
 from genie_gym.utils.io import atomic_torch_save, atomic_write_json
 
 
@@ -275,7 +276,7 @@ def main(args: Args) -> None:
                                            "args": asdict(args), **stats})
     table = CodeActionTable(c[idx], u[idx], A)
     atomic_write_json(out / "mapping.json", {**table.to_dict(), "labelled_indices": idx.tolist(),
-                                             "mapping": args.mapping})
+                                             "mapping": args.mapping, "lam_sha256": lam_fingerprint(lam)})
     if args.mapping == "learned":
         learned = LearnedMapping.fit(c[idx], u[idx], frames[idx], A, seed=args.seed)
         atomic_torch_save(learned.net.state_dict(), out / "mapping.pt")
@@ -287,8 +288,10 @@ def main(args: Args) -> None:
     print(json.dumps(info))
 
 
-def load_latent_bc(directory: str | Path, num_codes: int | None = None) -> LatentBCPolicy:
-    """Rebuild a latent BC agent saved by `main`; `num_codes` (the LAM's |A|) is checked against the policy."""
+def load_latent_bc(directory: str | Path, num_codes: int | None = None,
+                   lam: nn.Module | None = None) -> LatentBCPolicy:
+    """Rebuild a latent BC agent saved by `main`; `num_codes` (the LAM's |A|) is checked against the policy, and
+    `lam` (whose codes the agent will be given) against the LAM that labelled the table's transitions."""
     d = Path(directory)
     policy, _ = ImpalaPolicy.load(d / "policy.pt")
     if not (d / "mapping.json").is_file():
@@ -296,6 +299,10 @@ def load_latent_bc(directory: str | Path, num_codes: int | None = None) -> Laten
     spec = json.loads((d / "mapping.json").read_text())
     if num_codes is not None:
         check_code_count(policy, num_codes)
+    if lam is not None and spec.get("lam_sha256") not in (None, lam_fingerprint(lam)):
+        raise CheckpointError(f"{d / 'mapping.json'} maps the codes of another LAM (sha256 "
+                              f"{str(spec['lam_sha256'])[:12]}..., this one {lam_fingerprint(lam)[:12]}...); rebuild "
+                              f"it with `python -m agents.latent_bc --world-model <this model> --out {d}`")
     if spec.get("mapping") == "learned":
         net = MappingNet(int(spec["num_codes"]))
         net.load_state_dict(torch.load(d / "mapping.pt", map_location="cpu", weights_only=True))

@@ -329,13 +329,12 @@ def latest_checkpoint(out: Path) -> tuple[Path, Path | None] | None:
     return None
 
 
-def main(args: Args) -> None:
+def train_ppo(args: Args, venv: VecEnv, export: bool = True) -> dict[str, Any]:
+    """PPO on `venv` (wrapped here in VecMonitor, and VecNormalize with --norm-reward), resumable from
+    <out>/checkpoints; writes final.zip (resumable), expert.zip (compact, when `export`) and train_info.json."""
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    venv: VecEnv = ProcgenSB3VecEnv(
-        args.num_envs, args.env_name, args.num_levels, args.start_level, args.distribution_mode, args.seed
-    )
     venv = VecMonitor(venv)
     if args.norm_reward:
         venv = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=args.gamma)
@@ -376,7 +375,7 @@ def main(args: Args) -> None:
         )
     wall = time.perf_counter() - t0
     model.save(out / "final.zip")  # resumable (optimizer state included)
-    size = export_expert(model, out / "expert.zip")
+    size = export_expert(model, out / "expert.zip") if export else None
     buf = model.ep_info_buffer
     info = {
         "args": asdict(args),
@@ -392,12 +391,19 @@ def main(args: Args) -> None:
         "cnn": args.cnn,
         "expert_zip_bytes": size,
     }
-    (out / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
-    print(
-        f"frames {info['frames']}  wall {wall:.1f}s  frames/s {info['frames_per_s']}  "
-        f"recent train return {info['recent_train_return']}  -> {out / 'final.zip'}, "
-        f"{out / 'expert.zip'} ({size / 2**20:.1f} MiB, to ship as {DEFAULT_EXPERT.name})"
+    (out / "train_info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    print(f"frames {info['frames']}  wall {wall:.1f}s  frames/s {info['frames_per_s']}  "
+          f"recent train return {info['recent_train_return']}  -> {out / 'final.zip'}")
+    return info
+
+
+def main(args: Args) -> None:
+    venv = ProcgenSB3VecEnv(
+        args.num_envs, args.env_name, args.num_levels, args.start_level, args.distribution_mode, args.seed
     )
+    info = train_ppo(args, venv)
+    print(f"{Path(args.out) / 'expert.zip'} ({info['expert_zip_bytes'] / 2**20:.1f} MiB, to ship as "
+          f"{DEFAULT_EXPERT.name})")
 
 
 if __name__ == "__main__":

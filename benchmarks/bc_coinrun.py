@@ -27,13 +27,11 @@ import torch
 import tyro
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # agents/ lives beside the package
-
-from agents.baselines import NUM_ACTIONS, RandomPolicy, RunRightPolicy  # noqa: E402
-from agents.bc import train_classifier  # noqa: E402
-from agents.collect import make_collect_policy, run_policy_episodes  # noqa: E402
-from agents.evaluate import CategoricalTorchPolicy, EvalResult, evaluate_policy  # noqa: E402
-from agents.latent_bc import (  # noqa: E402
+from agents.baselines import NUM_ACTIONS, RandomPolicy, RunRightPolicy
+from agents.bc import train_classifier
+from agents.collect import make_collect_policy, run_policy_episodes
+from agents.evaluate import CategoricalTorchPolicy, EvalResult, evaluate_policy
+from agents.latent_bc import (
     CodeActionTable,
     LatentBCPolicy,
     LearnedMapping,
@@ -42,10 +40,10 @@ from agents.latent_bc import (  # noqa: E402
     select_labelled,
     transitions,
 )
-from genie_gym.data.games import COINRUN_ACTION_NAMES  # noqa: E402
-from genie_gym.errors import ConfigError  # noqa: E402
-from genie_gym.evaluation.metrics import nmi  # noqa: E402
-from genie_gym.utils.io import atomic_write_bytes, atomic_write_json  # noqa: E402
+from genie_gym.data.games import COINRUN_ACTION_NAMES
+from genie_gym.errors import ConfigError
+from genie_gym.evaluation.metrics import nmi
+from genie_gym.utils.io import atomic_write_bytes, atomic_write_json
 
 
 @dataclass

@@ -3,9 +3,10 @@
     python benchmarks/lam_ablation.py --data data/coinrun_hard_sticky --steps 600 \
         --variants baseline entropy raw raw_entropy
 
-Each variant is the `small` preset's LAM with a few fields changed (`VARIANTS`). It trains for `--steps` AdamW
-steps on the train split (no dynamics model: the LAM's own reconstruction loss is all it learns from), then
-labels every transition of `--test-clips` held-out test clips and reports:
+Each variant is the `small` preset's LAM sizes with a few design switches changed (`VARIANTS`); the switches and
+the variants' code live here (`VariantConfig`, `VariantLAM`), the library's `LatentActionModel` is the winner.
+Each trains for `--steps` AdamW steps on the train split (no dynamics model: the LAM's own reconstruction loss is
+all it learns from), then labels every transition of `--test-clips` held-out test clips and reports:
 - code usage and perplexity (all 8 codes in use means perplexity near 8; the target is >= 5);
 - NMI against the 15 Procgen actions and against 6 *movement classes* (left / none / right x up or not):
   most of the 15 actions are synonyms in CoinRun, so the movement NMI is the one that says whether a code means
@@ -28,21 +29,102 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from agents.collect import ExpertSet
+from agents.latent_bc import label_expert_set, transitions
+from genie_gym.config import LAMConfig, OptimConfig, get_preset
+from genie_gym.data.dataset import ClipDataset
+from genie_gym.data.games import MOVEMENT_NAMES, movement_class
+from genie_gym.evaluation.metrics import best_shift, code_stats, nmi
+from genie_gym.models.frames import patchify, unpatchify
+from genie_gym.models.lam import LatentActionModel
+from genie_gym.models.st_transformer import init_weights
+from genie_gym.models.vq import VectorQuantizer
+from genie_gym.training.schedule import make_scheduler
+from genie_gym.utils.io import atomic_write_json
+from genie_gym.utils.seeding import seed_everything
 
-from agents.collect import ExpertSet  # noqa: E402
-from agents.latent_bc import label_expert_set, transitions  # noqa: E402
-from genie_gym.config import OptimConfig, get_preset  # noqa: E402
-from genie_gym.data.dataset import ClipDataset  # noqa: E402
-from genie_gym.data.games import MOVEMENT_NAMES, movement_class  # noqa: E402
-from genie_gym.evaluation.metrics import best_shift, code_stats, nmi  # noqa: E402
-from genie_gym.models.lam import LatentActionModel  # noqa: E402
-from genie_gym.training.schedule import WarmupCosine  # noqa: E402
-from genie_gym.utils.io import atomic_write_json  # noqa: E402
-from genie_gym.utils.seeding import seed_everything  # noqa: E402
+
+@dataclass
+class VariantConfig(LAMConfig):
+    """The library's LAMConfig plus the switches this ablation measured (the library keeps the winner only)."""
+
+    vq_normalize: bool = True  # cosine-similarity VQ (l2-normalised codes and latents); the library: raw
+    usage_entropy_weight: float = 0.0  # > 0: batch code-usage entropy bonus (EntropyVQ)
+    predict_residual: bool = False  # pixel head predicts frame t+1 - frame t
+    latent_pool: str = "mean"  # per-frame feature: "mean" of the encoder tokens, or "flatten" (the library)
+    decoder_history: bool = True  # the decoder attends to frames <= t (the paper); the library: frame t only
+    # decoder_kernel = 0: a sigmoid pixel head instead of the library's shift kernel
+
+
+class EntropyVQ(VectorQuantizer):
+    """VQ plus a usage-entropy bonus: with soft assignments p(code | z) = softmax(-dist / tau) the loss adds
+    weight * (mean per-vector entropy - entropy of the batch-mean assignment), which spreads the batch over the
+    codebook while each vector stays decisive."""
+
+    def __init__(self, *args, entropy_weight: float = 0.0, temperature: float = 0.3, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.entropy_weight, self.temperature = entropy_weight, temperature
+
+    def forward(self, z_e: torch.Tensor):
+        z_q, idx, loss, stats = super().forward(z_e)
+        if self.entropy_weight > 0 and self.training:
+            z_SD, c_VD = self.prepare(z_e), self.codes()
+            dist_SV = z_SD.pow(2).sum(1, keepdim=True) - 2 * z_SD @ c_VD.t() + c_VD.pow(2).sum(1)[None]
+            logp_SV = F.log_softmax(-dist_SV / self.temperature, dim=1)
+            per_vector = -(logp_SV.exp() * logp_SV).sum(1).mean()
+            mean_V = logp_SV.exp().mean(0)
+            batch = -(mean_V * torch.log(mean_V.clamp_min(1e-10))).sum()
+            loss = loss + self.entropy_weight * (per_vector - batch)
+        return z_q, idx, loss, stats
+
+
+class VariantLAM(LatentActionModel):
+    """`LatentActionModel` with the ablation's switches (VariantConfig) put back."""
+
+    def __init__(self, cfg: VariantConfig, image_size: int = 64, max_frames: int = 16, channels: int = 3):
+        super().__init__(dataclasses.replace(cfg, decoder_kernel=cfg.decoder_kernel or 1), image_size, max_frames,
+                         channels)
+        self.cfg = cfg
+        if cfg.latent_pool not in ("mean", "flatten"):
+            raise ValueError(f"latent_pool must be 'mean' or 'flatten', got {cfg.latent_pool!r}")
+        D = cfg.d_model
+        if cfg.latent_pool == "mean":
+            self.pre_quant = nn.Linear(D, cfg.code_dim, bias=False)
+            init_weights(self.pre_quant)
+        self.vq = EntropyVQ(cfg.num_actions, cfg.code_dim, cfg.commitment_weight, dead_code_threshold=20,
+                            normalize=cfg.vq_normalize, entropy_weight=cfg.usage_entropy_weight)
+        if not cfg.decoder_kernel:
+            self.head = nn.Linear(D, cfg.patch_size ** 2 * channels)
+            init_weights(self.head)
+
+    def frame_features(self, frames_BTHWC: torch.Tensor) -> torch.Tensor:
+        if self.cfg.latent_pool == "flatten":
+            return super().frame_features(frames_BTHWC)
+        self._check(frames_BTHWC)
+        return self.encoder(self.enc_patch_embed(patchify(frames_BTHWC, self.patch)) + self.enc_pos).mean(dim=2)
+
+    def decode(self, frames_BTHWC: torch.Tensor, a_q_BTC: torch.Tensor) -> torch.Tensor:
+        if not self.cfg.decoder_history and self.cfg.decoder_kernel:
+            return super().decode(frames_BTHWC, a_q_BTC)
+        x_BTND = self.dec_patch_embed(patchify(frames_BTHWC, self.patch)) + self.dec_pos
+        x_BTND = x_BTND + self.action_proj(a_q_BTC)[:, :, None]
+        B, T, N, D = x_BTND.shape
+        if self.cfg.decoder_history:
+            h_BTND = self.decoder(x_BTND)
+        else:
+            h_BTND = self.decoder(x_BTND.reshape(B * T, 1, N, D)).reshape(B, T, N, D)
+        if self.cfg.decoder_kernel:
+            return self._kernel_decode(frames_BTHWC, self.head(h_BTND))
+        S = self.image_size
+        out_BTHWC = unpatchify(self.head(h_BTND), self.patch, S, S)
+        if self.cfg.predict_residual:
+            return (frames_BTHWC + out_BTHWC).clamp(0, 1)
+        return torch.sigmoid(out_BTHWC)
+
 
 # Every variant starts from the `small` preset's sizes with the LAM of the first shipped model (session 1): cosine
 # VQ, mean-pooled features, a pixel decoder with history, no warm-up. The preset now uses a variant of it.
@@ -73,6 +155,10 @@ VARIANTS: dict[str, dict] = {
     "warmup_raw_flatten_kernel5_nohist": {"latent_pool": "flatten", "decoder_kernel": 5, "decoder_history": False,
                                           "continuous_warmup_steps": 300, "vq_normalize": False},
     "warmup_flatten_kernel5": {"latent_pool": "flatten", "decoder_kernel": 5, "continuous_warmup_steps": 300},
+    # The paper's decoder (history x_1..x_t) with the fixes that made codes follow the movement (raw VQ, warm-up):
+    # the history can carry the velocity, so the 8 codes are free to say what the action changes.
+    "warmup_raw_flatten_kernel5": {"latent_pool": "flatten", "decoder_kernel": 5, "continuous_warmup_steps": 300,
+                                   "vq_normalize": False},
     "warmup_raw_flatten_kernel5_nohist_entropy": {"latent_pool": "flatten", "decoder_kernel": 5,
                                                   "decoder_history": False, "continuous_warmup_steps": 300,
                                                   "vq_normalize": False, "usage_entropy_weight": 0.1},
@@ -162,15 +248,15 @@ def run_variant(name: str, args: Args, train: ClipDataset, test: ClipDataset, ex
     if name in REFERENCES:
         return global_shift_reference(args, test)
     cfg = get_preset("small")
-    cfg.lam = dataclasses.replace(cfg.lam, **{**BASE, **VARIANTS[name]})
+    cfg.lam = VariantConfig(**{**dataclasses.asdict(cfg.lam), **BASE, **VARIANTS[name]})
     seed_everything(args.seed)
-    lam = LatentActionModel(cfg.lam, cfg.image_size, cfg.seq_len, cfg.channels)
+    lam = VariantLAM(cfg.lam, cfg.image_size, cfg.seq_len, cfg.channels)
     supervised = name in SUPERVISED
     latents = history_latents if name.startswith("history_only") else LatentActionModel.encode_latents
     head = torch.nn.Linear(cfg.lam.code_dim, len(MOVE_NAMES))
     params = list(lam.parameters()) + (list(head.parameters()) if supervised else [])
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=1e-4)
-    sched = WarmupCosine(
+    sched = make_scheduler(
         opt, OptimConfig(steps=args.steps, lr=args.lr, min_lr=args.lr / 10, warmup_steps=50), args.steps
     )
     rng = np.random.default_rng(args.seed)

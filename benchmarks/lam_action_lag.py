@@ -20,7 +20,6 @@ import numpy as np
 import torch
 import tyro
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # agents/ lives beside the package
 
 @dataclass
 class Args:

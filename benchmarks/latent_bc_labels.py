@@ -37,18 +37,16 @@ import torch.nn.functional as F
 import tyro
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # agents/ lives beside the package
-
-from agents.baselines import NUM_ACTIONS  # noqa: E402
-from agents.bc import train_classifier  # noqa: E402
-from agents.collect import ExpertSet, make_collect_policy, run_policy_episodes  # noqa: E402
-from agents.evaluate import CategoricalTorchPolicy, EvalResult, evaluate_policy  # noqa: E402
-from agents.latent_bc import CodeActionTable, LatentBCPolicy, label_expert_set, load_lam, select_labelled  # noqa: E402
-from agents.policies import ImpalaEncoder, ImpalaPolicy  # noqa: E402
-from genie_gym.data.games import MOVEMENT_NAMES, movement_class  # noqa: E402
-from genie_gym.errors import ConfigError  # noqa: E402
-from genie_gym.evaluation.metrics import best_shift, nmi  # noqa: E402
-from genie_gym.utils.io import atomic_write_bytes, atomic_write_json  # noqa: E402
+from agents.baselines import NUM_ACTIONS
+from agents.bc import train_classifier
+from agents.collect import ExpertSet, make_collect_policy, run_policy_episodes
+from agents.evaluate import CategoricalTorchPolicy, EvalResult, evaluate_policy
+from agents.latent_bc import CodeActionTable, LatentBCPolicy, label_expert_set, load_lam, select_labelled
+from agents.policies import ImpalaEncoder, ImpalaPolicy
+from genie_gym.data.games import MOVEMENT_NAMES, movement_class
+from genie_gym.errors import ConfigError
+from genie_gym.evaluation.metrics import best_shift, nmi
+from genie_gym.utils.io import atomic_write_bytes, atomic_write_json
 
 NUM_MOVES = len(MOVEMENT_NAMES)  # 6
 ROWS = ("oracle", "movement", "idm", "movement_noisy", "lam", "motion", "pooled")

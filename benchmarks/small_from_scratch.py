@@ -22,8 +22,6 @@ from pathlib import Path
 
 import tyro
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # world_model_quality beside this file
-
 BUDGET_S = 2 * 3600
 STAGES = ("data_s", "tokenizer_s", "dynamics_s", "eval_s")
 # Higher is better for every metric; "reached" means at least the shipped model's figure.

@@ -85,11 +85,11 @@ def _train_worker(preset: str, phase: str, steps: int, args: Args) -> dict:
 
     from genie_gym.config import get_preset
     from genie_gym.models.frames import to_float
+    from genie_gym.training.schedule import make_optimizer
     from genie_gym.training.trainer import (
         DynamicsObjective,
         TokenizerObjective,
         build_tokenizer,
-        make_optimizer,
         phase_optim,
     )
     from genie_gym.utils.device import resolve_device

@@ -16,7 +16,9 @@ def _register() -> None:
             id="Genie-v0",
             entry_point="genie_gym.envs.genie_env:GenieEnv",
             vector_entry_point="genie_gym.envs.vector_env:GenieVectorEnv",
-            max_episode_steps=None,
+            # gymnasium's TimeLimit semantics: `gym.make` wraps the env in TimeLimit(1000) (override with
+            # `gym.make(..., max_episode_steps=N)`); `gym.make_vec` passes the same limit to GenieVectorEnv.
+            max_episode_steps=1000,
             disable_env_checker=False,
         )
 

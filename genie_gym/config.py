@@ -42,7 +42,8 @@ class TokenizerConfig:
 
 @dataclass
 class LAMConfig:
-    """Latent action model: pixels in, |A| codes out."""
+    """Latent action model: pixels in, |A| codes out (models/lam.py). One design, the one that won
+    benchmarks/results/lam_ablation.md; its variants live in that benchmark, not here."""
 
     patch_size: int = 16
     num_actions: int = 8
@@ -52,13 +53,29 @@ class LAMConfig:
     num_heads: int = 8
     qk_norm: bool = True
     commitment_weight: float = 0.25
-    vq_normalize: bool = True  # cosine-similarity VQ (l2-normalised codes and latents)
-    usage_entropy_weight: float = 0.0  # > 0: batch code-usage entropy bonus (see models/vq.py)
-    predict_residual: bool = False  # decoder predicts frame t+1 - frame t (copying is free, only change is learned)
-    latent_pool: str = "mean"  # per-frame feature: "mean" of the encoder tokens, or "flatten" (keeps where things are)
-    decoder_history: bool = True  # False: the decoder predicts frame t+1 from frame t and a_t alone (no velocity cue)
-    decoder_kernel: int = 0  # > 0: each patch of frame t+1 = frame t filtered by a predicted k x k kernel (see lam.py)
-    continuous_warmup_steps: int = 0  # > 0: un-quantised latents this many steps, then k-means codebook (see lam.py)
+    decoder_kernel: int = 5  # odd k: each patch of frame t+1 = frame t filtered by a predicted k x k kernel
+    continuous_warmup_steps: int = 500  # un-quantised latents this many steps, then k-means codebook (see lam.py)
+
+
+# LAM fields of model files and checkpoints written before v1.1, when LAMConfig carried the ablation's switches:
+# the value each must have to be the one design above (anything else was a variant, now only in the benchmark).
+LEGACY_LAM_FIELDS = {"vq_normalize": False, "usage_entropy_weight": 0.0, "predict_residual": False,
+                     "latent_pool": "flatten", "decoder_history": False}
+
+
+def _migrate_lam(d: dict[str, Any]) -> dict[str, Any]:
+    """Drop the legacy LAM fields of an older file; a file whose LAM was another variant is a clear error."""
+    d = dict(d)
+    for key, value in LEGACY_LAM_FIELDS.items():
+        old = d.pop(key, value)
+        if old != value:
+            raise ValueError(f"this file's LAM is an ablation variant ({key}={old!r} is not the shipped "
+                             f"design's {value!r}), which the library no longer builds; retrain it with the "
+                             "current design (genie-gym train) or study it with benchmarks/lam_ablation.py")
+    if d.get("decoder_kernel", 1) == 0:
+        raise ValueError("this file's LAM decodes with a pixel head (decoder_kernel=0), an ablation variant the "
+                         "library no longer builds; retrain it with the current design (genie-gym train)")
+    return d
 
 
 @dataclass
@@ -73,6 +90,17 @@ class DynamicsConfig:
     mask_rate_max: float = 1.0
     per_frame_mask: bool = False  # False: one rate per clip (the paper); True: an independent rate per frame
     context_noise: float = 0.0  # > 0: unmasked tokens replaced by random codes at a per-frame rate ~ U(0, this)
+
+
+@dataclass
+class HeadsConfig:
+    """Reward and episode-end heads on the dynamics' features of a frame (models/heads.py), trained after the two
+    unsupervised phases (`genie-gym train --phase heads`); a model without them has `enabled=False`."""
+
+    enabled: bool = False
+    hidden: int = 128
+    reward_value: float = 10.0  # the reward of a reward event (the mean non-zero reward of the training data)
+    threshold: float = 0.5  # an event happens when its predicted probability is at least this (deterministic)
 
 
 @dataclass
@@ -116,6 +144,7 @@ class GenieConfig:
         )
     )
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    heads: HeadsConfig = field(default_factory=HeadsConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -131,6 +160,7 @@ class GenieConfig:
             "tokenizer_optim": OptimConfig,
             "dynamics_optim": OptimConfig,
             "sampling": SamplingConfig,
+            "heads": HeadsConfig,
         }
         kwargs: dict[str, Any] = {}
         known = {f.name for f in dataclasses.fields(cls)}
@@ -139,6 +169,8 @@ class GenieConfig:
             raise ValueError(f"unknown config keys {sorted(unknown)}; expected a subset of {sorted(known)}")
         for k, v in d.items():
             if k in sub and isinstance(v, dict):
+                if k == "lam":
+                    v = _migrate_lam(v)
                 sub_known = {f.name for f in dataclasses.fields(sub[k])}
                 bad = set(v) - sub_known
                 if bad:
@@ -161,7 +193,8 @@ def _tiny() -> GenieConfig:
         tokenizer=TokenizerConfig(patch_size=8, codebook_size=64, code_dim=3, d_model=32, num_layers=1,
                                   num_heads=2, stem="conv", conv_channels=(8, 16), quantizer="fsq",
                                   fsq_levels=(4, 4, 4), groups=2, l1_weight=1.0),
-        lam=LAMConfig(patch_size=16, num_actions=8, code_dim=16, d_model=32, num_layers=1, num_heads=2),
+        lam=LAMConfig(patch_size=16, num_actions=8, code_dim=16, d_model=32, num_layers=1, num_heads=2,
+                      continuous_warmup_steps=10),
         dynamics=DynamicsConfig(d_model=32, num_layers=1, num_heads=2, mask_rate_min=0.0, per_frame_mask=True,
                                 context_noise=0.1),
         tokenizer_optim=OptimConfig(steps=40, batch_size=4, lr=3e-3, min_lr=3e-4, warmup_steps=5),
@@ -182,11 +215,10 @@ def _small() -> GenieConfig:
         tokenizer=TokenizerConfig(patch_size=8, codebook_size=1000, code_dim=4, d_model=128, num_layers=2,
                                   num_heads=4, stem="conv", conv_channels=(64, 128), quantizer="fsq",
                                   fsq_levels=(8, 5, 5, 5), groups=4, mse_weight=1.0, l1_weight=1.0, grad_weight=1.0),
-        # LAM: the one variant of benchmarks/lam_ablation.md whose codes follow the movement (raw VQ, flattened
-        # features, a shift-kernel decoder without history, 500 un-quantised warm-up steps then k-means codes).
-        lam=LAMConfig(patch_size=16, num_actions=8, code_dim=32, d_model=128, num_layers=4, num_heads=4,
-                      vq_normalize=False, latent_pool="flatten", decoder_kernel=5, decoder_history=False,
-                      continuous_warmup_steps=500),
+        # LAM: the library's one design (raw VQ on flattened features, a shift-kernel decoder without history, 500
+        # un-quantised warm-up steps then k-means codes), the variant of benchmarks/lam_ablation.md whose codes
+        # follow the movement.
+        lam=LAMConfig(patch_size=16, num_actions=8, code_dim=32, d_model=128, num_layers=4, num_heads=4),
         # Per-frame mask rates U(0, 1) and up to 10% of context tokens replaced by random codes: the model learns to
         # predict a frame from a clean (or slightly wrong) past, as it must at inference (models/dynamics.py;
         # measured against the paper's per-clip U(0.5, 1) in benchmarks/results/dynamics_bakeoff.md).
@@ -206,6 +238,50 @@ def _coinrun() -> GenieConfig:
 
 PRESETS = {"tiny": _tiny, "small": _small, "coinrun": _coinrun}
 Preset = Literal["tiny", "small", "coinrun"]
+
+
+def apply_overrides(cfg: GenieConfig, overrides: list[str] | tuple[str, ...]) -> GenieConfig:
+    """A copy of `cfg` with `SECTION.FIELD=VALUE` (or top-level `FIELD=VALUE`) overrides, e.g.
+    `dynamics.context_noise=0.05`, `tokenizer.fsq_levels=8,5,5,5`; values are parsed as the field's current type.
+    An unknown field or an unparsable value is a ValueError naming the fields that exist."""
+    d = cfg.to_dict()
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"config override {item!r} is not KEY=VALUE, e.g. dynamics.context_noise=0.05")
+        *section, name = key.strip().split(".")
+        target = d
+        for part in section:
+            if not isinstance(target.get(part), dict):
+                sections = [k for k, v in d.items() if isinstance(v, dict)]
+                raise ValueError(f"config override {item!r}: no section {part!r}; sections: {sections}")
+            target = target[part]
+        if name not in target or isinstance(target[name], dict):
+            fields = [k for k, v in target.items() if not isinstance(v, dict)]
+            raise ValueError(f"config override {item!r}: unknown field {key!r}; fields here: {fields}")
+        target[name] = _parse_like(target[name], text.strip(), item)
+    return GenieConfig.from_dict(d)
+
+
+def _parse_like(current: Any, text: str, item: str) -> Any:
+    """`text` as a value of `current`'s type (bool, int, float, str, tuple/list of numbers, or None -> number)."""
+    try:
+        if isinstance(current, bool):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1")
+        if isinstance(current, (list, tuple)):
+            kind = type(current[0]) if current else float
+            return tuple(kind(v) for v in text.replace("(", "").replace(")", "").split(",") if v.strip())
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+        if current is None:
+            return None if text.lower() == "none" else float(text) if "." in text or "e" in text else int(text)
+        return text
+    except ValueError:
+        raise ValueError(f"config override {item!r}: {text!r} is not a valid {type(current).__name__}") from None
 
 
 def get_preset(name: str) -> GenieConfig:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `agents/` lives beside the package, not in it
-
-from agents.baselines import NOOP, RIGHT, RIGHT_UP, ConstantPolicy, RunRightPolicy  # noqa: E402
-from agents.bc import train_classifier  # noqa: E402
-from agents.collect import ExpertSet, load_expert_set, run_policy_episodes, save_expert_set  # noqa: E402
-from agents.evaluate import CategoricalTorchPolicy, evaluate_policy, mean_ci95  # noqa: E402
-from agents.latent_bc import (  # noqa: E402
+from agents.baselines import NOOP, RIGHT, RIGHT_UP, ConstantPolicy, RunRightPolicy
+from agents.bc import train_classifier
+from agents.collect import ExpertSet, load_expert_set, run_policy_episodes, save_expert_set
+from agents.evaluate import CategoricalTorchPolicy, evaluate_policy, mean_ci95
+from agents.latent_bc import (
     CodeActionTable,
     LatentBCPolicy,
     LearnedMapping,
@@ -25,8 +22,8 @@ from agents.latent_bc import (  # noqa: E402
     transitions,
     window_starts,
 )
-from agents.policies import ImpalaPolicy  # noqa: E402
-from genie_gym.errors import CheckpointError, ConfigError, DatasetError  # noqa: E402
+from agents.policies import ImpalaPolicy
+from genie_gym.errors import CheckpointError, ConfigError, DatasetError
 
 LEVELS = list(range(200_000, 200_008))
 
@@ -196,6 +193,7 @@ def test_bad_inputs(tiny_setup: dict, tmp_path: Path) -> None:
         ImpalaPolicy.load(tmp_path / "missing.pt")
 
 
+@pytest.mark.slow
 def test_procgen_sb3_vecenv_dones_and_tiny_ppo(tmp_path: Path) -> None:
     from stable_baselines3.common.vec_env import VecMonitor
 
@@ -250,6 +248,10 @@ def test_scripts_save_load_and_code_count_mismatch(tiny_setup: dict, tmp_path: P
     WorldModel(cfg).save(tmp_path / "wm6.pt")
     with pytest.raises(ConfigError, match="LAM has 6"):
         load_policy("latent", str(tmp_path / "table"), world_model=str(tmp_path / "wm6.pt"))
+    torch.manual_seed(123)  # a LAM of the same shape with other weights: its codes mean other things
+    WorldModel(get_preset("tiny")).save(tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="maps the codes of another LAM"):
+        load_policy("latent", str(tmp_path / "table"), world_model=str(tmp_path / "other.pt"))
 
 
 def test_ppo_expert_main_resumes_from_its_newest_checkpoint(tmp_path: Path) -> None:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
+@pytest.mark.slow
 def test_bc_benchmark_quick_writes_results(tmp_path: Path) -> None:
     import bc_coinrun
 
@@ -71,6 +70,7 @@ def test_latent_bc_labels_helpers() -> None:
     assert motion_labels(data).tolist() == [4, 4, 4]
 
 
+@pytest.mark.slow
 def test_latent_bc_labels_quick_writes_results(tmp_path: Path) -> None:
     import latent_bc_labels
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_episodes
 
 from genie_gym.data import shards as S
 from genie_gym.data.dataset import ClipDataset, EpisodeStore
@@ -168,44 +169,16 @@ def test_same_seed_same_frames_and_resume(coinrun: Path, tmp_path: Path):
 
 def write_synthetic(root: Path, lengths: dict[str, list[int]], chunk: int = 5) -> None:
     """Episodes whose pixels encode (episode id, frame index): the test knows exactly what each clip holds."""
-    entries, gid = [], 0
+    episodes, gid = {}, 0
     for split, lens in lengths.items():
-        eps = []
+        episodes[split] = []
         for L in lens:
             frames = np.zeros((L, 64, 64, 3), dtype=np.uint8)
             frames[:, :, :, 0] = gid
             frames[:, :, :, 1] = np.arange(L)[:, None, None]
-            eps.append(
-                S.EpisodeRecord(
-                    chunks=[frames[i : i + chunk].copy() for i in range(0, L, chunk)],
-                    chunk_frames=[min(chunk, L - i) for i in range(0, L, chunk)],
-                    actions=(np.arange(L) % 15).astype(np.int8),
-                    rewards=np.zeros(L, np.float32),
-                    dones=np.arange(L) == L - 1,
-                    level_seed=gid,
-                    truncated=False,
-                    solved=False,
-                )
-            )
+            episodes[split].append((frames, np.zeros(L, np.float32), False))
             gid += 1
-        entries.append(S.write_shard(root, S.shard_name(split, 0), eps) | {"split": split})
-    S.write_manifest(
-        root,
-        {
-            "format_version": S.FORMAT_VERSION,
-            "complete": True,
-            "shards": entries,
-            "game": "coinrun",
-            "mode": "hard",
-            "levels": "0:1",
-            "policy": "random",
-            "seed": 0,
-            "frames": sum(e["frames"] for e in entries),
-            "episodes": gid,
-            "num_actions": 15,
-            "action_names": [str(a) for a in range(15)],
-        },
-    )
+    write_episodes(root, episodes, chunk)
 
 
 @pytest.fixture()
@@ -267,6 +240,27 @@ def test_out_dir_with_other_settings(coinrun: Path):
     with pytest.raises(DatasetError, match=r"other settings \(seed: 0 there, 5 now\).*choose another --out"):
         record(tiny_args(coinrun, seed=5))
     assert shard_hashes(coinrun) == before  # nothing already written is lost
+
+
+def test_velocity_painted_recording_round_trips_and_never_mixes(coinrun: Path, tmp_path: Path):
+    """paint_vel_info=True: recorded in the manifest, the frames differ from plain ones only by the painted bar in
+    the top-left corner, and a plain recording into the same directory is refused (and vice versa)."""
+    painted = record(tiny_args(tmp_path / "painted", paint_vel_info=True))
+    manifest = S.load_manifest(painted)
+    assert manifest["settings"]["paint_vel_info"] is True and manifest["paint_vel_info"] is True
+    assert S.load_manifest(coinrun)["settings"]["paint_vel_info"] is False
+    a, b = EpisodeStore(painted, "train").frames(0), EpisodeStore(coinrun, "train").frames(0)
+    differ_HW = (a[:8] != b[:8]).any(axis=(0, 3))  # same levels, same actions: only the bar differs
+    assert differ_HW.any() and not differ_HW[16:, 16:].any()
+    with pytest.raises(DatasetError, match="paint_vel_info: True there, False now"):
+        record(tiny_args(painted))
+    old = json.loads(S.manifest_path(coinrun).read_text())  # a manifest from before the setting existed
+    del old["settings"]["paint_vel_info"]
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    S.manifest_path(legacy).write_text(json.dumps(old))
+    with pytest.raises(DatasetError, match="paint_vel_info: False there, True now"):
+        record(tiny_args(legacy, paint_vel_info=True))
 
 
 def test_missing_truncated_corrupt_shards(synthetic: Path):

@@ -111,6 +111,20 @@ def test_truncation_and_reward_fn(ckpt):
         bad.step(0)
 
 
+
+
+def test_registered_time_limit_follows_gymnasium_semantics(ckpt):
+    """spec.max_episode_steps is the truth: 1000 by default, gym.make(..., max_episode_steps=N) changes where a
+    made env truncates, make_vec hands the same limit to the vector env, and a bare GenieEnv never truncates."""
+    assert gym.spec("Genie-v0").max_episode_steps == 1000
+    e = gym.make("Genie-v0", checkpoint=ckpt, prompt_levels=LEVELS, max_episode_steps=2)
+    assert e.spec.max_episode_steps == 2
+    e.reset(seed=0)
+    assert [e.step(0)[3] for _ in range(2)] == [False, True]
+    venv = gym.make_vec("Genie-v0", num_envs=2, checkpoint=ckpt, prompt_levels=LEVELS)
+    assert venv.worlds.max_episode_steps == 1000
+    bare = GenieEnv(checkpoint=ckpt, prompt_levels=LEVELS)
+    assert bare.max_episode_steps is None
 # --- prompts --------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["rgb", "rgba", "gray", "gray1", "pil_rgba", "pil_palette", "path_jpg", "big"])
 def test_prompt_conversions(env, tmp_path, kind):
@@ -216,6 +230,8 @@ def test_bad_make_arguments(ckpt, tmp_path, monkeypatch):
             GenieEnv(checkpoint=ckpt, **kwargs)
     with pytest.raises(gym.error.UnsupportedMode):
         GenieEnv(checkpoint=ckpt, render_mode="ansi")
+    with pytest.raises(ConfigError, match=r"unknown make-time argument\(s\) \['maskgit_step'\].*'maskgit_steps'"):
+        gym.make_vec("Genie-v0", num_envs=2, checkpoint=ckpt, maskgit_step=4)  # a typo names the real fields
 
 
 def test_keys_to_action_and_gymnasium_play_format(env):

@@ -5,10 +5,8 @@ from __future__ import annotations
 import imageio.v2 as imageio
 import numpy as np
 import pytest
-import torch
 
 from genie_gym.cli import main as cli_main
-from genie_gym.config import get_preset
 from genie_gym.envs.genie_env import GenieEnv
 from genie_gym.envs.play import action_strip, parse_actions, play_headless, play_interactive, write_video
 from genie_gym.envs.prompts import load_prompt, sketch_path
@@ -16,11 +14,8 @@ from genie_gym.models.world_model import WorldModel
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("wm") / "tiny.pt"
-    WorldModel(get_preset("tiny")).save(path, {})
-    return str(path)
+def ckpt(tiny_model_file) -> str:
+    return str(tiny_model_file)
 
 
 @pytest.mark.parametrize("suffix", [".gif", ".mp4"])
@@ -43,6 +38,19 @@ def test_cli_headless(ckpt, tmp_path, capsys):
               str(out)])
     assert "frames/s" in capsys.readouterr().out
     assert len(imageio.mimread(out)) == 4
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--actions", "9"], r"--actions must be in \[0, 8\)"),
+    (["--actions", "7,x"], "comma-separated integers"),
+    (["--actions", "1", "--record", "x.avi"], ".mp4 or .gif"),
+])
+def test_play_cli_errors_are_one_line_before_any_frame(ckpt, capsys, argv, message):
+    with pytest.raises(SystemExit):
+        cli_main(["play", "--checkpoint", ckpt, "--headless", *argv])
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("genie-gym play: error:")
+    assert __import__("re").search(message, err), err
 
 
 def test_bad_play_input():

@@ -5,27 +5,21 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 from gymnasium.vector import AutoresetMode
 
 import genie_gym  # noqa: F401  (registers Genie-v0)
-from genie_gym.config import get_preset
 from genie_gym.envs.genie_env import GenieEnv
 from genie_gym.envs.sb3 import GenieSB3VecEnv
 from genie_gym.envs.vector_env import GenieVectorEnv
 from genie_gym.errors import ConfigError
-from genie_gym.models.world_model import WorldModel
 
 LEVELS = (0, 5)
 N = 3
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("wm") / "tiny.pt"
-    WorldModel(get_preset("tiny")).save(path, {})
-    return str(path)
+def ckpt(tiny_model_file) -> str:
+    return str(tiny_model_file)
 
 
 def _single_env_rollout(ckpt: str, seed: int, actions: np.ndarray, max_steps: int) -> list[np.ndarray]:

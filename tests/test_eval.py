@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genie_gym.config import get_preset
 from genie_gym.errors import CheckpointError, DatasetError
 from genie_gym.evaluation.evaluate import Args, evaluate
-from genie_gym.models.world_model import WorldModel
 
 KEYS = {
     "still_psnr_mean",
@@ -38,27 +36,9 @@ KEYS = {
 }
 
 
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from genie_gym.data import recorder
-
-    root = tmp_path_factory.getbasetemp() / "tiny_data"  # shared with test_training.py: recorded once
-    return recorder.record(
-        recorder.Args(
-            frames=3000, max_steps=200, num_envs=16, out=root, val_frac=0.15, test_frac=0.2, progress=False
-        )
-    )
-
-
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained tiny world model: eval's plumbing does not depend on training quality."""
-    import torch
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("wm") / "world_model.pt"
-    WorldModel(get_preset("tiny")).save(path, {"steps": {"tokenizer": 0, "dynamics": 0}})
-    return path
+def model_file(tiny_model_file) -> Path:
+    return tiny_model_file
 
 
 def test_eval_writes_json_and_pictures(tiny_data: Path, model_file: Path, tmp_path: Path):

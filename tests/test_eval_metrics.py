@@ -21,6 +21,40 @@ def test_psnr_known_value():
     assert math.isclose(float(psnr(x, y)), 20.0, abs_tol=1e-4)
 
 
+def _reference_ssim(x, y, window: int = 11, sigma: float = 1.5) -> float:
+    """Wang et al. (2004), written out: at every valid window position and channel, Gaussian-weighted means,
+    variances and covariance, the SSIM formula (K1 = 0.01, K2 = 0.03, L = 1), then the mean; float64 loops."""
+    import numpy as np
+
+    ax = np.arange(window) - (window - 1) / 2
+    g = np.exp(-(ax**2) / (2 * sigma**2))
+    w = np.outer(g, g) / np.outer(g, g).sum()
+    c1, c2 = 0.01**2, 0.03**2
+    H, W, C = x.shape
+    vals = []
+    for c in range(C):
+        for i in range(H - window + 1):
+            for j in range(W - window + 1):
+                a, b = x[i:i + window, j:j + window, c], y[i:i + window, j:j + window, c]
+                ma, mb = (w * a).sum(), (w * b).sum()
+                va, vb = (w * (a - ma) ** 2).sum(), (w * (b - mb) ** 2).sum()
+                cov = (w * (a - ma) * (b - mb)).sum()
+                vals.append((2 * ma * mb + c1) * (2 * cov + c2) / ((ma**2 + mb**2 + c1) * (va + vb + c2)))
+    return float(np.mean(vals))
+
+
+def test_ssim_matches_the_written_out_reference_on_fixed_images():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.random((20, 18, 3))
+    y = np.clip(x + 0.2 * rng.standard_normal(x.shape), 0, 1)
+    gradient = np.broadcast_to(np.linspace(0, 1, 18)[None, :, None], (20, 18, 3))
+    for a, b in ((x, y), (x, gradient), (gradient, gradient[::-1])):
+        ours = float(ssim(torch.tensor(a.copy()), torch.tensor(b.copy())))
+        assert abs(ours - _reference_ssim(a, b)) < 1e-5, (ours, _reference_ssim(a, b))
+
+
 def test_ssim_identical_is_one_and_noise_is_lower():
     g = torch.Generator().manual_seed(1)
     x = torch.rand(4, 32, 32, 3, generator=g)
@@ -79,3 +113,20 @@ def test_gradient_energy_and_still_image_baseline_on_hand_built_clips():
     assert torch.all(still_image_baseline(still) == 100.0)
     p = still_image_baseline(moving)
     assert p.shape == (1, 3) and float(p.max()) < 20.0
+
+
+def test_latent_actions_are_named_by_what_their_transitions_did():
+    """Hand-built (codes, 15 Procgen actions) counts: Procgen 7 = RIGHT, 8 = RIGHT+UP, 1 = LEFT, 5 = UP, 4 = NOOP."""
+    import numpy as np
+
+    from genie_gym.data.games import movement_counts, name_actions
+
+    table = np.zeros((6, 15), dtype=int)
+    table[0, 7], table[0, 1] = 70, 30  # 70% right: "right"
+    table[1, 1], table[1, 2] = 50, 50  # LEFT and LEFT+UP: all left, half jumping: "left"
+    table[2, 8], table[2, 5] = 60, 30  # RIGHT+UP and UP: 100% jump, 67% right: "right+jump"
+    table[3, 4], table[3, 7] = 50, 50  # no direction wins: "a3"
+    table[4, 5] = 10  # UP alone: still and jumping: "still+jump"
+    counts = movement_counts(table)
+    assert counts.shape == (6, 6) and counts.sum() == table.sum()
+    assert name_actions(counts) == ["right", "left", "right+jump", "a3", "still+jump", "unused"]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import record_tiny
 
 from genie_gym.errors import CheckpointError, ConfigError, DatasetError
 from genie_gym.training.checkpoint import CHECKPOINT_FORMAT_VERSION, checkpoint_bytes, load_checkpoint
@@ -19,28 +20,6 @@ from genie_gym.training.trainer import NonFiniteLossError, Trainer, train
 from genie_gym.utils.io import atomic_write_bytes, sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def record_tiny(root: Path, frames: int = 3000, max_steps: int = 200) -> Path:
-    """A few thousand CoinRun frames; recording into the same directory again returns at once."""
-    from genie_gym.data import recorder
-
-    return recorder.record(
-        recorder.Args(
-            frames=frames,
-            max_steps=max_steps,
-            num_envs=16,
-            out=root,
-            val_frac=0.15,
-            test_frac=0.2,
-            progress=False,
-        )
-    )
-
-
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return record_tiny(tmp_path_factory.getbasetemp() / "tiny_data")
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +71,7 @@ def test_checkpoint_round_trip(tiny_data: Path, tmp_path: Path):
 
     resumed = Trainer(targs(tiny_data, tmp_path, steps=4, resume=True))
     assert resumed.step == 3 and resumed.stream.state_dict() == trainer.stream.state_dict()
-    assert resumed.scheduler.get_lr() == trainer.scheduler.get_lr()
+    assert resumed.scheduler.get_last_lr() == trainer.scheduler.get_last_lr()
     for p, q in zip(resumed.model.parameters(), trainer.model.parameters(), strict=True):
         assert torch.equal(p, q)
     for s, t in zip(resumed.optimizer.state.values(), trainer.optimizer.state.values(), strict=True):
@@ -151,6 +130,7 @@ def test_lam_continuous_warmup_switches_to_kmeans_codes_and_resumes_exactly(
     assert first + rest == full
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_on_cpu(tiny_data: Path, tokenizer_run: Path, tmp_path: Path):
     """Phase dynamics (LAM VQ resets broadcast from rank 0, world-model export) under torchrun with gloo."""
     out, phase = tmp_path / "ddp", "dynamics"
@@ -233,6 +213,26 @@ def test_bad_arguments_are_clear_errors(tiny_data: Path, tmp_path: Path):
         Trainer(targs(short, tmp_path))
 
 
+def test_config_overrides_from_the_command_line(tiny_data: Path, tokenizer_run: Path, tmp_path: Path):
+    """--set SECTION.FIELD=VALUE changes the preset's config (an ablation needs no code), is recorded in the
+    checkpoint, must be repeated to resume, and a typo names the fields that exist."""
+    from genie_gym.cli import main as cli_main
+
+    over = ("dynamics.context_noise=0.0", "dynamics.mask_rate_min=0.5", "lam.num_actions=6")
+    tok = tokenizer_run / "tokenizer" / "last.pt"
+    run = Trainer(targs(tiny_data, tmp_path, "dynamics", steps=2, set=over, tokenizer_ckpt=tok))
+    assert (run.cfg.dynamics.context_noise, run.cfg.dynamics.mask_rate_min, run.cfg.lam.num_actions) == (0.0, 0.5, 6)
+    run.run()
+    assert load_checkpoint(tmp_path / "dynamics" / "last.pt")["config"]["lam"]["num_actions"] == 6
+    with pytest.raises(CheckpointError, match="lam.num_actions: 6 != 8"):
+        Trainer(targs(tiny_data, tmp_path, "dynamics", steps=3, resume=True, tokenizer_ckpt=tok))
+    with pytest.raises(ConfigError, match=r"unknown field 'dynamics.context_nois'.*'context_noise'.*\(--set\)"):
+        Trainer(targs(tiny_data, tmp_path, set=("dynamics.context_nois=0.1",)))
+    with pytest.raises(SystemExit):  # the CLI: one line, no traceback
+        cli_main(["train", "--data", str(tiny_data), "--out", str(tmp_path), "--set", "lam.num_actions=many"])
+
+
+@pytest.mark.slow
 def test_tiny_pipeline_end_to_end_and_resumable(tiny_data: Path, tmp_path: Path):
     from genie_gym.training.pipeline import Args as PArgs
     from genie_gym.training.pipeline import run_pipeline
@@ -259,11 +259,15 @@ def test_tiny_pipeline_end_to_end_and_resumable(tiny_data: Path, tmp_path: Path)
     ):
         assert (run / f).is_file(), f
     assert len(result["eval"]["rollout_psnr"]) == 10
+    from genie_gym.models.world_model import WorldModel
+
+    named = WorldModel.load(run / "world_model.pt").metadata["action_meanings"]  # eval named the latent actions
+    assert named == result["eval"]["lam_action_meanings"] and len(named) == 8
     mtimes = {
         f: (run / f).stat().st_mtime_ns for f in ("world_model.pt", "eval/eval.json", "tokenizer/last.pt")
     }
     first_s = json.loads((run / "pipeline.json").read_text())["timings_s"]
-    assert set(first_s) == {"data_s", "tokenizer_s", "dynamics_s", "eval_s"} and first_s["tokenizer_s"] > 0
+    assert set(first_s) == {"data_s", "tokenizer_s", "dynamics_s", "heads_s", "eval_s"} and first_s["tokenizer_s"] > 0
     again = run_pipeline(args)  # every stage is complete: nothing is retrained or rewritten
     assert {f: (run / f).stat().st_mtime_ns for f in mtimes} == mtimes
     assert again["eval"] == result["eval"]
@@ -310,18 +314,17 @@ def test_freeze_lam_trains_only_the_dynamics(tiny_data: Path, tokenizer_run: Pat
         Trainer(targs(tiny_data, tmp_path / "c", "dynamics", steps=3, tokenizer_ckpt=tok, freeze_lam=True))
 
 
+@pytest.mark.slow
 def test_small_from_scratch_benchmark_quick(tiny_data: Path, tmp_path: Path):
     """benchmarks/small_from_scratch.py --quick: pipeline, timing, scoring and the comparison table, at tiny sizes."""
-    import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import small_from_scratch as bench
 
     res = bench.main(bench.Args(run=tmp_path / "run", data=tiny_data, out=tmp_path / "out", quick=True))
     saved = json.loads((tmp_path / "out" / "small_from_scratch.json").read_text())
     assert saved["metrics"] == res["metrics"] and set(res["metrics"]) == set(bench.METRICS)
     assert all(r["reached"] == (r["from_scratch"] >= r["shipped"]) for r in res["metrics"].values())
-    assert set(res["timings_s"]) == {"data_s", "tokenizer_s", "dynamics_s", "eval_s"}
+    assert set(res["timings_s"]) == {"data_s", "tokenizer_s", "dynamics_s", "heads_s", "eval_s"}
     assert 0 < res["training_s"] <= res["total_s"] and res["within_budget"]
     assert (tmp_path / "run" / "quality" / "world_model_quality.json").is_file()
     md = (tmp_path / "out" / "small_from_scratch.md").read_text()

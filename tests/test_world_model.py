@@ -40,7 +40,7 @@ def test_a_v02_file_still_loads_as_the_patch_vq_design(tmp_path):
     """v0.2 files have no stem/quantizer/groups/loss keys: they load as what they are (linear patches, VQ)."""
     import dataclasses
 
-    from genie_gym.config import GenieConfig
+    from genie_gym.config import LEGACY_LAM_FIELDS, GenieConfig
 
     cfg = get_preset("tiny")
     cfg.tokenizer = dataclasses.replace(cfg.tokenizer, stem="patch", quantizer="vq", groups=1, code_dim=16,
@@ -54,6 +54,7 @@ def test_a_v02_file_still_loads_as_the_patch_vq_design(tmp_path):
         del old["tokenizer"][key]
     for key in ("per_frame_mask", "context_noise"):
         del old["dynamics"][key]
+    old["lam"].update(LEGACY_LAM_FIELDS)  # up to v1.0 LAMConfig carried the ablation's switches
     assert GenieConfig.from_dict(old) == cfg
     path = tmp_path / "v02.pt"
     model.save(path)
@@ -70,6 +71,16 @@ def test_a_v02_file_still_loads_as_the_patch_vq_design(tmp_path):
     assert loaded.config.tokenizer.stem == "patch" and loaded.config.tokenizer.quantizer == "vq"
     frames = torch.rand(1, 2, 64, 64, 3)
     assert torch.equal(loaded.tokenizer.encode(frames), model.eval().tokenizer.encode(frames))
+
+
+@pytest.mark.parametrize("legacy", [{"latent_pool": "mean"}, {"decoder_history": True}, {"decoder_kernel": 0}])
+def test_a_file_whose_lam_is_an_ablation_variant_is_a_clear_error(legacy):
+    from genie_gym.config import GenieConfig
+
+    old = get_preset("tiny").to_dict()
+    old["lam"].update(legacy)
+    with pytest.raises(ValueError, match="ablation variant.*retrain it with the current design"):
+        GenieConfig.from_dict(old)
 
 
 def test_save_load_roundtrip_keeps_weights_config_metadata(tiny, tmp_path):
@@ -246,3 +257,47 @@ def test_bfloat16_precision_runs_deterministically_and_bad_precision_is_an_error
     assert a.dtype == np.uint8 and a.shape[-3:] == (64, 64, 3) and np.array_equal(a, b)
     with pytest.raises(ConfigError, match="precision"):
         Simulator(tiny, 1, precision="fp8")
+
+
+def test_compiled_simulator_gives_the_eager_frames(tiny, prompts):
+    """torch.compile of the per-frame calls: float32 frames equal to eager's with the same seeds (or, where this
+    machine cannot compile, a warning and the eager path: the same frames either way)."""
+    import warnings
+
+    actions = np.array([[1, 2, 0], [3, 4, 5], [5, 6, 7]])
+    eager = _rollout(Simulator(tiny, 3, temperature=1.0), prompts, [1, 2, 3], actions)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        compiled = _rollout(Simulator(tiny, 3, temperature=1.0, compile=True), prompts, [1, 2, 3], actions)
+    assert_same_frames(compiled, eager)
+    with pytest.raises(ConfigError, match="compile"):
+        Simulator(tiny, 1, compile="yes")
+
+
+def test_compile_failure_warns_once_and_runs_eager(tiny, prompts, monkeypatch):
+    def broken_compile(fn, **kwargs):
+        def run(*args, **kw):
+            raise RuntimeError("no C++ compiler found")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    actions = np.array([[1, 2, 3], [4, 5, 6]])
+    eager = _rollout(Simulator(tiny, 3), prompts, [1, 2, 3], actions)
+    with pytest.warns(RuntimeWarning, match="torch.compile of the dynamics step failed.*no C\\+\\+ compiler"):
+        fallback = _rollout(Simulator(tiny, 3, compile=True), prompts, [1, 2, 3], actions)
+    np.testing.assert_array_equal(fallback, eager)
+
+
+def test_coinrun_preset_builds_at_the_papers_sizes_on_the_meta_device():
+    """The paper's case-study sizes (docs/paper.md section 1) construct and run shapes without allocating memory."""
+    cfg = get_preset("coinrun")
+    with torch.device("meta"):
+        wm = WorldModel(cfg)
+        logits = wm.dynamics(torch.zeros(1, 16, 256, dtype=torch.long), torch.zeros(1, 15, dtype=torch.long))
+    assert all(p.is_meta for p in wm.parameters())
+    t, d = cfg.tokenizer, cfg.dynamics
+    assert (t.patch_size, t.codebook_size, t.code_dim, t.num_layers, t.d_model) == (4, 1024, 32, 8, 512)
+    assert (d.num_layers, d.d_model, cfg.seq_len, cfg.sampling.maskgit_steps) == (12, 512, 16, 25)
+    assert logits.shape == (1, 16, 256, 1024)  # (64 / 4)^2 tokens per frame, 1024 codes
+    millions = {n: sum(p.numel() for p in getattr(wm, n).parameters()) / 1e6 for n in ("tokenizer", "dynamics")}
+    assert 60 < millions["tokenizer"] < 75 and 45 < millions["dynamics"] < 60, millions

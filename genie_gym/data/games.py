@@ -49,6 +49,36 @@ def movement_class(actions: np.ndarray) -> np.ndarray:
     return MOVEMENT_OF_ACTION[np.asarray(actions, dtype=np.int64)]
 
 
+def movement_counts(code_by_action_AK: np.ndarray) -> np.ndarray:
+    """(codes, 15 Procgen actions) transition counts -> (codes, 6 movement classes) counts."""
+    table_AK = np.asarray(code_by_action_AK, dtype=np.int64)
+    counts_AM = np.zeros((table_AK.shape[0], len(MOVEMENT_NAMES)), dtype=np.int64)
+    for k in range(table_AK.shape[1]):
+        counts_AM[:, MOVEMENT_OF_ACTION[k]] += table_AK[:, k]
+    return counts_AM
+
+
+def name_actions(counts_AM: np.ndarray, move_share: float = 0.6, jump_share: float = 0.8) -> list[str]:
+    """A name per latent action from what its transitions did (`movement_counts` of held-out data): "left" /
+    "right" / "still" when at least `move_share` of them moved that way horizontally, "+jump" (or "jump") when at
+    least `jump_share` pressed UP; "a<i>" when neither, "unused" without transitions. Genie-v0's arrow keys go to
+    the actions named left, right and jump."""
+    counts_AM = np.asarray(counts_AM, dtype=np.float64)
+    names = []
+    for a, row in enumerate(counts_AM):
+        n = row.sum()
+        if n == 0:
+            names.append("unused")
+            continue
+        horizontal = {"left": row[0] + row[1], "still": row[2] + row[3], "right": row[4] + row[5]}
+        way = max(horizontal, key=horizontal.get)
+        parts = [way] if horizontal[way] >= move_share * n else []
+        if row[1::2].sum() >= jump_share * n:
+            parts.append("jump")
+        names.append("+".join(parts) if parts else f"a{a}")
+    return names
+
+
 def check_game(game: str) -> str:
     """Return the canonical game name or raise a DatasetError listing the valid ones."""
     name = game.strip().lower()

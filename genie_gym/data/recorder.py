@@ -57,7 +57,9 @@ _SETTING_KEYS = (
     "val_frac",
     "test_frac",
     "split_seed",
+    "paint_vel_info",
 )
+_SETTING_DEFAULTS = {"paint_vel_info": False}  # settings added later: what datasets recorded before them used
 _LIST_LEVELS_UP_TO = 100_000  # manifests list every level seed of each split for ranges up to this size
 
 
@@ -101,6 +103,9 @@ class Args:
     """Fraction of level seeds in the test split."""
     split_seed: int = 0
     """Seed of the level-to-split hash (keep it fixed so held-out levels agree across datasets)."""
+    paint_vel_info: bool = False
+    """Procgen's velocity bar painted into the top-left corner of each frame (the agent's velocity is then visible in
+    one frame); recorded in the manifest, and a dataset never mixes painted and plain frames."""
     progress: bool = True
     """Show a progress bar with frames/s."""
 
@@ -162,6 +167,7 @@ def check_args(args: Args) -> dict[str, Any]:
         "val_frac": float(args.val_frac),
         "test_frac": float(args.test_frac),
         "split_seed": args.split_seed,
+        "paint_vel_info": bool(args.paint_vel_info),
     }
 
 
@@ -206,7 +212,7 @@ def _check_out_dir(root: Path, settings: dict[str, Any]) -> dict[str, Any] | Non
             )
         return None
     old = S.load_manifest(root)
-    old_settings = old.get("settings", {})
+    old_settings = {**_SETTING_DEFAULTS, **old.get("settings", {})}
     diffs = [
         f"{k}: {old_settings.get(k)!r} there, {settings[k]!r} now"
         for k in _SETTING_KEYS
@@ -328,6 +334,7 @@ class _Recorder:
             num_levels=stop - start,
             rand_seed=st["seed"],
             num_threads=a.num_threads,
+            paint_vel_info=bool(st.get("paint_vel_info", False)),
         )
         num_actions = int(env.ac_space.eltype.n)
         rng = np.random.default_rng(st["seed"])
@@ -498,6 +505,7 @@ def record(args: Args, stop_after_shards: int | None = None) -> Path:
         "levels": f"{settings['levels'][0]}:{settings['levels'][1]}",
         "policy": settings["policy"],
         "seed": settings["seed"],
+        "paint_vel_info": settings["paint_vel_info"],
         "frames": 0,
         "episodes": 0,
         "frame_shape": list(S.FRAME_SHAPE),

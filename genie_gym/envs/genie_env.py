@@ -8,22 +8,24 @@
 Each step generates the next frame with MaskGIT (`maskgit_steps` passes of the dynamics model over the sliding
 context of `context_frames` frames) and decodes it with the tokenizer. `reset` returns the prompt frame itself
 (converted to 64x64 RGB, see `genie_gym.envs.prompts`), not its tokenizer reconstruction. The world never ends
-by itself: `terminated` is always False and `truncated` becomes True after `max_episode_steps` steps. The reward is
-`reward_fn(obs, action, next_obs)` (0.0 without one). Same seed and same actions give the same frames.
-
-Note: `gym.make` consumes a `max_episode_steps=` argument itself and adds a `TimeLimit` wrapper with it (the same
-effect); the env's own default limit of 1000 steps applies in any case.
+by itself unless the model has reward / episode-end heads (`genie-gym train --phase heads`): then `reward` and
+`terminated` are the heads' thresholded predictions for the generated frame (deterministic: the same frames give the
+same rewards), `info` holds their probabilities (`terminal_prob`, `reward_prob`), and `reward_fn` still replaces the
+reward. Without heads `terminated` is always False. Time limits truncate, as in gymnasium's own environments:
+`gym.make("Genie-v0")` wraps the env in `TimeLimit(1000)` (the registered `spec.max_episode_steps`;
+`gym.make(..., max_episode_steps=N)` changes it), while a `GenieEnv(...)` built directly truncates only when given
+`max_episode_steps`. The reward is `reward_fn(obs, action, next_obs)` (0.0 without one). Same seed and same actions
+give the same frames.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from genie_gym.envs.worlds import InvalidActionError, RewardFn, WorldBatch
+from genie_gym.envs.worlds import InvalidActionError, WorldBatch, WorldSettings
 from genie_gym.models.world_model import WorldModel
 
 # Keyboard layout for `get_keys_to_action` / `genie-gym play`: keys 1..8 always select latent actions 0..7; the
@@ -65,37 +67,22 @@ def key_legend(action_meanings: list[str]) -> list[str]:
 class GenieEnv(gym.Env[np.ndarray, np.int64]):
     """One generated world. See the module docstring; make-time arguments below.
 
-    Args:
-        checkpoint: world-model file (default: the model shipped in `genie_gym/assets/`), or a loaded `WorldModel`.
-        maskgit_steps / temperature / context_frames: sampling settings (default: the model config's
-            `SamplingConfig`; Genie: 25 steps, temperature 1.0, 16 frames).
-        device: "cpu", "cuda" or "auto".
-        precision: "float32" (default) or "bfloat16" (autocast; faster matmuls, frames differ slightly).
-        render_mode: None, "rgb_array" (`render()` returns the frame) or "human" (a pygame window).
-        render_scale: integer upscaling of rendered frames, nearest-neighbour (observations stay 64x64).
-        reward_fn: `reward_fn(obs, action, next_obs) -> float`; default: reward 0.0.
-        max_episode_steps: truncate after this many steps (None: never).
-        prompt_game / prompt_levels / prompt_mode: where default prompts come from: the start frame of Procgen
-            `prompt_game`, level drawn uniformly from `range(*prompt_levels)` by the reset seed, distribution mode
-            `prompt_mode` ("hard" as in the paper's CoinRun data).
+    Make-time arguments: `render_mode` (None, "rgb_array": `render()` returns the frame, or "human": a pygame
+    window), `render_scale` (integer upscaling of rendered frames, nearest-neighbour; observations stay 64x64), and
+    every field of `genie_gym.envs.worlds.WorldSettings` (checkpoint, maskgit_steps, temperature, context_frames,
+    device, reward_fn, max_episode_steps, prompt_game, prompt_levels, prompt_mode, use_cache, precision). A
+    `GenieEnv` built directly never truncates unless given `max_episode_steps`; `gym.make` adds TimeLimit(1000).
     """
 
     metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 10}
 
-    def __init__(self, checkpoint: str | os.PathLike | WorldModel | None = None, maskgit_steps: int | None = None,
-                 temperature: float | None = None, context_frames: int | None = None, device: str = "cpu",
-                 render_mode: str | None = None, render_scale: int = 8, reward_fn: RewardFn | None = None,
-                 max_episode_steps: int | None = 1000, prompt_game: str = "coinrun",
-                 prompt_levels: tuple[int, int] = (0, 10_000), prompt_mode: str = "hard", use_cache: bool = True,
-                 precision: str = "float32"):
+    def __init__(self, *, render_mode: str | None = None, render_scale: int = 8, **settings: Any):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise gym.error.UnsupportedMode(f"render_mode={render_mode!r} is not supported; use one of "
                                             f"{self.metadata['render_modes']} or None")
         if isinstance(render_scale, bool) or not isinstance(render_scale, (int, np.integer)) or render_scale < 1:
             raise ValueError(f"render_scale must be a positive int, got {render_scale!r}")
-        self.worlds = WorldBatch(1, checkpoint, maskgit_steps, temperature, context_frames, device, reward_fn,
-                                 max_episode_steps, prompt_game, prompt_levels, prompt_mode, use_cache,
-                                 precision)
+        self.worlds = WorldBatch(1, WorldSettings.from_kwargs({"max_episode_steps": None, **settings}))
         self.render_mode = render_mode
         self.render_scale = int(render_scale)
         self.observation_space = self.worlds.single_observation_space()
@@ -136,10 +123,11 @@ class GenieEnv(gym.Env[np.ndarray, np.int64]):
             raise InvalidActionError(f"GenieEnv takes one action (an int in [0, {self.action_space.n})), got "
                                      f"shape {arr.shape}; for batches use gym.make_vec('Genie-v0', num_envs=N)")
         actions_B = self.worlds.check_actions(arr.reshape(1))
-        obs_BHWC, rewards_B, truncated_B = self.worlds.step(actions_B)
+        obs_BHWC, rewards_B, terminated_B, truncated_B, probs_B2 = self.worlds.step(actions_B)
         if self.render_mode == "human":
             self.render()
-        return obs_BHWC[0], float(rewards_B[0]), False, bool(truncated_B[0]), {}
+        return (obs_BHWC[0], float(rewards_B[0]), bool(terminated_B[0]), bool(truncated_B[0]),
+                self.worlds.event_info(probs_B2, 0))
 
     # --- rendering ----------------------------------------------------------------------------------------------
     def _scaled_frame(self) -> np.ndarray:
@@ -165,8 +153,7 @@ class GenieEnv(gym.Env[np.ndarray, np.int64]):
             raise gym.error.DependencyNotInstalled("render_mode='human' needs pygame: pip install pygame") from e
         frame = self._scaled_frame()
         if self._window is None:
-            pygame.init()
-            pygame.display.init()
+            pygame.display.init()  # the window only: no audio init
             pygame.display.set_caption("Genie-v0")
             self._window = pygame.display.set_mode((frame.shape[1], frame.shape[0]))
             self._clock = pygame.time.Clock()

@@ -25,6 +25,7 @@ import numpy as np
 
 from genie_gym.envs.genie_env import GenieEnv, key_legend, keys_to_action
 from genie_gym.envs.prompts import PromptLike, load_prompt, sketch_path
+from genie_gym.errors import ConfigError
 from genie_gym.models.simulator import Simulator
 from genie_gym.models.world_model import WorldModel
 
@@ -69,14 +70,20 @@ def upscale(frame_HWC: np.ndarray, scale: int) -> np.ndarray:
     return frame_HWC if scale == 1 else np.repeat(np.repeat(frame_HWC, scale, axis=0), scale, axis=1)
 
 
+def check_video_path(path: str | Path) -> Path:
+    """A .mp4 or .gif path, checked before any frame is generated."""
+    path = Path(path)
+    if path.suffix.lower() not in (".mp4", ".gif"):
+        raise ConfigError(f"cannot record to {str(path)!r}: use a .mp4 or .gif file name")
+    return path
+
+
 def write_video(frames: Sequence[np.ndarray], path: str | Path, fps: int = 10, scale: int = 4) -> Path:
     """Write uint8 HxWx3 frames to .mp4 (H.264 via imageio-ffmpeg) or .gif (Pillow); returns the path."""
     import imageio.v2 as imageio
 
-    path = Path(path)
+    path = check_video_path(path)
     suffix = path.suffix.lower()
-    if suffix not in (".mp4", ".gif"):
-        raise ValueError(f"cannot record to {str(path)!r}: use a .mp4 or .gif file name")
     if len(frames) == 0:
         raise ValueError("no frames to write")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,11 +118,11 @@ def parse_actions(text: str, num_actions: int = 8) -> list[int]:
     """'7,7,3' -> [7, 7, 3], each checked to be in [0, num_actions)."""
     try:
         actions = [int(a) for a in text.replace(" ", "").split(",") if a != ""]
-    except ValueError as e:
-        raise ValueError(f"--actions must be comma-separated integers like 7,7,3, got {text!r}") from e
+    except ValueError:
+        raise ConfigError(f"--actions must be comma-separated integers like 7,7,3, got {text!r}") from None
     bad = [a for a in actions if not 0 <= a < num_actions]
     if bad:
-        raise ValueError(f"--actions must be in [0, {num_actions}) (latent actions), got {bad}")
+        raise ConfigError(f"--actions must be in [0, {num_actions}) (latent actions), got {bad}")
     return actions
 
 
@@ -196,7 +203,8 @@ def play_interactive(env: GenieEnv, options: dict[str, Any] | None, seed: int | 
     """A pygame window with the world on the left and the key legend on the right. Returns the recorded frames."""
     import pygame
 
-    pygame.init()
+    pygame.display.init()  # only what the window uses: no audio (a screen of ALSA errors without a sound card)
+    pygame.font.init()
     font = pygame.font.Font(None, 20)
     meanings = env.get_action_meanings()
     mapping = keys_to_action(meanings)
@@ -272,6 +280,10 @@ def resolve_options(args: Args) -> dict[str, Any] | None:
 
 def main(args: Args) -> None:
     options = resolve_options(args)
+    if args.record is not None:
+        check_video_path(args.record)  # bad input fails before the model loads and frames are generated
+    if args.headless and args.actions:
+        parse_actions(args.actions, num_actions=2**31)  # the syntax now; the range once the model is loaded
     env = GenieEnv(checkpoint=args.checkpoint, maskgit_steps=args.maskgit_steps, temperature=args.temperature,
                    context_frames=args.context_frames, device=args.device, max_episode_steps=None)
     if args.headless:

@@ -6,15 +6,14 @@
     PPO("CnnPolicy", venv).learn(10_000)       # SB3 adds VecTransposeImage for the HWC uint8 frames itself
 
 SB3 semantics: `step_wait` resets a finished world at once (same step) and returns its new start frame; the last
-frame of the finished episode is in `infos[i]["terminal_observation"]`, and `infos[i]["TimeLimit.truncated"]` is
-True because Genie worlds only end by truncation (`max_episode_steps`). `seed(s)` seeds world i with s + i at the
-next `reset()`, exactly as `GenieEnv.reset(seed=s + i)` would; `set_options({"prompt": ...})` likewise.
-All N worlds share one `Simulator`: one batched model call per MaskGIT step.
+frame of the finished episode is in `infos[i]["terminal_observation"]`; `infos[i]["TimeLimit.truncated"]` is True
+when the episode was cut by `max_episode_steps` rather than ended by the model's episode-end head. `seed(s)` seeds
+world i with s + i at the next `reset()`, exactly as `GenieEnv.reset(seed=s + i)` would; `set_options({"prompt":
+...})` likewise. All N worlds share one `Simulator`: one batched model call per MaskGIT step.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,8 +24,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from genie_gym.envs.genie_env import GenieEnv, keys_to_action
-from genie_gym.envs.worlds import RewardFn, WorldBatch
-from genie_gym.models.world_model import WorldModel
+from genie_gym.envs.worlds import WorldBatch, WorldSettings
 
 # Attributes `get_attr` / `set_attr` understand. They are shared by all worlds, so `set_attr` sets them for all.
 _READABLE = ("render_mode", "max_episode_steps", "reward_fn", "observation_space", "action_space", "metadata",
@@ -38,19 +36,12 @@ _WRITABLE = ("reward_fn", "max_episode_steps", "temperature", "maskgit_steps")
 class GenieSB3VecEnv(VecEnv):
     """N Genie worlds with SB3's VecEnv API. Make-time arguments are `GenieEnv`'s plus `num_envs`."""
 
-    def __init__(self, num_envs: int = 1, checkpoint: str | os.PathLike | WorldModel | None = None,
-                 maskgit_steps: int | None = None, temperature: float | None = None,
-                 context_frames: int | None = None, device: str = "cpu", render_mode: str | None = None,
-                 reward_fn: RewardFn | None = None, max_episode_steps: int | None = 1000,
-                 prompt_game: str = "coinrun", prompt_levels: tuple[int, int] = (0, 10_000),
-                 prompt_mode: str = "hard", use_cache: bool = True,
-                 precision: str = "float32"):
+    def __init__(self, num_envs: int = 1, *, render_mode: str | None = None, **settings: Any):
+        """`settings`: the fields of `WorldSettings`, as for `GenieEnv` (max_episode_steps defaults to 1000)."""
         if render_mode not in (None, "rgb_array"):
             raise gym.error.UnsupportedMode(f"GenieSB3VecEnv supports render_mode 'rgb_array' or None, got "
                                             f"{render_mode!r}")
-        self.worlds = WorldBatch(num_envs, checkpoint, maskgit_steps, temperature, context_frames, device,
-                                 reward_fn, max_episode_steps, prompt_game, prompt_levels, prompt_mode, use_cache,
-                                 precision)
+        self.worlds = WorldBatch(num_envs, WorldSettings.from_kwargs(settings))
         self._render_mode = render_mode
         self._rngs: list[np.random.Generator | None] = [None] * self.worlds.num_worlds
         self._actions: np.ndarray | None = None
@@ -82,18 +73,18 @@ class GenieSB3VecEnv(VecEnv):
         if not self.worlds.was_reset_B.all():
             raise gym.error.ResetNeeded("call venv.reset() before venv.step(); the worlds have no start frames")
         actions, self._actions = self._actions, None
-        obs_BHWC, rewards_B, truncated_B = self.worlds.step(actions)
-        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
-        done = np.flatnonzero(truncated_B)
+        obs_BHWC, rewards_B, terminated_B, truncated_B, probs_B2 = self.worlds.step(actions)
+        infos: list[dict[str, Any]] = [self.worlds.event_info(probs_B2, i) for i in range(self.num_envs)]
+        done = np.flatnonzero(terminated_B | truncated_B)
         if len(done):
             for i in done:
                 infos[i]["terminal_observation"] = obs_BHWC[i].copy()
-                infos[i]["TimeLimit.truncated"] = True  # Genie worlds never terminate, they are only cut off
+                infos[i]["TimeLimit.truncated"] = bool(truncated_B[i] and not terminated_B[i])
             reset_infos = self.worlds.reset_worlds(done, [self._rngs[i] for i in done], [None] * len(done))
             for i, info in zip(done, reset_infos, strict=True):
                 self.reset_infos[i] = info
             obs_BHWC = self.worlds.obs_BHWC.copy()
-        return obs_BHWC, rewards_B.astype(np.float32), truncated_B.copy(), infos
+        return obs_BHWC, rewards_B.astype(np.float32), terminated_B | truncated_B, infos
 
     def close(self) -> None:
         self._actions = None

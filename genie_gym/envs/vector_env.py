@@ -12,7 +12,6 @@ the reset's info (`prompt_source`). `reset(options={"reset_mask": mask})` restar
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import gymnasium as gym
@@ -23,7 +22,7 @@ from gymnasium.vector.utils import batch_space
 
 from genie_gym.envs.genie_env import GenieEnv
 from genie_gym.envs.prompts import PromptError
-from genie_gym.envs.worlds import RewardFn, WorldBatch
+from genie_gym.envs.worlds import WorldBatch, WorldSettings
 from genie_gym.models.world_model import WorldModel
 
 
@@ -36,21 +35,15 @@ class GenieVectorEnv(VectorEnv):
         "autoreset_mode": AutoresetMode.NEXT_STEP,
     }
 
-    def __init__(self, num_envs: int = 1, checkpoint: str | os.PathLike | WorldModel | None = None,
-                 maskgit_steps: int | None = None, temperature: float | None = None,
-                 context_frames: int | None = None, device: str = "cpu", render_mode: str | None = None,
-                 render_scale: int = 1, reward_fn: RewardFn | None = None, max_episode_steps: int | None = 1000,
-                 prompt_game: str = "coinrun", prompt_levels: tuple[int, int] = (0, 10_000),
-                 prompt_mode: str = "hard", use_cache: bool = True,
-                 precision: str = "float32"):
+    def __init__(self, num_envs: int = 1, *, render_mode: str | None = None, render_scale: int = 1,
+                 **settings: Any):
+        """`settings`: the fields of `WorldSettings` (max_episode_steps defaults to 1000, as `gym.make_vec` passes)."""
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise gym.error.UnsupportedMode(f"GenieVectorEnv renders {self.metadata['render_modes']} (a tuple of "
                                             f"frames), got render_mode={render_mode!r}")
         if isinstance(render_scale, bool) or not isinstance(render_scale, (int, np.integer)) or render_scale < 1:
             raise ValueError(f"render_scale must be a positive int, got {render_scale!r}")
-        self.worlds = WorldBatch(num_envs, checkpoint, maskgit_steps, temperature, context_frames, device,
-                                 reward_fn, max_episode_steps, prompt_game, prompt_levels, prompt_mode, use_cache,
-                                 precision)
+        self.worlds = WorldBatch(num_envs, WorldSettings.from_kwargs(settings))
         self.num_envs = self.worlds.num_worlds
         self.single_observation_space = self.worlds.single_observation_space()
         self.single_action_space = self.worlds.single_action_space()
@@ -123,23 +116,29 @@ class GenieVectorEnv(VectorEnv):
             raise gym.error.ResetNeeded("call envs.reset() before envs.step(); the worlds have no start frames yet")
         actions_B = self.worlds.check_actions(actions)
         restart = np.flatnonzero(self._autoreset_B)
+        probs_B2 = None
         if len(restart) < self.num_envs:  # all worlds restarting: no frame to generate this step
-            obs_BHWC, rewards_B, truncated_B = self.worlds.step(actions_B)
+            obs_BHWC, rewards_B, terminated_B, truncated_B, probs_B2 = self.worlds.step(actions_B)
         else:
             obs_BHWC = self.worlds.obs_BHWC
             rewards_B = np.zeros(self.num_envs)
+            terminated_B = np.zeros(self.num_envs, dtype=bool)
             truncated_B = np.zeros(self.num_envs, dtype=bool)
         info: dict[str, Any] = {}
+        if probs_B2 is not None:
+            for i in range(self.num_envs):
+                if not self._autoreset_B[i]:
+                    info = self._add_info(info, self.worlds.event_info(probs_B2, i), i)
         if len(restart):
             infos = self.worlds.reset_worlds(restart, [self._rngs[i] for i in restart], [None] * len(restart))
             obs_BHWC = self.worlds.obs_BHWC.copy()
             rewards_B[restart] = 0.0
+            terminated_B[restart] = False
             truncated_B[restart] = False
             for i, world_info in zip(restart, infos, strict=True):
                 info = self._add_info(info, world_info, int(i))
-        terminated_B = np.zeros(self.num_envs, dtype=bool)
         self._autoreset_B = terminated_B | truncated_B
-        return obs_BHWC.copy(), rewards_B, terminated_B, truncated_B.copy(), info
+        return obs_BHWC.copy(), rewards_B, terminated_B.copy(), truncated_B.copy(), info
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         if self.render_mode is None:

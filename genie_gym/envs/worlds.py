@@ -9,9 +9,12 @@ with seed s produce the same frames for the same actions.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
+import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,17 +62,70 @@ def load_world_model(checkpoint: str | os.PathLike | WorldModel | None, device: 
         return model
 
 
+@dataclass
+class WorldSettings:
+    """Make-time settings of Genie worlds, shared by `GenieEnv`, `GenieVectorEnv` and `GenieSB3VecEnv` (each takes
+    them as keyword arguments: `gym.make("Genie-v0", maskgit_steps=8)`)."""
+
+    checkpoint: str | os.PathLike | WorldModel | None = None
+    """world-model file (default: the model shipped in `genie_gym/assets/`) or a loaded `WorldModel`"""
+    maskgit_steps: int | None = None
+    """MaskGIT passes per frame (default: the model's `SamplingConfig`; Genie: 25)"""
+    temperature: float | None = None
+    """sampling temperature, 0 = argmax (default: the model's; Genie: 1.0)"""
+    context_frames: int | None = None
+    """frames the model sees, the new one included (default: the model's; Genie: 16)"""
+    device: str = "cpu"
+    """"cpu", "cuda" or "auto" (the device the model runs on)"""
+    reward_fn: RewardFn | None = None
+    """`reward_fn(obs, action, next_obs) -> float`; default: reward 0.0"""
+    max_episode_steps: int | None = 1000
+    """truncate after this many steps (None: never)"""
+    prompt_game: str = "coinrun"
+    """default prompts: the start frame of this Procgen game..."""
+    prompt_levels: tuple[int, int] = (0, 10_000)
+    """...at a level drawn uniformly from range(first, end) by the reset seed..."""
+    prompt_mode: str = "hard"
+    """...in this distribution mode ("hard", as the paper's CoinRun data)"""
+    use_cache: bool = True
+    """keep past frames' keys/values (False: recompute the context window every MaskGIT pass)"""
+    precision: str = "float32"
+    """precision: "float32" or "bfloat16" (autocast: faster matmuls, frames differ slightly)"""
+    compile: bool = False
+    """torch.compile the per-frame model calls (same frames; warns and runs eager where it cannot compile)"""
+    learned_rewards: bool | None = None
+    """reward and `terminated` from the model's event heads (None: when the model has them; True: required, an
+    error without them; False: off). A `reward_fn` replaces the learned reward, never the learned episode end."""
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict[str, Any]) -> WorldSettings:
+        """Settings from make-time keyword arguments; an unknown name is a `ConfigError` listing the known ones."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(kwargs) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown make-time argument(s) {unknown} for Genie-v0; it takes {known} (and "
+                              "render_mode, render_scale, num_envs where they apply)")
+        return cls(**kwargs)
+
+
+_WARNED_NO_HEADS = False
+
+
+def _warn_no_heads_once() -> None:
+    global _WARNED_NO_HEADS
+    if not _WARNED_NO_HEADS:
+        _WARNED_NO_HEADS = True
+        warnings.warn("this world model has no reward / episode-end heads (`genie-gym train --phase heads` trains "
+                      "them): reward is 0.0 and terminated is False unless you pass reward_fn", stacklevel=4)
+
+
 class WorldBatch:
     """B worlds: a `Simulator` plus episode bookkeeping. Validates every argument before touching any state, so
     that an error raised by a bad argument leaves the worlds exactly as they were."""
 
-    def __init__(self, num_worlds: int, checkpoint: str | os.PathLike | WorldModel | None = None,
-                 maskgit_steps: int | None = None, temperature: float | None = None,
-                 context_frames: int | None = None, device: str = "cpu", reward_fn: RewardFn | None = None,
-                 max_episode_steps: int | None = 1000, prompt_game: str = "coinrun",
-                 prompt_levels: tuple[int, int] = (0, 10_000), prompt_mode: str = "hard",
-                 use_cache: bool = True,
-                 precision: str = "float32"):
+    def __init__(self, num_worlds: int, settings: WorldSettings):
+        max_episode_steps, reward_fn = settings.max_episode_steps, settings.reward_fn
+        prompt_game, prompt_levels, prompt_mode = settings.prompt_game, settings.prompt_levels, settings.prompt_mode
         if isinstance(num_worlds, bool) or not isinstance(num_worlds, (int, np.integer)) or num_worlds <= 0:
             raise ConfigError(f"num_envs must be a positive int, got {num_worlds!r}; e.g. "
                               "gym.make_vec('Genie-v0', num_envs=8)")
@@ -90,10 +146,22 @@ class WorldBatch:
             check_procgen_args(prompt_game, lo, prompt_mode)
         except ValueError as e:
             raise ConfigError(f"{e} (make-time argument prompt_game / prompt_mode)") from e
-        self.device = resolve_device(device)
-        self.world_model = load_world_model(checkpoint, self.device)
-        self.sim = Simulator(self.world_model, int(num_worlds), maskgit_steps, temperature, context_frames,
-                             self.device, use_cache=use_cache, precision=precision)
+        if settings.learned_rewards not in (None, True, False):
+            raise ConfigError(f"learned_rewards must be None, True or False, got {settings.learned_rewards!r}")
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        self.world_model = load_world_model(settings.checkpoint, self.device)
+        has_heads = self.world_model.heads is not None
+        if settings.learned_rewards and not has_heads:
+            raise ConfigError("learned_rewards=True, but this world model has no reward / episode-end heads; train "
+                              "them with `genie-gym train --phase heads --model FILE --data DIR`, or pass "
+                              "learned_rewards=None")
+        self.learned = has_heads and settings.learned_rewards is not False
+        if settings.learned_rewards is None and not has_heads and reward_fn is None:
+            _warn_no_heads_once()
+        self.sim = Simulator(self.world_model, int(num_worlds), settings.maskgit_steps, settings.temperature,
+                             settings.context_frames, self.device, use_cache=settings.use_cache,
+                             precision=settings.precision, compile=settings.compile)
         self.num_worlds = int(num_worlds)
         self.num_actions = self.world_model.num_actions
         self.frame_shape = (self.world_model.image_size, self.world_model.image_size, 3)
@@ -175,12 +243,20 @@ class WorldBatch:
         self.was_reset_B[idx] = True
         return infos
 
-    def step(self, actions_B: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Advance every world: (next_obs_BHWC, rewards_B float64, truncated_B bool). Actions already checked."""
+    def step(self, actions_B: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """Advance every world: (next_obs_BHWC, rewards_B float64, terminated_B, truncated_B, event_probs_B2 or
+        None). With learned rewards, an event happens when its probability reaches `heads.threshold`: the same
+        frames give the same rewards and episode ends. Actions already checked."""
         prev_BHWC = self.obs_BHWC.copy() if self.reward_fn is not None else None
         self.obs_BHWC[:] = self.sim.step(actions_B)
         self.elapsed_B += 1
         rewards_B = np.zeros(self.num_worlds, dtype=np.float64)
+        terminated_B = np.zeros(self.num_worlds, dtype=bool)
+        probs_B2 = self.sim.event_probs() if self.learned else None
+        if probs_B2 is not None:
+            heads = self.world_model.config.heads
+            terminated_B = probs_B2[:, 0] >= heads.threshold
+            rewards_B = np.where(probs_B2[:, 1] >= heads.threshold, heads.reward_value, 0.0)
         if self.reward_fn is not None:
             for i in range(self.num_worlds):
                 r = self.reward_fn(prev_BHWC[i], int(actions_B[i]), self.obs_BHWC[i].copy())
@@ -191,8 +267,15 @@ class WorldBatch:
         if self.max_episode_steps is None:
             truncated_B = np.zeros(self.num_worlds, dtype=bool)
         else:
-            truncated_B = self.elapsed_B >= self.max_episode_steps
-        return self.obs_BHWC.copy(), rewards_B, truncated_B
+            truncated_B = (self.elapsed_B >= self.max_episode_steps) & ~terminated_B
+        return self.obs_BHWC.copy(), rewards_B, terminated_B, truncated_B, probs_B2
+
+    @staticmethod
+    def event_info(probs_B2: np.ndarray | None, i: int) -> dict[str, float]:
+        """World i's `info` entries from the event heads (empty without them)."""
+        if probs_B2 is None:
+            return {}
+        return {"terminal_prob": float(probs_B2[i, 0]), "reward_prob": float(probs_B2[i, 1])}
 
     # --- keyboard -----------------------------------------------------------------------------------------------
     def action_meanings(self) -> list[str]:

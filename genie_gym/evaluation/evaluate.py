@@ -22,13 +22,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from genie_gym.data.games import NUM_PROCGEN_ACTIONS
-from genie_gym.errors import DatasetError
+from genie_gym.data.games import NUM_PROCGEN_ACTIONS, movement_counts, name_actions
+from genie_gym.errors import ConfigError, DatasetError
 from genie_gym.evaluation.metrics import PSNR_CAP_DB, code_stats, gradient_energy, nmi, psnr, ssim, still_image_baseline
 from genie_gym.evaluation.rollout import clip_strip
 from genie_gym.models.frames import to_float
@@ -62,6 +63,8 @@ class Args:
     """MaskGIT steps per frame (default: the model's sampling config)"""
     temperature: float | None = None
     """MaskGIT sampling temperature (default: the model's sampling config; 0 = greedy)"""
+    precision: Literal["float32", "bfloat16"] = "float32"
+    """generation precision (bfloat16: autocast, as Genie-v0's precision setting)"""
     batch_size: int = 16
     """clips per batched model call"""
     context: tuple[int, ...] = (1, 4)
@@ -70,6 +73,9 @@ class Args:
     """frames generated with random actions for the long-horizon stability figure (0: skip it)"""
     stability_prompts: int = 32
     """held-out prompts (first frames of distinct clips) for the stability rollouts"""
+    name_actions: bool = False
+    """write the latent actions' names (left / right / jump ..., from what their held-out transitions did) into
+    the --model file's metadata, where Genie-v0's keys and `get_action_meanings()` read them"""
 
 
 def _png(path: Path, image_HWC: np.ndarray) -> None:
@@ -142,6 +148,7 @@ def _simulate(
     temperature: float | None = None,
     prompt_actions: np.ndarray | None = None,
     keep: list[int] | None = None,
+    precision: str = "float32",
 ) -> torch.Tensor:
     """Generated frames (B, K, H, W, C) float in [0, 1], through the env's Simulator.
 
@@ -151,7 +158,7 @@ def _simulate(
 
     C = prompts_BHWC_u8.shape[1] if prompts_BHWC_u8.ndim == 5 else 1
     sim = Simulator(wm, num_worlds=len(seeds), maskgit_steps=maskgit_steps, temperature=temperature, device=device,
-                    context_frames=max(wm.config.sampling.context_frames, C + 1))
+                    context_frames=max(wm.config.sampling.context_frames, C + 1), precision=precision)
     sim.reset(None, prompts_BHWC_u8, seeds, prompt_actions)
     frames = []
     for k in range(actions_BK.shape[1]):
@@ -192,6 +199,9 @@ def evaluate(args: Args) -> dict:
             f"and {args.delta_t}"
         )
     device = resolve_device(args.device)
+    if args.name_actions and args.model is None:
+        raise ConfigError("--name-actions writes the action names into the --model file; pass --model FILE (the "
+                          "shipped model is not rewritten)")
     wm = WorldModel.load(args.model, map_location=device)
     cfg = wm.config
     A, K, T = cfg.lam.num_actions, args.rollout_steps, cfg.seq_len
@@ -237,7 +247,8 @@ def evaluate(args: Args) -> dict:
             first = Cmax - c
             prompts = u8[:, first:Cmax].numpy()
             gen = _simulate(wm, prompts, acts_all[:, Cmax - 1 :].numpy(), seeds, args.maskgit_steps, device,
-                            args.temperature, prompt_actions=acts_all[:, first : Cmax - 1].numpy())
+                            args.temperature, prompt_actions=acts_all[:, first : Cmax - 1].numpy(),
+                            precision=args.precision)
             still = real[:, Cmax - 1 : Cmax].cpu().expand_as(target)
             p_gen[c].append(psnr(gen, target))
             s_gen[c].append(ssim(gen, target))
@@ -247,7 +258,8 @@ def evaluate(args: Args) -> dict:
             if c == contexts[0]:
                 acts_rand = torch.randint(0, A, (len(batch), K), generator=g_rand)
                 gen_rand = _simulate(wm, prompts, acts_rand.numpy(), seeds, args.maskgit_steps, device,
-                                     args.temperature, prompt_actions=acts_all[:, first : Cmax - 1].numpy())
+                                     args.temperature, prompt_actions=acts_all[:, first : Cmax - 1].numpy(),
+                            precision=args.precision)
                 psnr_rand.append(psnr(gen_rand, target))
                 for b in range(min(len(batch), 4 - len(grid_rows) // 2)):
                     grid_rows += [real[b, Cmax - 1 :].cpu(), torch.cat([real[b, Cmax - 1 : Cmax].cpu(), gen[b]])]
@@ -262,6 +274,13 @@ def evaluate(args: Args) -> dict:
     lam_stats = code_stats(codes_all, A)
     code_by_action = np.zeros((A, NUM_PROCGEN_ACTIONS), dtype=np.int64)
     np.add.at(code_by_action, (codes_all, true_all), 1)
+    meanings = name_actions(movement_counts(code_by_action))
+    named_sha = None
+    if args.name_actions:  # the weights are unchanged: only the metadata gains the names
+        named_sha = wm.save(args.model, {**wm.metadata, "action_meanings": meanings,
+                             "action_meanings_from": {"data": str(args.data), "split": args.split,
+                                                      "transitions": int(code_by_action.sum())}},
+                dtype=getattr(torch, wm.file_dtype))
     by_context = {
         str(c): {
             "rollout_psnr": torch.cat(p_gen[c]).mean(0).tolist(),
@@ -292,7 +311,7 @@ def evaluate(args: Args) -> dict:
             u8 = torch.stack([ds_long[i] for i in batch])
             acts = torch.randint(0, A, (len(batch), L), generator=g_long)
             gen = _simulate(wm, u8[:, 0].numpy(), acts.numpy(), [args.seed * 7 + i for i in batch],
-                            args.maskgit_steps, device, args.temperature, keep=marks)
+                            args.maskgit_steps, device, args.temperature, keep=marks, precision=args.precision)
             real_marks = to_float(u8[:, marks])
             ge_gen.append(gradient_energy(gen))
             ge_real.append(gradient_energy(real_marks))
@@ -317,7 +336,7 @@ def evaluate(args: Args) -> dict:
     strip_acts = np.repeat(np.arange(A)[:, None], args.strip_steps, axis=1)
     strip = _simulate(
         wm, np.repeat(prompt[None], A, axis=0), strip_acts, [args.seed] * A, args.maskgit_steps, device,
-        args.temperature,
+        args.temperature, precision=args.precision,
     )
     prompt_f = to_float(torch.as_tensor(prompt))[None]
     strip_img = clip_strip([torch.cat([prompt_f, strip[a]]) for a in range(A)])
@@ -357,6 +376,9 @@ def evaluate(args: Args) -> dict:
         "lam_code_histogram": lam_stats["histogram"],
         "lam_nmi": nmi(codes_all, true_all),
         "lam_code_by_action": code_by_action.tolist(),  # (codes, 15 Procgen actions) transition counts
+        "lam_code_by_movement": movement_counts(code_by_action).tolist(),  # (codes, MOVEMENT_NAMES)
+        "lam_action_meanings": meanings,
+        "named_model_sha256": named_sha,  # --name-actions: the rewritten file's payload hash
         "images": {"grid": "grid.png", "action_strip": "action_strip.png",
                    **({"stability": "stability.png"} if stability else {})},
         "seconds": time.time() - t0,

@@ -78,9 +78,15 @@ class DynamicsModel(nn.Module):
             raise ValueError(f"actions_BT must have shape (B, T-1) = ({B}, {T - 1}) for tokens "
                              f"{tuple(tokens_BTN.shape)}, got {tuple(actions_BT.shape)}; actions[:, t] "
                              "is the action from frame t to t+1")
+        return self._logits(self.features(tokens_BTN, actions_BT, mask_BTN))
+
+    def features(self, tokens_BTN: torch.Tensor, actions_BT: torch.Tensor, mask_BTN: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        """The transformer's output (B, T, positions, D) before the logits head (what the event heads read)."""
+        B = tokens_BTN.shape[0]
         none_B1 = torch.full((B, 1), self.no_action_id, dtype=torch.long, device=tokens_BTN.device)
         act_BT = torch.cat([none_B1, actions_BT.long()], dim=1)  # act_BT[:, t+1] = a_t conditions frame t+1
-        return self._logits(self.transformer(self._embed(tokens_BTN, mask_BTN, act_BT)))
+        return self.transformer(self._embed(tokens_BTN, mask_BTN, act_BT))
 
     def loss(self, tokens_BTN: torch.Tensor, actions_BT: torch.Tensor,
              generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
@@ -125,3 +131,8 @@ class DynamicsModel(nn.Module):
         """Logits (B, N, V) for one new frame; `actions_B` led to this frame (A = no action: first frame)."""
         x_BND = self._embed(tokens_BN, mask_BN, actions_B.long())
         return self._logits(self.transformer.forward_step(x_BND, cache, commit))
+
+    def commit_step(self, tokens_BN: torch.Tensor, actions_B: torch.Tensor, cache: TemporalKVCache) -> torch.Tensor:
+        """Append a decided frame to the cached history without computing logits (the head is ~30% of a pass);
+        returns the frame's features (B, positions, D), as `features` gives them."""
+        return self.transformer.forward_step(self._embed(tokens_BN, None, actions_B.long()), cache, commit=True)

@@ -1,28 +1,32 @@
 """Latent action model (Genie, section 2.1): learns |A| discrete actions from pixels alone.
 
-Encoder: patches (patch 16) of frames 0..T-1, causal ST transformer; h_t = the mean of frame t's output tokens
-(it has seen frames <= t). The continuous latent of transition t -> t+1 is a bias-free projection of the
-*change* h_{t+1} - h_t ("an action is what changes"). Reading one pooled feature or a learned action token per
-frame instead collapsed the codebook on CoinRun within 5 steps: those features share a large component across
-all clips (positions, the token itself, the scene's overall look), every latent sat at cosine ~0.99 from every
-other, all fell to one code, and the decoder learned to ignore it. The difference cancels the shared part
-(latents start near-orthogonal) and keeps several codes alive from the first step.
--> VQ with num_actions codes -> a_t, t = 0..T-2.
+One design, the one of benchmarks/results/lam_ablation.md whose codes follow the movement (the benchmark keeps
+the variants it was measured against):
 
-Decoder: sees ONLY frames 0..T-2 (patch embeddings) and the quantised a_t (projected and ADDED to every token
-of frame t), causal ST transformer, sigmoid pixels = prediction of frame t+1. Since the future reaches the
-decoder only through 8 codes, a_t must carry what changes. Loss = MSE(recon, frames[1:]) + VQ loss. Watch
-`stats['usage']` for codebook collapse; call `vq.reset_dead_codes(out['z_e'])` every K steps.
+Encoder: patches (patch 16) of frames 0..T-1, causal ST transformer; h_t = the flattened output tokens of frame t
+(it has seen frames <= t; flattening keeps where things are, so "the world moved left" is visible, which a mean
+over tokens is nearly blind to). The continuous latent of transition t -> t+1 is a bias-free projection of the
+*change* h_{t+1} - h_t ("an action is what changes"; reading h_t itself collapsed the codebook on CoinRun: those
+features share a large component across all clips). -> VQ (raw distances, no l2 normalisation) with num_actions
+codes -> a_t, t = 0..T-2.
 
-Continuous warm-up (`continuous_warmup_steps` > 0): with 8 codes from the first step the decoder learns to
-predict from the past and to ignore the code before the encoder has learnt anything worth quantising (every
-quantised variant in benchmarks/lam_ablation.md). With `quantize = False` the decoder reads the un-quantised
-latent (l2-normalised only with cosine VQ); the trainer then seeds the codebook by k-means on latents
-(`vq.init_kmeans`) and switches quantisation on, so the 8 codes start as the 8 main kinds of change the encoder
-found.
+Decoder: sees frame t alone (patch embeddings) and the quantised a_t (projected and ADDED to every token); no
+history, so the motion so far cannot be read from earlier frames, only from a_t. Head: per patch, a softmax k x k
+kernel applied to frame t's neighbourhood of each pixel (a shift is a one-hot kernel) plus a pixel residual for new
+content, = the prediction of frame t+1. Since the future reaches the decoder only through 8 codes, a_t must carry
+what changes. Loss = MSE(recon, frames[1:]) + VQ loss. Watch `stats['usage']` for codebook collapse; the trainer
+calls `vq.reset_dead_codes(out['z_e'])` every K steps.
+
+Continuous warm-up (`continuous_warmup_steps`): with 8 codes from the first step the decoder learns to predict
+from the past and to ignore the code before the encoder has learnt anything worth quantising. With
+`quantize = False` the decoder reads the un-quantised latent; the trainer then seeds the codebook by k-means on
+latents (`vq.init_kmeans`) and switches quantisation on, so the 8 codes start as the 8 main kinds of change the
+encoder found.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import torch
 import torch.nn as nn
@@ -51,23 +55,20 @@ class LatentActionModel(nn.Module):
         self.enc_patch_embed = nn.Linear(P, D)
         self.enc_pos = nn.Parameter(torch.zeros(N, D))
         self.encoder = STTransformer(D, cfg.num_layers, cfg.num_heads, cfg.qk_norm, max_frames)
-        if cfg.latent_pool not in ("mean", "flatten"):
-            raise ConfigError(f"LAM latent_pool must be 'mean' or 'flatten', got {cfg.latent_pool!r}")
-        pooled = D if cfg.latent_pool == "mean" else N * D
-        self.pre_quant = nn.Linear(pooled, cfg.code_dim, bias=False)  # no bias: "no change" maps to the origin
+        self.pre_quant = nn.Linear(N * D, cfg.code_dim, bias=False)  # no bias: "no change" maps to the origin
         # Few codes: a code unused for 20 steps is dead (the tokenizer's 1024 codes use a longer threshold).
         self.vq = VectorQuantizer(cfg.num_actions, cfg.code_dim, cfg.commitment_weight, dead_code_threshold=20,
-                                  normalize=cfg.vq_normalize, entropy_weight=cfg.usage_entropy_weight)
+                                  normalize=False)
         self.action_proj = nn.Linear(cfg.code_dim, D)
         self.dec_patch_embed = nn.Linear(P, D)
         self.dec_pos = nn.Parameter(torch.zeros(N, D))
         self.decoder = STTransformer(D, cfg.num_layers, cfg.num_heads, cfg.qk_norm, max_frames)
         k = cfg.decoder_kernel
-        if k < 0 or (k and k % 2 == 0):
-            raise ConfigError(f"LAM decoder_kernel must be 0 (pixel head) or an odd size, got {k}")
-        # Kernel head: per patch, k*k softmax weights over frame t's neighbourhood of each pixel (a shift is a
-        # one-hot kernel), plus a pixel residual for what a shift cannot explain (new content at the edges).
-        self.head = nn.Linear(D, P + k * k) if k else nn.Linear(D, P)
+        if k < 1 or k % 2 == 0:
+            raise ConfigError(f"LAM decoder_kernel must be an odd size >= 1, got {k}")
+        # Kernel head: per patch, k*k softmax weights over frame t's neighbourhood of each pixel, plus a pixel
+        # residual for what a shift cannot explain (new content at the edges).
+        self.head = nn.Linear(D, P + k * k)
         self.quantize = True  # the trainer turns it off for the first cfg.continuous_warmup_steps steps
         for m in (self.enc_patch_embed, self.pre_quant, self.action_proj, self.dec_patch_embed, self.head):
             init_weights(m)
@@ -81,13 +82,10 @@ class LatentActionModel(nn.Module):
                              f"{tuple(frames_BTHWC.shape)}; the LAM needs at least two frames per clip")
 
     def frame_features(self, frames_BTHWC: torch.Tensor) -> torch.Tensor:
-        """Pooled causal encoder features h_t (B, T, D or N*D): h_t has seen frames <= t only."""
+        """Causal encoder features h_t (B, T, N*D), the frame's tokens flattened: h_t has seen frames <= t only."""
         self._check(frames_BTHWC)
         x_BTND = self.enc_patch_embed(patchify(frames_BTHWC, self.patch)) + self.enc_pos
-        h_BTND = self.encoder(x_BTND)
-        # Mean pooling is nearly blind to a scrolling camera (a shifted frame has the same mean); flattening
-        # keeps each token's position, so "the world moved left" is visible in the difference.
-        return h_BTND.mean(dim=2) if self.cfg.latent_pool == "mean" else h_BTND.flatten(2)
+        return self.encoder(x_BTND).flatten(2)
 
     def encode_latents(self, frames_BTHWC: torch.Tensor) -> torch.Tensor:
         """Continuous action latents (B, T-1, code_dim); entry t describes frame t -> t+1."""
@@ -101,21 +99,13 @@ class LatentActionModel(nn.Module):
         return idx
 
     def decode(self, frames_BTHWC: torch.Tensor, a_q_BTC: torch.Tensor) -> torch.Tensor:
-        """Predict frames 1..T from frames 0..T-1 (B, T, H, W, C) and quantised actions (B, T, code_dim)."""
+        """Predict frames 1..T from frames 0..T-1 (B, T, H, W, C) and quantised actions (B, T, code_dim); each
+        prediction reads its own frame t and a_t only."""
         x_BTND = self.dec_patch_embed(patchify(frames_BTHWC, self.patch)) + self.dec_pos
         x_BTND = x_BTND + self.action_proj(a_q_BTC)[:, :, None]
-        S = self.image_size
-        if self.cfg.decoder_history:
-            h_BTND = self.decoder(x_BTND)
-        else:  # each frame on its own: motion so far cannot be read from earlier frames, only from a_t
-            B, T, N, D = x_BTND.shape
-            h_BTND = self.decoder(x_BTND.reshape(B * T, 1, N, D)).reshape(B, T, N, D)
-        if self.cfg.decoder_kernel:
-            return self._kernel_decode(frames_BTHWC, self.head(h_BTND))
-        out_BTHWC = unpatchify(self.head(h_BTND), self.patch, S, S)
-        if self.cfg.predict_residual:  # frame t + predicted change: copying the last frame costs nothing to learn
-            return (frames_BTHWC + out_BTHWC).clamp(0, 1)
-        return torch.sigmoid(out_BTHWC)
+        B, T, N, D = x_BTND.shape
+        h_BTND = self.decoder(x_BTND.reshape(B * T, 1, N, D)).reshape(B, T, N, D)
+        return self._kernel_decode(frames_BTHWC, self.head(h_BTND))
 
     def _kernel_decode(self, frames_BTHWC: torch.Tensor, head_BTNO: torch.Tensor) -> torch.Tensor:
         """Frame t filtered per patch by a predicted k x k kernel, plus a small pixel residual -> frame t+1."""
@@ -149,3 +139,13 @@ class LatentActionModel(nn.Module):
             "z_e": z_e,
             "stats": stats,
         }
+
+
+def lam_fingerprint(lam: nn.Module) -> str:
+    """sha256 over a LAM's parameters (names, shapes, float32 values): a code -> action table built from its codes
+    records it, so a table is never paired with another LAM's codes."""
+    h = hashlib.sha256()
+    for name, p in sorted(lam.named_parameters()):
+        h.update(f"{name}{tuple(p.shape)}".encode())
+        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

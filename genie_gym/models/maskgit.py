@@ -7,7 +7,8 @@ temperature"), keep the samples with the highest scores and re-mask the rest so 
 (s+1)/steps)) positions stay masked; the last step fills everything.
 
 Randomness: each batch element draws its own uniforms from its own generator (one call per element per frame),
-so element i produces the same frame whether it runs alone or inside a batch (given the same logits).
+so element i produces the same frame whether it runs alone or inside a batch (given the same logits). Argmax
+decoding (temperature 0, no choice noise) draws nothing.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ def maskgit_sample(logits_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tenso
         raise ValueError(f"maskgit steps must be >= 1, got {steps}")
     device = torch.device(device)
     B, N = batch_size, num_tokens_N
-    u_BS2N = _uniforms(generators, B, (steps, 2, N), device)
+    # Argmax without choice noise draws nothing (and needs no per-world generator calls: the hot path of Genie-v0).
+    draws = temperature > 0 or choice_temperature > 0
+    u_BS2N = _uniforms(generators, B, (steps, 2, N), device) if draws else None
     tokens_BN = torch.full((B, N), mask_token_id, dtype=torch.long, device=device)
     mask_BN = torch.ones(B, N, dtype=torch.bool, device=device)
     for s, n_keep_masked in enumerate(mask_schedule(N, steps)):

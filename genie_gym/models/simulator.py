@@ -14,6 +14,11 @@ that window (its first `context_frames - 1` steps), token for token:
   kept frame is treated as a first frame ("no action"), and nothing older has any influence. It is the reference the
   cached path is tested against, and the baseline of `benchmarks/env_speed.py` (`full_recompute_fps`).
 
+`compile=True` runs the per-frame calls of the cached path (`DynamicsModel.forward_step` and `commit_step`,
+`VideoTokenizer.decode_step`) through `torch.compile` (static shapes: one graph per call pattern, compiled on the
+first step, no recompiles afterwards). Where compiling fails (no C++ compiler, an unsupported platform) it warns once
+and runs eager; the frames are those of the eager path either way (tested token for token in float32).
+
 So beyond `context_frames - 1` steps the two paths are different (both reasonable) approximations of an unbounded
 context and their frames may diverge. Randomness comes from one `torch.Generator` per world, seeded at reset, so a
 world produces the same frames whether it runs alone or in a batch, and whichever path runs it.
@@ -22,7 +27,8 @@ world produces the same frames whether it runs alone or in a batch, and whicheve
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -37,6 +43,26 @@ from genie_gym.utils.device import resolve_device
 # precision -> autocast dtype (None: plain float32). bf16 runs the dynamics matmuls in half the bytes; its speed-up
 # on this CPU is measured by `python benchmarks/env_speed.py` (`single_env_fps_bf16`).
 PRECISIONS: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16}
+
+
+class CompiledOrEager:
+    """`fn` through `torch.compile`; if compiling fails, one warning and `fn` itself from then on. Compilation
+    happens before the compiled graph runs, so a failure leaves every cache untouched."""
+
+    def __init__(self, fn: Callable[..., torch.Tensor], name: str):
+        self.eager, self.name, self.failed = fn, name, False
+        self.compiled = torch.compile(fn, dynamic=False)
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        if not self.failed:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as e:  # the compiler's own errors (BackendCompilerFailed, missing cc, ...)
+                self.failed = True
+                warnings.warn(f"torch.compile of {self.name} failed ({type(e).__name__}: "
+                              f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}); running eager, "
+                              "which gives the same frames", RuntimeWarning, stacklevel=2)
+        return self.eager(*args, **kwargs)
 
 
 def _load_into(cache: TemporalKVCache, idx_K: torch.Tensor, sub: TemporalKVCache) -> None:
@@ -56,7 +82,8 @@ class Simulator:
 
     def __init__(self, world_model: WorldModel, num_worlds: int = 1, maskgit_steps: int | None = None,
                  temperature: float | None = None, context_frames: int | None = None,
-                 device: str | torch.device = "cpu", use_cache: bool = True, precision: str = "float32"):
+                 device: str | torch.device = "cpu", use_cache: bool = True, precision: str = "float32",
+                 compile: bool = False):
         sampling = world_model.config.sampling
         maskgit_steps = sampling.maskgit_steps if maskgit_steps is None else maskgit_steps
         temperature = sampling.temperature if temperature is None else temperature
@@ -72,6 +99,8 @@ class Simulator:
                               f"new one included; Genie uses 16), got {context_frames!r}")
         if precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        if not isinstance(compile, bool):
+            raise ConfigError(f"compile must be True or False, got {compile!r}")
         self.device = resolve_device(str(device))
         self.precision = precision
         self._amp_dtype = PRECISIONS[precision]
@@ -81,12 +110,18 @@ class Simulator:
         self.temperature = float(temperature)
         self.context_frames = int(context_frames)
         self.use_cache = bool(use_cache)
+        self.compile = compile
+        dyn, tok = world_model.dynamics, world_model.tokenizer
+        self._dyn_step = CompiledOrEager(dyn.forward_step, "the dynamics step") if compile else dyn.forward_step
+        self._dyn_commit = CompiledOrEager(dyn.commit_step, "the dynamics commit") if compile else dyn.commit_step
+        self._dec_step = CompiledOrEager(tok.decode_step, "the decoder step") if compile else tok.decode_step
         self.num_actions = world_model.num_actions
         self.tokens_per_frame = world_model.config.tokens_per_frame
         self.mask_token_id = world_model.dynamics.mask_token_id
         self.no_action_id = world_model.dynamics.no_action_id
         B, W, N = self.num_worlds, self.context_frames, self.tokens_per_frame
         self.generators = [torch.Generator(device=self.device) for _ in range(B)]
+        self.features_BND: torch.Tensor | None = None  # dynamics features of the last generated frames
         self.is_ready_B = np.zeros(B, dtype=bool)  # reset since creation
         self.steps_B = np.zeros(B, dtype=np.int64)  # frames generated since the world's reset
         with torch.inference_mode():
@@ -162,7 +197,7 @@ class Simulator:
                     dyn = self._new_cache(self.model.dynamics.transformer, K)
                     dec = self._new_cache(self.model.tokenizer.decoder, K)
                 for c in range(C):
-                    self.model.dynamics.forward_step(tokens_KCN[:, c], acts_KC[:, c], None, dyn, commit=True)
+                    self.model.dynamics.commit_step(tokens_KCN[:, c], acts_KC[:, c], dyn)
                     self.model.tokenizer.decode_step(tokens_KCN[:, c], dec, commit=True)
                 if dyn is not self.dyn_cache:
                     _load_into(self.dyn_cache, idx_t, dyn)
@@ -195,26 +230,33 @@ class Simulator:
         self.steps_B += 1
         return out
 
+    def event_probs(self) -> np.ndarray | None:
+        """(B, 2) probabilities of (terminal, reward) for the frames the last `step` generated, from the model's
+        event heads; None for a model without heads (or before the first step)."""
+        if self.model.heads is None or self.features_BND is None:
+            return None
+        with self._compute():
+            return torch.sigmoid(self.model.heads(self.features_BND)).float().cpu().numpy()
+
     def _sample(self, logits_fn, batch_size: int, generators: list[torch.Generator]) -> torch.Tensor:
         return maskgit_sample(logits_fn, batch_size, self.tokens_per_frame, steps=self.maskgit_steps,
                               temperature=self.temperature, generators=generators,
                               mask_token_id=self.mask_token_id, device=self.device)
 
     def _step_cached(self, actions_B: torch.Tensor) -> torch.Tensor:
-        dyn = self.model.dynamics
-
         def logits_fn(tokens_BN: torch.Tensor, mask_BN: torch.Tensor) -> torch.Tensor:
-            return dyn.forward_step(tokens_BN, actions_B, mask_BN, self.dyn_cache, commit=False)
+            return self._dyn_step(tokens_BN, actions_B, mask_BN, self.dyn_cache, commit=False)
 
         tokens_BN = self._sample(logits_fn, self.num_worlds, self.generators)
-        dyn.forward_step(tokens_BN, actions_B, None, self.dyn_cache, commit=True)
-        return self.model.tokenizer.decode_step(tokens_BN, self.dec_cache, commit=True)
+        self.features_BND = self._dyn_commit(tokens_BN, actions_B, self.dyn_cache)
+        return self._dec_step(tokens_BN, self.dec_cache, commit=True)
 
     def _step_full(self, actions_B: torch.Tensor) -> torch.Tensor:
         """Recompute each world's whole window; worlds with equal history lengths share one batched call."""
         S = self.model.image_size
         frames_BHWC = torch.empty(self.num_worlds, S, S, 3, device=self.device)
         new_tokens_BN = torch.empty(self.num_worlds, self.tokens_per_frame, dtype=torch.long, device=self.device)
+        features_BND: torch.Tensor | None = None
         for L in torch.unique(self.hist_len_B).tolist():
             g = torch.nonzero(self.hist_len_B == L)[:, 0]
             hist_gLN = self.hist_tokens_BWN[g, :L]
@@ -229,8 +271,14 @@ class Simulator:
                 return self.model.dynamics(tokens_BTN, actions_gL, mask_BTN)[:, -1]
 
             tokens_gN = self._sample(logits_fn, len(g), [self.generators[i] for i in g.tolist()])
-            frames_BHWC[g] = self.model.tokenizer.decode(torch.cat([hist_gLN, tokens_gN[:, None]], dim=1))[:, -1]
+            window_gLN = torch.cat([hist_gLN, tokens_gN[:, None]], dim=1)
+            frames_BHWC[g] = self.model.tokenizer.decode(window_gLN)[:, -1]
             new_tokens_BN[g] = tokens_gN
+            if self.model.heads is not None:  # the new frame's features, as the cached path's commit gives them
+                feats = self.model.dynamics.features(window_gLN, actions_gL)[:, -1]
+                if features_BND is None:
+                    features_BND = feats.new_empty(self.num_worlds, *feats.shape[1:])
+                features_BND[g] = feats
         # Append the new frame, dropping the oldest once W-1 past frames are held.
         full_B = self.hist_len_B == self.hist_tokens_BWN.shape[1]
         if full_B.any():
@@ -241,4 +289,5 @@ class Simulator:
         self.hist_tokens_BWN[ar, self.hist_len_B] = new_tokens_BN
         self.hist_actions_BW[ar, self.hist_len_B] = actions_B
         self.hist_len_B += 1
+        self.features_BND = features_BND
         return frames_BHWC

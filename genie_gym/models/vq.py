@@ -1,16 +1,12 @@
 """Vector quantizer with a straight-through estimator, usage statistics and dead-code reset.
 
 Choices (and why):
-- l2-normalised codes and inputs, nearest neighbour by cosine similarity (ViT-VQGAN): distances are bounded,
-  so no code drifts far from the encoder outputs and usage stays high; the decoder always sees unit-norm
-  vectors.
+- l2-normalised codes and inputs, nearest neighbour by cosine similarity (ViT-VQGAN; `normalize=True`, the
+  tokenizer's VQ): distances are bounded, so no code drifts far from the encoder outputs and usage stays high.
+  The LAM uses raw distances (`normalize=False`): its 8 codes must tell apart small and large changes.
 - Codebook loss + commitment loss (VQ-VAE), not EMA: the codebook is an ordinary parameter, so AdamW,
   checkpoints and DDP gradient averaging need nothing special.
 - Quantisation runs in float32 with autocast off, so bf16 training picks the same codes as float32 inference.
-- Optional usage-entropy bonus (`entropy_weight` > 0): with soft assignments p(code | z) = softmax(-dist / tau),
-  the loss adds entropy_weight * (mean per-vector entropy - entropy of the batch-mean assignment). It pushes the
-  batch to spread over the codebook while each vector stays decisive; the LAM's 8 codes need it to avoid
-  settling on 2-3 codes.
 - `steps_unused` counts training forward calls since each code was last chosen; `reset_dead_codes` re-seeds
   codes unused for `dead_code_threshold` calls from random encoder outputs (call it every K training steps).
   Under DDP call it with the same `z_e` and generator seed on every rank (or broadcast the codebook
@@ -32,12 +28,8 @@ class VectorQuantizer(nn.Module):
         commitment_weight: float = 0.25,
         dead_code_threshold: int = 100,
         normalize: bool = True,
-        entropy_weight: float = 0.0,
-        entropy_temperature: float = 0.3,
     ):
         super().__init__()
-        self.entropy_weight = entropy_weight
-        self.entropy_temperature = entropy_temperature
         self.num_codes = num_codes
         self.code_dim = code_dim
         self.commitment_weight = commitment_weight
@@ -71,12 +63,6 @@ class VectorQuantizer(nn.Module):
             idx_S = dist_SV.argmin(1)
             q_SD = c_VD[idx_S]
             loss = F.mse_loss(q_SD, z_SD.detach()) + self.commitment_weight * F.mse_loss(z_SD, q_SD.detach())
-            if self.entropy_weight > 0 and self.training:
-                logp_SV = F.log_softmax(-dist_SV / self.entropy_temperature, dim=1)
-                per_vector = -(logp_SV.exp() * logp_SV).sum(1).mean()
-                mean_V = logp_SV.exp().mean(0)
-                batch = -(mean_V * torch.log(mean_V.clamp_min(1e-10))).sum()
-                loss = loss + self.entropy_weight * (per_vector - batch)
             z_q = z_SD + (q_SD - z_SD).detach()
             counts_V = torch.bincount(idx_S, minlength=self.num_codes)
             p_V = counts_V.float() / max(idx_S.numel(), 1)

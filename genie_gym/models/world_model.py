@@ -30,6 +30,7 @@ import torch.nn as nn
 from genie_gym.config import GenieConfig
 from genie_gym.errors import CheckpointError
 from genie_gym.models.dynamics import DynamicsModel
+from genie_gym.models.heads import EventHeads
 from genie_gym.models.lam import LatentActionModel
 from genie_gym.models.tokenizer import VideoTokenizer
 from genie_gym.utils.io import atomic_torch_save, sha256_bytes
@@ -75,8 +76,13 @@ def build_dynamics(config: GenieConfig) -> DynamicsModel:
     )
 
 
+def build_heads(config: GenieConfig) -> EventHeads | None:
+    return EventHeads(config.heads, config.dynamics.d_model) if config.heads.enabled else None
+
+
 class WorldModel(nn.Module):
-    """Tokenizer, LAM and dynamics of one Genie world model. At play time the LAM is unused (user actions).
+    """Tokenizer, LAM and dynamics of one Genie world model (and, when trained, the reward / episode-end heads).
+    At play time the LAM is unused (user actions).
 
     The three parts are built by `build_tokenizer`, `build_lam` and `build_dynamics`, which the trainer uses too, so a
     training checkpoint's state dicts drop straight into a world model."""
@@ -87,6 +93,7 @@ class WorldModel(nn.Module):
         self.tokenizer = build_tokenizer(config)
         self.lam = build_lam(config)
         self.dynamics = build_dynamics(config)
+        self.heads = build_heads(config)  # reward / episode-end heads, when trained (`--phase heads`)
         self.metadata: dict[str, Any] = {}
         self.payload_sha256: str | None = None  # set by `load`: identifies the exact weights in use
 
@@ -197,6 +204,7 @@ class WorldModel(nn.Module):
                                   f"model code ({str(e).splitlines()[0][:300]}); re-export the model with this "
                                   "version, or use the genie-gym version that wrote it") from e
         model.metadata = dict(payload.get("metadata") or {})
+        model.file_dtype = str(payload.get("dtype", "float32"))  # what a re-save keeps (the shipped file: bf16)
         model.payload_sha256 = str(outer["payload_sha256"])
         model.eval()
         return model.to(map_location)

@@ -134,10 +134,14 @@ def check_resume_fits(ckpt: dict[str, Any], cfg: GenieConfig, phase: str, path: 
             "from it. Use another --out or drop --resume"
         )
     mine = cfg.to_dict()
+    try:  # read through the config loader: older checkpoints' fields are migrated the way model files' are
+        stored = GenieConfig.from_dict(ckpt["config"]).to_dict()
+    except ValueError as e:
+        raise CheckpointError(f"cannot resume from {path}: {e}") from None
     # phase tokenizer trains the tokenizer alone: the LAM and dynamics settings may still change before phase 2
     keys = ["image_size", "tokenizer"] if phase == "tokenizer" else ["image_size", "seq_len", "tokenizer", "lam",
                                                                      "dynamics"]
-    diffs = config_diff({k: ckpt["config"][k] for k in keys}, {k: mine[k] for k in keys})
+    diffs = config_diff({k: stored[k] for k in keys}, {k: mine[k] for k in keys})
     if diffs:
         raise CheckpointError(
             f"cannot resume from {path}: its model config differs from --preset {cfg.preset}: "

@@ -29,6 +29,8 @@ DATA_MAX_STEPS = {"tiny": 200, "small": 1000, "coinrun": 1000}
 class Args:
     preset: Preset = "tiny"
     """model preset: tiny (minutes, a smoke test), small (the CPU model), coinrun (the paper's sizes)"""
+    set: tuple[str, ...] = ()
+    """config overrides on top of the preset, SECTION.FIELD=VALUE (as `genie-gym train --set`)"""
     out: Path = Path("runs/tiny")
     """run directory (RUN/data, RUN/tokenizer, RUN/dynamics, RUN/world_model.pt, RUN/eval)"""
     game: Game = "coinrun"
@@ -66,6 +68,10 @@ class Args:
     LAM); the shipped v1.0 reuses v0.2's LAM this way"""
     eval_stability_steps: int | None = None
     """frames of the eval's long-horizon stability rollouts (default: 200; 20 for tiny, whose episodes are short)"""
+    heads: bool = True
+    """train the reward / episode-end heads after the dynamics (`genie-gym train --phase heads`)"""
+    heads_steps: int | None = None
+    """steps of the heads phase (default: 1000; 50 for tiny)"""
 
 
 def _stage(name: str) -> float:
@@ -107,15 +113,15 @@ class _Timings:
 
 
 def run_pipeline(args: Args) -> dict:
-    from genie_gym.config import get_preset
+    from genie_gym.config import apply_overrides, get_preset
     from genie_gym.errors import ConfigError
     from genie_gym.training import train as train_mod
     from genie_gym.training.trainer import train
 
     try:
-        cfg = get_preset(args.preset)
+        cfg = apply_overrides(get_preset(args.preset), args.set)  # every bad value fails here, before any work
     except ValueError as e:
-        raise ConfigError(f"{e} (--preset)") from None
+        raise ConfigError(f"{e} (--preset / --set)") from None
     run = Path(args.out)
     run.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -159,6 +165,7 @@ def run_pipeline(args: Args) -> dict:
                 train_mod.Args(
                     phase=phase,
                     preset=args.preset,
+                    set=args.set,
                     data=data,
                     out=run,
                     steps=steps,  # type: ignore[arg-type]
@@ -178,10 +185,30 @@ def run_pipeline(args: Args) -> dict:
         timings[f"{phase}_s"] = time.time() - t
         saved.add(f"{phase}_s", timings[f"{phase}_s"])
 
+    # 3. reward / episode-end heads on the frozen world model
+    wm_path = run / "world_model.pt"
+    if args.heads:
+        from genie_gym.errors import DatasetError
+        from genie_gym.models.world_model import WorldModel
+        from genie_gym.training.heads import train_heads
+
+        t = _stage("train heads")
+        if WorldModel.load(wm_path).heads is not None:
+            print(f"{wm_path} already has its heads; skipping")
+        else:
+            try:
+                train_heads(train_mod.Args(phase="heads", out=run, data=data, seed=args.seed, cpu_bf16=args.cpu_bf16,
+                                           steps=args.heads_steps or (50 if args.preset == "tiny" else 1000),
+                                           heads_clips=64 if args.preset == "tiny" else 512))
+            except DatasetError as e:  # e.g. tiny data whose episodes were all cut by the time limit
+                print(f"heads not trained: {e}")
+        timings["heads_s"] = time.time() - t
+        saved.add("heads_s", timings["heads_s"])
+
     # 4. evaluation on the held-out test split
     from genie_gym.evaluation import evaluate as eval_mod
 
-    wm_path, eval_dir = run / "world_model.pt", run / "eval"
+    eval_dir = run / "eval"
     t = _stage(f"eval -> {eval_dir}")
     eval_json = eval_dir / "eval.json"
     if eval_json.is_file() and eval_json.stat().st_mtime >= wm_path.stat().st_mtime:
@@ -198,6 +225,7 @@ def run_pipeline(args: Args) -> dict:
                 seed=args.seed,
                 device=args.device,
                 stability_steps=args.eval_stability_steps or (20 if args.preset == "tiny" else 200),
+                name_actions=True,  # the model file learns what its latent actions do (Genie-v0's keys use it)
             )
         )
     timings["eval_s"] = time.time() - t

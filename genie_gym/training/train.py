@@ -16,10 +16,14 @@ from genie_gym.config import Preset
 
 @dataclass
 class Args:
-    phase: Literal["tokenizer", "dynamics"] = "tokenizer"
-    """which phase to train: `tokenizer` first, then `dynamics` (LAM + dynamics with the tokenizer frozen)"""
+    phase: Literal["tokenizer", "dynamics", "heads"] = "tokenizer"
+    """which phase to train: `tokenizer` first, then `dynamics` (LAM + dynamics with the tokenizer frozen), then
+    optionally `heads` (reward and episode-end heads on the frozen world model: training/heads.py)"""
     preset: Preset = "tiny"
     """model and optimiser sizes: tiny (tests), small (the CPU model), coinrun (paper sizes, GPU)"""
+    set: tuple[str, ...] = ()
+    """config overrides on top of the preset, SECTION.FIELD=VALUE, e.g. --set dynamics.context_noise=0.05
+    tokenizer.groups=2 (checkpoints record the result; pass the same --set when resuming)"""
     data: Path = Path("data/coinrun-hard")
     """dataset directory written by `genie-gym data` (holds manifest.json)"""
     out: Path = Path("runs/tiny")
@@ -71,11 +75,23 @@ class Args:
     """stop (with a checkpoint) after this many minutes; continue later with --resume"""
     tensorboard: bool = True
     """write TensorBoard logs to RUN/<phase>/tb"""
+    model: Path | None = None
+    """phase heads: the world-model file to add heads to (default RUN/world_model.pt); writes RUN/world_model.pt"""
+    heads_clips: int = 512
+    """phase heads: clips ending on an event frame (and as many random clips) whose features train the heads"""
+    heads_eval_episodes: int = 200
+    """phase heads: held-out (validation) episodes scored for precision and recall"""
 
 
 def main(args: Args) -> None:
     import os
 
+    if args.phase == "heads":
+        from genie_gym.training.heads import check_heads_args, train_heads
+
+        check_heads_args(args)
+        train_heads(args)
+        return
     from genie_gym.training.trainer import train
 
     losses = train(args)

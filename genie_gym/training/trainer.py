@@ -26,7 +26,7 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from genie_gym.config import GenieConfig, OptimConfig, get_preset
+from genie_gym.config import GenieConfig, OptimConfig, apply_overrides, get_preset
 from genie_gym.errors import CheckpointError, ConfigError, DatasetError, GenieError
 from genie_gym.models.frames import to_float, to_uint8
 from genie_gym.models.world_model import build_dynamics, build_lam, build_tokenizer
@@ -46,7 +46,7 @@ from genie_gym.training.distributed import (
     init_distributed,
 )
 from genie_gym.training.sampler import ClipIndexStream, StreamBatchSampler
-from genie_gym.training.schedule import WarmupCosine, lr_at
+from genie_gym.training.schedule import load_optimizer_state, lr_at, make_optimizer, make_scheduler
 from genie_gym.utils.device import resolve_device
 from genie_gym.utils.io import atomic_write_bytes, atomic_write_json, sha256_file
 from genie_gym.utils.seeding import seed_everything, torch_generator
@@ -154,18 +154,6 @@ def phase_optim(cfg: GenieConfig, phase: str) -> OptimConfig:
     return cfg.tokenizer_optim if phase == "tokenizer" else cfg.dynamics_optim
 
 
-def make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices only (nanoGPT), not on biases, norms, positional vectors."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [
-        {"params": decay, "weight_decay": optim.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas))
-
-
 def step_seed(seed: int, step: int, rank: int) -> int:
     """A distinct, reproducible seed per (run seed, step, rank) for the per-step generator."""
     return (seed * 1_000_003 + step * 7919 + rank * 104_729) % (2**62)
@@ -187,6 +175,10 @@ class Trainer:
                 self.cfg = get_preset(args.preset)
             except ValueError as e:
                 raise ConfigError(f"{e} (--preset)") from None
+            try:
+                self.cfg = apply_overrides(self.cfg, getattr(args, "set", ()))
+            except (ValueError, TypeError) as e:
+                raise ConfigError(f"{e} (--set)") from None
         cfg = self.cfg
         optim = phase_optim(cfg, args.phase)
         overrides = {
@@ -225,7 +217,7 @@ class Trainer:
             self.model = DynamicsObjective(cfg, tokenizer, freeze_lam=args.freeze_lam)
         self.model.to(self.device)
         self.optimizer = make_optimizer(self.model, self.optim_cfg)
-        self.scheduler = WarmupCosine(self.optimizer, self.optim_cfg, self.optim_cfg.steps)
+        self.scheduler = make_scheduler(self.optimizer, self.optim_cfg, self.optim_cfg.steps)
         self.stream = ClipIndexStream(
             len(self.dataset), self.optim_cfg.batch_size, args.seed, self.dist.rank, self.dist.world_size
         )
@@ -343,16 +335,15 @@ class Trainer:
         check_resume_fits(ckpt, self.cfg, self.args.phase, path)
         for name, part in self.model.parts().items():
             part.load_state_dict(ckpt["model"][name])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        old_total = self.scheduler.total_steps
-        self.scheduler.total_steps = self.optim_cfg.steps  # a longer --steps extends the cosine schedule
-        self.scheduler.load_state_dict(self.scheduler.state_dict())
+        load_optimizer_state(self.optimizer, ckpt["optimizer"], self.model)
         self.step = int(ckpt["step"])
+        # The schedule is a function of the step: rebuilt, not loaded. A longer --steps stretches the cosine decay.
+        self.scheduler = make_scheduler(self.optimizer, self.optim_cfg, self.optim_cfg.steps, self.step)
+        old_total = int(ckpt["scheduler"]["total_steps"])
         if old_total != self.optim_cfg.steps and self.dist.is_main:
             print(f"--resume: the schedule spanned {old_total} steps, now {self.optim_cfg.steps} (--steps): the "
                   f"cosine decay is stretched, so the lr at step {self.step} changes from "
-                  f"{lr_at(self.step, self.optim_cfg, old_total):.2e} to {self.scheduler.get_lr():.2e}")
+                  f"{lr_at(self.step, self.optim_cfg, old_total):.2e} to {self.scheduler.get_last_lr()[0]:.2e}")
         if self.dist.is_main:
             self._truncate_metrics_log(self.step)
         self.metrics = dict(ckpt.get("metrics", {}))
@@ -408,7 +399,7 @@ class Trainer:
             "optim": asdict(self.optim_cfg),
             "model": {name: part.state_dict() for name, part in self.model.parts().items()},
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "scheduler": {"total_steps": self.optim_cfg.steps},  # the schedule itself follows from the step
             "step": self.step,
             "rng": rngs,
             "sampler": self.stream.state_dict(),
@@ -530,7 +521,7 @@ class Trainer:
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim_cfg.grad_clip)
                 if not torch.isfinite(grad_norm):
                     self._diverged(f"gradient norm is {grad_norm.item()}")
-                lr = self.scheduler.get_lr()
+                lr = self.scheduler.get_last_lr()[0]
                 self.optimizer.step()
                 self.scheduler.step()
                 self.step += 1

@@ -1,0 +1,204 @@
+"""`genie-gym train --phase heads`: reward and episode-end heads on a trained, frozen world model.
+
+    genie-gym train --phase heads --out RUN --data DIR [--model FILE]   # FILE default RUN/world_model.pt
+
+The two unsupervised phases never read rewards or episode ends; this third, small phase does, as DIAMOND, IRIS and
+DreamerV3 learn them beside their dynamics. Labels of frame t of an episode of L frames (the data's arrays,
+`manifest.json`): `terminal` = the episode ended after it (t = L - 1), not by the recording's or Procgen's 1000-step
+time limit; `reward`
+= the transition out of it paid a non-zero reward (CoinRun: the coin, on the last transition). Features: the
+frozen dynamics' output for each frame of a clip of `seq_len` real frames (its tokens, the LAM's actions), the same
+features Genie-v0 computes for a generated frame.
+
+1. Features are computed once (no gradient, bf16 on CPU with --cpu-bf16) for every clip ending on an event frame
+   (up to `--heads-clips`) and as many random clips, and cached.
+2. The heads train on the cached features (`--steps` AdamW steps of `--batch-size` clips). Event clips are
+   over-represented in that sample, so at the end each head's bias is shifted by the log-odds ratio between the
+   data's event rate and the sample's (prior correction): its probabilities are those of the real frequency.
+3. Held-out scores (validation split, windows that end on each episode's last frame): precision and recall of each
+   event at `HeadsConfig.threshold`, beside the constant "never" predictor, go into the model's metadata.
+4. RUN/world_model.pt is (re)written with the heads (`config.heads.enabled`, the data's mean non-zero reward as
+   `reward_value`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from genie_gym.data.dataset import EpisodeStore
+from genie_gym.errors import ConfigError, DatasetError
+from genie_gym.models.heads import EVENTS, EventHeads
+from genie_gym.models.world_model import WorldModel
+from genie_gym.utils.seeding import seed_everything
+
+if TYPE_CHECKING:
+    from genie_gym.training.train import Args
+
+
+PROCGEN_TIME_LIMIT = 1000  # Procgen ends every episode here by itself: a time limit, not an event
+
+
+def frame_labels(store: EpisodeStore, ep: int) -> np.ndarray:
+    """(L, 2) float labels of an episode's frames: (terminal, reward event). An episode that ran into the recording
+    limit or Procgen's own 1000-step limit did not end by anything visible: not terminal."""
+    L = int(store.episode_lengths[ep])
+    limit = min(int(store.manifest.get("settings", {}).get("max_steps", PROCGEN_TIME_LIMIT)), PROCGEN_TIME_LIMIT)
+    labels = np.zeros((L, 2), dtype=np.float32)
+    labels[-1, 0] = float(not store.truncated[ep] and L < limit)
+    labels[:, 1] = store.rewards(ep)[:L] != 0
+    return labels
+
+
+@torch.no_grad()
+def clip_features(wm: WorldModel, frames_BTHWC_u8: torch.Tensor, amp: bool) -> torch.Tensor:
+    """Dynamics features (B, T, positions, D) of real clips: their tokens and the LAM's actions, clean context."""
+    from genie_gym.models.frames import to_float
+
+    frames = to_float(frames_BTHWC_u8)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        tokens_BTN = wm.tokenizer.encode(frames)
+        actions_BT = wm.lam.infer_actions(frames)
+        return wm.dynamics.features(tokens_BTN, actions_BT).to(torch.bfloat16)
+
+
+def event_windows(store: EpisodeStore, T: int, max_episodes: int, rng: np.random.Generator,
+                  event_only: bool) -> list[tuple[int, int]]:
+    """(episode, first frame) of T-frame windows. event_only: the window ending on each event frame; else windows
+    tiling whole episodes backwards from their last frame (every frame scored once, the last with full history)."""
+    eps = np.flatnonzero(store.episode_lengths >= T)
+    rng.shuffle(eps)
+    out = []
+    for ep in eps[:max_episodes] if not event_only else eps:
+        L = int(store.episode_lengths[ep])
+        if event_only:
+            labels = frame_labels(store, int(ep))
+            out += [(int(ep), t - T + 1) for t in np.flatnonzero(labels.any(1)) if t >= T - 1]
+        else:
+            out += [(int(ep), start) for start in range(L - T, -1, -T)]
+    return out
+
+
+def _features_of(wm: WorldModel, store: EpisodeStore, windows: list[tuple[int, int]], T: int, amp: bool,
+                 desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+    feats, labels = [], []
+    for i in tqdm(range(0, len(windows), 16), desc=desc, leave=False):
+        chunk = windows[i:i + 16]
+        frames = torch.stack([torch.from_numpy(store.frames(ep, s, s + T)) for ep, s in chunk])
+        feats.append(clip_features(wm, frames, amp))
+        labels.append(torch.from_numpy(np.stack([frame_labels(store, ep)[s:s + T] for ep, s in chunk])))
+    return torch.cat(feats), torch.cat(labels)
+
+
+def _logit(p: torch.Tensor) -> torch.Tensor:
+    return torch.log(p) - torch.log1p(-p)
+
+
+def precision_recall(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float | int]:
+    pred, true = probs >= threshold, labels > 0.5
+    tp = int((pred & true).sum())
+    return {"precision": tp / max(int(pred.sum()), 1), "recall": tp / max(int(true.sum()), 1),
+            "events": int(true.sum()), "predicted": int(pred.sum()), "frames": int(true.size)}
+
+
+def train_heads(args: Args) -> Path:
+    """Train the event heads of `args.model` (default RUN/world_model.pt) and write RUN/world_model.pt."""
+    t0 = time.time()
+    run = Path(args.out)
+    source = Path(args.model) if args.model is not None else run / "world_model.pt"
+    wm = WorldModel.load(source)
+    cfg, T = wm.config, wm.config.seq_len
+    steps = args.steps or 1000
+    seed_everything(args.seed)
+    rng = np.random.default_rng(args.seed)
+    train_store = EpisodeStore(args.data, args.split)
+    val_store = EpisodeStore(args.data, "validation")
+    if len(val_store.episode_lengths) == 0:
+        val_store = EpisodeStore(args.data, "test")
+    all_labels = np.concatenate([frame_labels(train_store, e) for e in range(len(train_store.episode_lengths))])
+    rewards = np.concatenate([train_store.rewards(e)[: int(n)] for e, n in enumerate(train_store.episode_lengths)])
+    terminal_rate, reward_rate = (float(r) for r in all_labels.mean(0))
+    if terminal_rate == 0 and reward_rate == 0:
+        raise DatasetError(f"{args.data} ({args.split}) holds no natural episode end and no reward: nothing for "
+                           "the heads to learn; record longer episodes (--max-steps) or another game")
+    reward_value = float(rewards[rewards != 0].mean()) if reward_rate > 0 else cfg.heads.reward_value
+    amp = bool(args.cpu_bf16)
+    wm.eval()
+    events = event_windows(train_store, T, 0, rng, event_only=True)
+    rng.shuffle(events)
+    events = events[: args.heads_clips]
+    if not events:
+        raise DatasetError(f"no episode of {args.data} ({args.split}) is at least seq_len={T} frames long and ends "
+                           "in an event; record longer episodes")
+    randoms = [(int(ep), int(rng.integers(0, int(train_store.episode_lengths[ep]) - T + 1)))
+               for ep in rng.choice(np.flatnonzero(train_store.episode_lengths >= T), len(events))]
+    feats, labels = _features_of(wm, train_store, events + randoms, T, amp, "heads: features")
+    sample_rate = labels.mean(dim=(0, 1)).clamp(1e-6, 1 - 1e-6)  # per event, in the cached sample
+    true_rate = torch.tensor([terminal_rate, reward_rate]).clamp(1e-6, 1 - 1e-6)
+
+    heads_cfg = dataclasses.replace(cfg.heads, enabled=True, reward_value=reward_value)
+    heads = EventHeads(heads_cfg, cfg.dynamics.d_model)
+    opt = torch.optim.AdamW(heads.parameters(), lr=args.lr or 1e-3, weight_decay=1e-4)
+    batch = args.batch_size or 64
+    gen = torch.Generator().manual_seed(args.seed)
+    bar = tqdm(range(steps), desc="train heads", mininterval=2)
+    for _ in bar:
+        idx = torch.randint(0, len(feats), (batch,), generator=gen)
+        logits = heads(feats[idx].float())
+        loss = F.binary_cross_entropy_with_logits(logits, labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    with torch.no_grad():  # prior correction: probabilities of the data's event rates, not the sample's
+        heads.mlp[-1].bias += _logit(true_rate) - _logit(sample_rate)
+
+    scores = evaluate_heads(wm, heads, val_store, T, amp, args.heads_eval_episodes, args.seed)
+    wm.config = dataclasses.replace(cfg, heads=heads_cfg)
+    wm.heads = heads
+    out = run / "world_model.pt"
+    wm.save(out, {**wm.metadata, "heads": {"data": str(args.data), "steps": steps, "train_clips": len(feats),
+                                           "reward_value": reward_value, "terminal_rate": terminal_rate,
+                                           "reward_rate": reward_rate, "validation": scores,
+                                           "seconds": round(time.time() - t0, 1)}},
+            dtype=getattr(torch, getattr(wm, "file_dtype", "float32")))
+    summary = ", ".join(f"{e} precision {scores[e]['precision']:.2f} recall {scores[e]['recall']:.2f} "
+                        f"({scores[e]['events']} events)" for e in EVENTS if e in scores)
+    print(f"heads: {summary or 'no held-out episodes'} -> {out}")
+    return out
+
+
+@torch.no_grad()
+def evaluate_heads(wm: WorldModel, heads: EventHeads, store: EpisodeStore, T: int, amp: bool, max_episodes: int,
+                   seed: int) -> dict[str, Any]:
+    """Precision / recall of each event on held-out episodes (windows ending on each episode's last frame), one
+    step ahead (real context), at the heads' threshold; the constant "never" predictor has recall 0."""
+    windows = event_windows(store, T, max_episodes, np.random.default_rng(seed), event_only=False)
+    if not windows:
+        return {"note": "no held-out episode of seq_len frames"}
+    feats, labels = _features_of(wm, store, windows, T, amp, "heads: held-out")
+    probs = torch.sigmoid(torch.cat([heads(feats[i:i + 64].float()) for i in range(0, len(feats), 64)])).numpy()
+    lab = labels.numpy()
+    out: dict[str, Any] = {e: precision_recall(probs[..., k], lab[..., k], heads.cfg.threshold)
+                           for k, e in enumerate(EVENTS)}
+    out["episodes"] = len({ep for ep, _ in windows})
+    return out
+
+
+def check_heads_args(args: Args) -> None:
+    if args.heads_clips < 1 or args.heads_eval_episodes < 1:
+        raise ConfigError(f"--heads-clips ({args.heads_clips}) and --heads-eval-episodes "
+                          f"({args.heads_eval_episodes}) must be >= 1")
+    if args.model is None and not (Path(args.out) / "world_model.pt").is_file():
+        raise ConfigError(f"phase heads needs a trained world model: {Path(args.out) / 'world_model.pt'} does not "
+                          "exist; train phase dynamics first or pass --model FILE")
+    if not math.isfinite(args.lr or 1e-3):
+        raise ConfigError(f"--lr must be finite, got {args.lr}")

@@ -1,0 +1,194 @@
+"""Reward and episode-end heads: trained on data with known events, used by Genie-v0, the vector env and SB3."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_episodes
+
+from genie_gym.config import get_preset
+from genie_gym.envs.genie_env import GenieEnv
+from genie_gym.envs.sb3 import GenieSB3VecEnv
+from genie_gym.envs.vector_env import GenieVectorEnv
+from genie_gym.errors import ConfigError, DatasetError
+from genie_gym.models.world_model import WorldModel
+from genie_gym.training.heads import precision_recall, train_heads
+from genie_gym.training.train import Args
+
+LEVELS = (0, 3)
+
+
+def _episode(rng: np.random.Generator, L: int, end: str) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Noise frames; a natural end shows a big square in the last frame (white when "died", black with reward 10
+    on the last transition when "won"); a time-limit cut ("cut") shows nothing and is not terminal."""
+    frames = rng.integers(60, 190, (L, 64, 64, 3), dtype=np.uint8)
+    rewards = np.zeros(L, np.float32)
+    if end != "cut":
+        frames[-1, 8:56, 8:56] = 255 if end == "died" else 0
+    if end == "won":
+        rewards[-1] = 10.0
+    return frames, rewards, end == "cut"
+
+
+@pytest.fixture(scope="module")
+def event_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(0)
+    ends = ["won", "died", "cut"]
+
+    def split(n: int) -> list:
+        return [_episode(rng, int(rng.integers(6, 12)), ends[i % 3]) for i in range(n)]
+
+    return write_episodes(tmp_path_factory.mktemp("events") / "data",
+                          {"train": split(180), "validation": split(18), "test": split(3)})
+
+
+@pytest.fixture(scope="module")
+def heads_model(event_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Heads on an untrained tiny world model whose tokenizer sees the pixels: at initialisation every frame
+    quantises to one code, so its pre-quantisation projection is scaled up until the codes follow the content."""
+    run = tmp_path_factory.mktemp("heads_run")
+    torch.manual_seed(0)
+    wm = WorldModel(get_preset("tiny"))
+    with torch.no_grad():
+        wm.tokenizer.pre_quant.weight.mul_(30)
+    wm.save(run / "seeing.pt")
+    return train_heads(Args(phase="heads", out=run, model=run / "seeing.pt", data=event_data, steps=400,
+                            heads_clips=128, heads_eval_episodes=18, seed=0))
+
+
+def test_heads_learn_known_events_and_beat_the_constant_predictor(heads_model: Path):
+    wm = WorldModel.load(heads_model)
+    assert wm.heads is not None and wm.config.heads.enabled and wm.config.heads.reward_value == 10.0
+    val = wm.metadata["heads"]["validation"]
+    assert val["terminal"]["events"] == 12 and val["reward"]["events"] == 6  # 2/3 end naturally, 1/3 are won
+    for event in ("terminal", "reward"):  # "never" has recall 0; the heads find the events and little else
+        assert val[event]["recall"] >= 0.9 and val[event]["precision"] >= 0.8, (event, val[event])
+
+
+def test_precision_recall_on_hand_made_predictions():
+    pr = precision_recall(np.array([0.9, 0.2, 0.7, 0.1]), np.array([1, 1, 0, 0]), 0.5)
+    assert pr == {"precision": 0.5, "recall": 0.5, "events": 2, "predicted": 2, "frames": 4}
+
+
+def _forced(heads_model: Path, tmp_path: Path, terminal: float, reward: float) -> Path:
+    """The trained heads with their output biases forced: every frame terminal / rewarded, or none."""
+    wm = WorldModel.load(heads_model)
+    with torch.no_grad():
+        wm.heads.mlp[-1].weight.zero_()
+        wm.heads.mlp[-1].bias.copy_(torch.tensor([terminal, reward]))
+    path = tmp_path / f"forced_{terminal}_{reward}.pt"
+    wm.save(path)
+    return path
+
+
+def test_genie_env_reports_the_heads_and_reward_fn_overrides_the_reward(heads_model: Path, tmp_path: Path):
+    env = GenieEnv(checkpoint=heads_model, prompt_levels=LEVELS)
+    env.reset(seed=0)
+    runs = []
+    for _ in range(2):
+        env.reset(seed=3)
+        runs.append([env.step(a)[1:] for a in (1, 2, 3)])
+    assert runs[0] == runs[1]  # deterministic per seed: rewards, ends and probabilities
+    reward, terminated, truncated, info = runs[0][0]
+    assert set(info) == {"terminal_prob", "reward_prob"} and 0 <= info["terminal_prob"] <= 1
+    assert reward == (10.0 if info["reward_prob"] >= 0.5 else 0.0)
+    assert terminated == (info["terminal_prob"] >= 0.5)
+    always = _forced(heads_model, tmp_path, 20.0, 20.0)
+    e = GenieEnv(checkpoint=always, prompt_levels=LEVELS)
+    e.reset(seed=0)
+    assert e.step(0)[1:3] == (10.0, True)
+    e = GenieEnv(checkpoint=always, prompt_levels=LEVELS, reward_fn=lambda o, a, n: -1.0)
+    e.reset(seed=0)
+    assert e.step(0)[1:3] == (-1.0, True)  # reward_fn replaces the reward, not the learned episode end
+    e = GenieEnv(checkpoint=always, prompt_levels=LEVELS, learned_rewards=False)
+    e.reset(seed=0)
+    assert e.step(0)[1:3] == (0.0, False)
+
+
+def test_vector_env_and_sb3_honour_terminated(heads_model: Path, tmp_path: Path):
+    always = _forced(heads_model, tmp_path, 20.0, -20.0)
+    envs = GenieVectorEnv(2, checkpoint=always, prompt_levels=LEVELS)
+    envs.reset(seed=0)
+    _, rewards, terminated, truncated, info = envs.step(np.array([1, 2]))
+    assert terminated.tolist() == [True, True] and not truncated.any() and rewards.tolist() == [0.0, 0.0]
+    assert "terminal_prob" in info
+    obs, rewards, terminated, truncated, info = envs.step(np.array([1, 2]))  # NEXT_STEP: both restart
+    assert not terminated.any() and "prompt_source" in info
+    venv = GenieSB3VecEnv(2, checkpoint=always, prompt_levels=LEVELS, max_episode_steps=5)
+    venv.seed(0)
+    venv.reset()
+    venv.step_async(np.array([1, 2]))
+    obs, rewards, dones, infos = venv.step_wait()
+    assert dones.tolist() == [True, True]
+    assert all("terminal_observation" in i and i["TimeLimit.truncated"] is False for i in infos)
+
+
+def test_bad_heads_input(tiny_model_file: Path, event_data: Path, tmp_path: Path):
+    with pytest.raises(ConfigError, match="no reward / episode-end heads.*--phase heads"):
+        GenieEnv(checkpoint=tiny_model_file, learned_rewards=True)
+    with pytest.warns(UserWarning, match="no reward / episode-end heads"):
+        import genie_gym.envs.worlds as worlds
+
+        worlds._WARNED_NO_HEADS = False
+        GenieEnv(checkpoint=tiny_model_file, prompt_levels=LEVELS)
+    never = tmp_path / "never"
+    rng = np.random.default_rng(1)
+    write_episodes(never, {"train": [_episode(rng, 8, "cut") for _ in range(4)],
+                           "validation": [_episode(rng, 8, "cut")]})
+    with pytest.raises(DatasetError, match="no natural episode end and no reward"):
+        train_heads(Args(phase="heads", out=tmp_path, model=tiny_model_file, data=never, steps=2))
+    from genie_gym.cli import main as cli_main
+
+    with pytest.raises(SystemExit):  # no world model in the run directory: one line, before any work
+        cli_main(["train", "--phase", "heads", "--out", str(tmp_path / "empty"), "--data", str(event_data)])
+    cfg = dataclasses.replace(get_preset("tiny"))
+    assert not cfg.heads.enabled  # presets build no heads: only `--phase heads` adds them
+
+
+@pytest.mark.slow
+def test_dream_ppo_trains_in_the_world_model_and_resumes(heads_model: Path, tiny_model_file: Path, tmp_path: Path):
+    """agents.dream_ppo end to end on the tiny model: PPO frames counted, a resumable final.zip, and --resume
+    continues from the newest checkpoint instead of starting over."""
+    import json
+
+    from agents import dream_ppo
+
+    common = dict(world_model=str(heads_model), num_envs=2, n_steps=16, n_minibatches=2, n_epochs=1,
+                  prompt_levels=LEVELS, max_episode_steps=20, checkpoint_every=32, out=str(tmp_path), threads=1,
+                  device="cpu")
+    dream_ppo.main(dream_ppo.Args(total_timesteps=64, **common))
+    info = json.loads((tmp_path / "train_info.json").read_text())
+    assert info["frames"] >= 64 and (tmp_path / "final.zip").is_file()
+    dream_ppo.main(dream_ppo.Args(total_timesteps=96, resume=True, **common))
+    again = json.loads((tmp_path / "train_info.json").read_text())
+    assert again["resumed_from_frames"] >= 32 and again["frames"] >= 96
+    with pytest.raises(ConfigError, match="no reward / episode-end heads"):
+        dream_ppo.main(dream_ppo.Args(total_timesteps=64, **{**common, "world_model": str(tiny_model_file)}))
+
+
+@pytest.mark.slow
+def test_dream_transfer_plays_the_dream_agent_in_real_coinrun(heads_model: Path, tmp_path: Path):
+    """agents.dream_transfer: table D from expert transitions labelled by the dream's LAM, then real levels."""
+    from agents import dream_ppo, dream_transfer
+    from agents.baselines import RunRightPolicy
+    from agents.collect import run_policy_episodes, save_expert_set
+
+    dream_ppo.main(dream_ppo.Args(world_model=str(heads_model), num_envs=2, n_steps=16, n_minibatches=2, n_epochs=1,
+                                  prompt_levels=LEVELS, total_timesteps=32, out=str(tmp_path / "dream"), threads=1,
+                                  device="cpu"))
+    save_expert_set(run_policy_episodes(RunRightPolicy(), num_episodes=4, seed=3, num_envs=4, progress=False),
+                    tmp_path / "expert")
+    report = dream_transfer.main(dream_transfer.Args(
+        dream=str(tmp_path / "dream" / "final.zip"), world_model=str(heads_model), expert_data=str(tmp_path / "expert"),
+        n_labelled=20, num_levels=2, seeds=1, max_steps=30, out=str(tmp_path / "transfer"), threads=1))
+    assert set(report["results"]) == {"dream", "random", "run_right"}
+    assert all(0.0 <= r["solved_pct"] <= 100.0 for r in report["results"].values())
+    assert (tmp_path / "transfer" / "transfer.json").is_file()
+    with pytest.raises(ConfigError, match="n-labelled"):
+        dream_transfer.main(dream_transfer.Args(dream=str(tmp_path / "dream" / "final.zip"),
+                                                world_model=str(heads_model), expert_data=str(tmp_path / "expert"),
+                                                n_labelled=10**6, out=str(tmp_path / "t2"), threads=1))
