@@ -19,12 +19,11 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.utils import seeding
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from genie_gym.envs.genie_env import GenieEnv, keys_to_action
-from genie_gym.envs.worlds import WorldBatch, WorldSettings
+from genie_gym.envs.vector_env import GenieVectorEnv
 
 # Attributes `get_attr` / `set_attr` understand. They are shared by all worlds, so `set_attr` sets them for all.
 _READABLE = ("render_mode", "max_episode_steps", "reward_fn", "observation_space", "action_space", "metadata",
@@ -34,60 +33,68 @@ _WRITABLE = ("reward_fn", "max_episode_steps", "temperature", "maskgit_steps")
 
 
 class GenieSB3VecEnv(VecEnv):
-    """N Genie worlds with SB3's VecEnv API. Make-time arguments are `GenieEnv`'s plus `num_envs`."""
+    """N Genie worlds with SB3's VecEnv API, built on `GenieVectorEnv` (same worlds, same seeds): a finished world
+    is restarted at once, in the same step, as SB3 expects. Make-time arguments are `GenieEnv`'s plus `num_envs`."""
 
     def __init__(self, num_envs: int = 1, *, render_mode: str | None = None, **settings: Any):
         """`settings`: the fields of `WorldSettings`, as for `GenieEnv` (max_episode_steps defaults to 1000)."""
         if render_mode not in (None, "rgb_array"):
             raise gym.error.UnsupportedMode(f"GenieSB3VecEnv supports render_mode 'rgb_array' or None, got "
                                             f"{render_mode!r}")
-        self.worlds = WorldBatch(num_envs, WorldSettings.from_kwargs(settings))
+        self.venv = GenieVectorEnv(num_envs, **settings)
+        self.worlds = self.venv.worlds
         self._render_mode = render_mode
-        self._rngs: list[np.random.Generator | None] = [None] * self.worlds.num_worlds
         self._actions: np.ndarray | None = None
-        super().__init__(self.worlds.num_worlds, self.worlds.single_observation_space(),
-                         self.worlds.single_action_space())
+        super().__init__(self.venv.num_envs, self.venv.single_observation_space, self.venv.single_action_space)
+
+    def _world_infos(self, info: dict[str, Any], idx: Sequence[int]) -> list[dict[str, Any]]:
+        """Gymnasium's vector info (arrays with `_key` masks) -> one dict per world in `idx`."""
+        return [{k: info[k][i] for k in info if not k.startswith("_") and info.get(f"_{k}", np.ones(1))[i]}
+                for i in idx]
 
     # --- VecEnv API ---------------------------------------------------------------------------------------------
     def reset(self) -> VecEnvObs:
         """Reset every world with the seeds of `seed()` and the options of `set_options()` (used once)."""
-        prompts = []
-        for i in range(self.num_envs):
-            options = self.worlds.check_options(self._options[i] or None)
-            prompts.append(self.worlds.prepare_prompt(options.get("prompt"), options.get("level")))
-        for i in range(self.num_envs):
-            if self._seeds[i] is not None or self._rngs[i] is None:
-                self._rngs[i], _ = seeding.np_random(self._seeds[i])
-        self.reset_infos = self.worlds.reset_worlds(range(self.num_envs), self._rngs, prompts)
+        prompts = [(o or {}).get("prompt") for o in self._options]
+        levels = [(o or {}).get("level") for o in self._options]
+        for o in self._options:
+            self.worlds.check_options(o or None)
+        if any(p is not None for p in prompts) and any(lv is not None for lv in levels):
+            raise ValueError("set_options: give every world a 'prompt' or every world a 'level', not a mix")
+        options = {"prompt": prompts} if any(p is not None for p in prompts) else \
+            {"level": levels} if any(lv is not None for lv in levels) else None
+        obs, info = self.venv.reset(seed=list(self._seeds), options=options)
+        self.reset_infos = self._world_infos(info, range(self.num_envs))
         self._reset_seeds()
         self._reset_options()
         self._actions = None
-        return self.worlds.obs_BHWC.copy()
+        return obs
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = self.worlds.check_actions(actions)  # a bad action batch raises here, nothing changes
 
     def step_wait(self) -> VecEnvStepReturn:
         if self._actions is None:
-            raise RuntimeError("step_wait() without step_async(actions); call venv.step(actions)")
+            raise RuntimeError("step_wait() without step_async(); call venv.step(actions)")
         if not self.worlds.was_reset_B.all():
             raise gym.error.ResetNeeded("call venv.reset() before venv.step(); the worlds have no start frames")
         actions, self._actions = self._actions, None
-        obs_BHWC, rewards_B, terminated_B, truncated_B, probs_B2 = self.worlds.step(actions)
-        infos: list[dict[str, Any]] = [self.worlds.event_info(probs_B2, i) for i in range(self.num_envs)]
-        done = np.flatnonzero(terminated_B | truncated_B)
+        obs_BHWC, rewards_B, terminated_B, truncated_B, info = self.venv.step(actions)
+        infos = self._world_infos(info, range(self.num_envs))
+        done_B = terminated_B | truncated_B
+        done = np.flatnonzero(done_B)
         if len(done):
             for i in done:
                 infos[i]["terminal_observation"] = obs_BHWC[i].copy()
                 infos[i]["TimeLimit.truncated"] = bool(truncated_B[i] and not terminated_B[i])
-            reset_infos = self.worlds.reset_worlds(done, [self._rngs[i] for i in done], [None] * len(done))
-            for i, info in zip(done, reset_infos, strict=True):
-                self.reset_infos[i] = info
-            obs_BHWC = self.worlds.obs_BHWC.copy()
-        return obs_BHWC, rewards_B.astype(np.float32), terminated_B | truncated_B, infos
+            obs_BHWC, reset_info = self.venv.reset(options={"reset_mask": done_B})  # same step, SB3 semantics
+            for i, world_info in zip(done, self._world_infos(reset_info, done), strict=True):
+                self.reset_infos[i] = world_info
+        return obs_BHWC, rewards_B.astype(np.float32), done_B, infos
 
     def close(self) -> None:
         self._actions = None
+        self.venv.close()
 
     def get_images(self) -> Sequence[np.ndarray | None]:
         return [frame.copy() for frame in self.worlds.obs_BHWC]
