@@ -33,7 +33,7 @@ from genie_gym.models.dynamics import DynamicsModel
 from genie_gym.models.heads import EventHeads
 from genie_gym.models.lam import LatentActionModel
 from genie_gym.models.tokenizer import VideoTokenizer
-from genie_gym.utils.io import atomic_torch_save, sha256_bytes
+from genie_gym.utils.io import atomic_torch_save, check_file_header, sha256_bytes
 
 FORMAT_NAME = "genie-gym/world-model"
 FORMAT_VERSION = 2
@@ -171,18 +171,12 @@ class WorldModel(nn.Module):
         except Exception as e:  # truncated zip, bad pickle, not a torch file at all
             raise CheckpointError(f"{what} {str(path)!r} is truncated or corrupt ({type(e).__name__}: {e}); "
                                   f"{fix}") from e
-        if not isinstance(outer, dict) or outer.get("format") != FORMAT_NAME:
-            raise CheckpointError(
-                f"{str(path)!r} is not a genie-gym world-model file (no '{FORMAT_NAME}' header); a training "
-                "checkpoint must be exported first (WorldModel.save), and plain state dicts are not accepted"
-            )
-        version = outer.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise CheckpointError(
-                f"{str(path)!r} has world-model format version {version}, newer than this genie-gym reads "
-                f"({FORMAT_VERSION}; it was written by genie-gym {outer.get('genie_gym_version')}); upgrade with "
-                "`pip install --upgrade genie-gym`"
-            )
+        check_file_header(
+            outer, repr(str(path)), "format", FORMAT_NAME, FORMAT_VERSION,
+            f"{str(path)!r} is not a genie-gym world-model file (no '{FORMAT_NAME}' header); a training checkpoint "
+            "must be exported first (WorldModel.save), and plain state dicts are not accepted",
+            f"it was written by genie-gym {outer.get('genie_gym_version') if isinstance(outer, dict) else '?'}; "
+            "upgrade with `pip install --upgrade genie-gym`")
         payload_bytes = outer.get("payload")
         if isinstance(payload_bytes, torch.Tensor) and payload_bytes.dtype == torch.uint8:  # format 2
             payload_bytes = payload_bytes.numpy().tobytes()

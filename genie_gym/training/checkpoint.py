@@ -19,7 +19,7 @@ import torch
 
 from genie_gym.config import GenieConfig
 from genie_gym.errors import CheckpointError
-from genie_gym.utils.io import atomic_write_bytes
+from genie_gym.utils.io import atomic_write_bytes, check_file_header
 
 CHECKPOINT_FORMAT_VERSION = 1
 CHECKPOINT_KIND = "genie-gym-train-checkpoint"
@@ -80,17 +80,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"delete it{hint}, "
             "or start the phase again without --resume"
         ) from e
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != CHECKPOINT_KIND:
-        raise CheckpointError(
-            f"{path} is not a genie-gym training checkpoint (a world-model file? "
-            "load those with WorldModel.load)"
-        )
-    version = ckpt.get("format_version")
-    if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
-        raise CheckpointError(
-            f"checkpoint {path} has format version {version}, newer than this genie-gym understands "
-            f"({CHECKPOINT_FORMAT_VERSION}); upgrade genie-gym (pip install -U genie-gym) to read it"
-        )
+    check_file_header(ckpt, f"checkpoint {path}", "kind", CHECKPOINT_KIND, CHECKPOINT_FORMAT_VERSION,
+                      f"{path} is not a genie-gym training checkpoint (a world-model file? load those with "
+                      "WorldModel.load)", "upgrade genie-gym (pip install -U genie-gym) to read it")
     return ckpt
 
 

@@ -61,3 +61,18 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def check_file_header(obj: Any, path: str | os.PathLike, kind_key: str, kind: str, max_version: int,
+                      not_this_kind: str, newer: str) -> None:
+    """The one header check of genie-gym's files (world models, training checkpoints): `obj` is a dict whose
+    `kind_key` names `kind` and whose `format_version` is an int this version reads; else a `CheckpointError`
+    (`not_this_kind`, or "`path` has format version V, newer than this genie-gym reads (M); `newer`")."""
+    from genie_gym.errors import CheckpointError
+
+    if not isinstance(obj, dict) or obj.get(kind_key) != kind:
+        raise CheckpointError(not_this_kind)
+    version = obj.get("format_version")
+    if not isinstance(version, int) or version > max_version:
+        raise CheckpointError(f"{path} has format version {version}, newer than this genie-gym reads "
+                              f"({max_version}); {newer}")
