@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from genie_gym.data.games import MOVEMENT_NAMES, movement_class
+from genie_gym.data.games import MOVEMENT_NAMES, movement_counts
 
 TARGETS = {  # key: target (measured >= target); the world-model issue's targets on held-out levels
     "tokenizer_psnr": 30.0,
@@ -235,7 +235,7 @@ colour goes to 0):
 What each latent action does on the held-out clips (the true actions of the transitions the LAM gave that code,
 as CoinRun movement classes; DOWN and the letter keys count as NONE):
 
-{_code_table(report['lam_code_by_action'])}
+{_code_table(report['lam_code_by_action'], report.get('lam_action_meanings'))}
 
 Real (odd rows) vs generated (even rows):
 
@@ -276,16 +276,17 @@ def _prompt_stability(world_model, prompt_HWC, steps: int, seed: int, out_png: P
             "prompt_energy": float(gradient_energy(prompt))}
 
 
-def _code_table(code_by_action: list[list[int]]) -> str:
-    """Markdown: per latent action, its transitions and how they split over the 6 movement classes."""
-    counts_AM = np.zeros((len(code_by_action), len(MOVEMENT_NAMES)), dtype=np.int64)
-    for a, row in enumerate(code_by_action):
-        np.add.at(counts_AM[a], movement_class(np.arange(len(row))), np.asarray(row))
-    lines = ["| action | transitions | " + " | ".join(MOVEMENT_NAMES) + " |", "|---" * (len(MOVEMENT_NAMES) + 2) + "|"]
+def _code_table(code_by_action: list[list[int]], names: list[str] | None = None) -> str:
+    """Markdown: per latent action, its name (`data.games.name_actions`), its transitions and how they split over
+    the 6 movement classes."""
+    counts_AM = movement_counts(np.asarray(code_by_action))
+    names = names or ["" for _ in counts_AM]
+    lines = ["| action | name | transitions | " + " | ".join(MOVEMENT_NAMES) + " |",
+             "|---" * (len(MOVEMENT_NAMES) + 3) + "|"]
     for a, row in enumerate(counts_AM):
         n = int(row.sum())
         shares = " | ".join(f"{100 * c / n:.0f}%" if n else "" for c in row)
-        lines.append(f"| a={a} | {n} | {shares} |")
+        lines.append(f"| a={a} | {names[a]} | {n} | {shares} |")
     return "\n".join(lines)
 
 

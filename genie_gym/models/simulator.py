@@ -51,6 +51,13 @@ class CompiledOrEager:
 
     def __init__(self, fn: Callable[..., torch.Tensor], name: str):
         self.eager, self.name, self.failed = fn, name, False
+        # One graph per (batch size, precision, call pattern): a process running envs of several sizes needs more
+        # than dynamo's default 8 per function, beyond which it would silently run eager.
+        import torch._dynamo
+
+        cfg = torch._dynamo.config
+        limit = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"  # older torch
+        setattr(cfg, limit, max(getattr(cfg, limit), 64))
         self.compiled = torch.compile(fn, dynamic=False)
 
     def __call__(self, *args, **kwargs) -> torch.Tensor:
