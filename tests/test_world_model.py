@@ -237,6 +237,8 @@ def test_simulator_rejects_bad_arguments(tiny, prompts):
     for kwargs in ({"num_worlds": 0}, {"maskgit_steps": 0}, {"temperature": -1.0}, {"context_frames": 1}):
         with pytest.raises(ConfigError):
             Simulator(tiny, **{"num_worlds": 1, **kwargs})
+    with pytest.raises(ConfigError, match=r"10000000000 worlds need about .* GiB .* free; use at most"):
+        Simulator(tiny, 10**10)  # refused before allocating anything
     sim = Simulator(tiny, 2)
     with pytest.raises(RuntimeError, match="never reset"):
         sim.step(np.array([0, 0]))

@@ -38,7 +38,7 @@ from genie_gym.models.frames import to_float, to_uint8
 from genie_gym.models.maskgit import maskgit_sample
 from genie_gym.models.st_transformer import TemporalKVCache
 from genie_gym.models.world_model import MAX_FRAMES, WorldModel
-from genie_gym.utils.device import resolve_device
+from genie_gym.utils.device import available_memory_bytes, resolve_device
 
 # precision -> autocast dtype (None: plain float32). bf16 runs the dynamics matmuls in half the bytes; its speed-up
 # on this CPU is measured by `python benchmarks/env_speed.py` (`single_env_fps_bf16`).
@@ -84,6 +84,28 @@ def _load_into(cache: TemporalKVCache, idx_K: torch.Tensor, sub: TemporalKVCache
     cache.t_B[idx_K] = sub.t_B
 
 
+def bytes_per_world(world_model: WorldModel, context_frames: int) -> int:
+    """What one world holds while stepping, float32: the dynamics and decoder key/value caches, one MaskGIT pass's
+    activations and logits, and its frames (an estimate for the up-front memory check)."""
+    cfg, N = world_model.config, world_model.config.tokens_per_frame
+    positions = N // cfg.tokenizer.groups
+    caches = 2 * context_frames * positions * (cfg.dynamics.num_layers * cfg.dynamics.d_model
+                                               + cfg.tokenizer.num_layers * cfg.tokenizer.d_model)
+    activations = 8 * positions * cfg.dynamics.d_model + N * cfg.tokenizer.codebook_size * 3
+    frames = 4 * 3 * world_model.image_size ** 2 * 8
+    return 4 * (caches + activations) + frames
+
+
+def check_memory(world_model: WorldModel, num_worlds: int, context_frames: int, device: torch.device) -> None:
+    """A clear error before allocating when `num_worlds` worlds cannot fit in the device's free memory."""
+    need = bytes_per_world(world_model, context_frames) * num_worlds
+    free = available_memory_bytes(device)
+    if free is not None and need > free:
+        fit = max(1, free // bytes_per_world(world_model, context_frames))
+        raise ConfigError(f"{num_worlds} worlds need about {need / 2**30:.1f} GiB on {device} but {free / 2**30:.1f} "
+                          f"GiB are free; use at most ~{fit} worlds (num_envs), or fewer context_frames")
+
+
 class Simulator:
     """`num_worlds` generated worlds stepped together. Call `reset` on every world before its first `step`."""
 
@@ -109,6 +131,7 @@ class Simulator:
         if not isinstance(compile, bool):
             raise ConfigError(f"compile must be True or False, got {compile!r}")
         self.device = resolve_device(str(device))
+        check_memory(world_model, int(num_worlds), int(context_frames), self.device)
         self.precision = precision
         self._amp_dtype = PRECISIONS[precision]
         self.model = world_model.to(self.device).eval()

@@ -15,3 +15,17 @@ def resolve_device(name: str = "auto") -> torch.device:
             "use --device cpu or --device auto"
         )
     return dev
+
+
+def available_memory_bytes(device: torch.device) -> int | None:
+    """Free memory for new allocations on `device`: CUDA's free memory, or Linux's MemAvailable; None if unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
