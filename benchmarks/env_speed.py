@@ -107,7 +107,9 @@ def build_model(checkpoint: Path | None, preset: str | None):
     if preset is not None and checkpoint is None:
         torch.manual_seed(0)
         return WorldModel(get_preset(preset)).eval(), f"untrained preset '{preset}'"
-    path = checkpoint or WorldModel.default_path()
+    path = Path(checkpoint or WorldModel.default_path())
+    if path.resolve().is_relative_to(Path.cwd()):
+        path = path.resolve().relative_to(Path.cwd())  # reports name the file as the repository does
     return WorldModel.load(path), str(path)
 
 

@@ -61,6 +61,12 @@ def main(args: Args) -> None:
     print(f"world model: {path} (preset {world_model.config.preset}, "
           f"{sum(p.numel() for p in world_model.parameters()) / 1e6:.1f}M parameters; trained: {trained or '?'})")
     env = GenieEnv(checkpoint=world_model, device=args.device)
+    print(f"latent actions: {', '.join(f'{a}={m}' for a, m in enumerate(env.get_action_meanings()))}")
+    heads = world_model.metadata.get("heads", {}).get("validation", {})
+    if world_model.heads is not None and "terminal" in heads:
+        print("learned reward / episode end: yes (held-out precision/recall: "
+              + ", ".join(f"{e} {heads[e]['precision']:.2f}/{heads[e]['recall']:.2f}" for e in ("terminal", "reward"))
+              + ")")
     actions = demo_actions(args.steps, int(env.action_space.n), args.repeat, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     level = args.seed
