@@ -60,7 +60,9 @@ def main(args: Args) -> None:
     trained = ", ".join(f"{phase} {n} steps" for phase, n in steps.items()) if isinstance(steps, dict) else steps
     print(f"world model: {path} (preset {world_model.config.preset}, "
           f"{sum(p.numel() for p in world_model.parameters()) / 1e6:.1f}M parameters; trained: {trained or '?'})")
-    env = GenieEnv(checkpoint=world_model, device=args.device)
+    # The demo shows the world; a model without reward heads needs no warning about rewards here.
+    env = GenieEnv(checkpoint=world_model, device=args.device,
+                   learned_rewards=None if world_model.heads is not None else False)
     print(f"latent actions: {', '.join(f'{a}={m}' for a, m in enumerate(env.get_action_meanings()))}")
     heads = world_model.metadata.get("heads", {}).get("validation", {})
     if world_model.heads is not None and "terminal" in heads:
