@@ -96,6 +96,7 @@ class WorldModel(nn.Module):
         self.heads = build_heads(config)  # reward / episode-end heads, when trained (`--phase heads`)
         self.metadata: dict[str, Any] = {}
         self.payload_sha256: str | None = None  # set by `load`: identifies the exact weights in use
+        self.file_dtype = "float32"  # the dtype its file stored (`load` sets it): what a re-save keeps
 
     @property
     def num_actions(self) -> int:
@@ -198,7 +199,7 @@ class WorldModel(nn.Module):
                                   f"model code ({str(e).splitlines()[0][:300]}); re-export the model with this "
                                   "version, or use the genie-gym version that wrote it") from e
         model.metadata = dict(payload.get("metadata") or {})
-        model.file_dtype = str(payload.get("dtype", "float32"))  # what a re-save keeps (the shipped file: bf16)
+        model.file_dtype = str(payload.get("dtype", "float32"))
         model.payload_sha256 = str(outer["payload_sha256"])
         model.eval()
         return model.to(map_location)

@@ -70,31 +70,28 @@ def clip_features(wm: WorldModel, frames_BTHWC_u8: torch.Tensor, amp: bool) -> t
         return wm.dynamics.features(tokens_BTN, actions_BT).to(torch.bfloat16)
 
 
-def event_windows(store: EpisodeStore, T: int, max_episodes: int, rng: np.random.Generator,
-                  event_only: bool) -> list[tuple[int, int]]:
-    """(episode, first frame) of T-frame windows. event_only: the window ending on each event frame; else windows
-    tiling whole episodes backwards from their last frame (every frame scored once, the last with full history)."""
+def event_windows(labels_E: list[np.ndarray], T: int) -> list[tuple[int, int]]:
+    """(episode, first frame) of the T-frame window ending on each event frame (`frame_labels` per episode)."""
+    return [(ep, t - T + 1) for ep, labels in enumerate(labels_E) for t in np.flatnonzero(labels.any(1)) if t >= T - 1]
+
+
+def tiling_windows(store: EpisodeStore, T: int, max_episodes: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """(episode, first frame) of T-frame windows tiling up to `max_episodes` random episodes backwards from their
+    last frame: every frame scored once, the last with full history."""
     eps = np.flatnonzero(store.episode_lengths >= T)
     rng.shuffle(eps)
-    out = []
-    for ep in eps[:max_episodes] if not event_only else eps:
-        L = int(store.episode_lengths[ep])
-        if event_only:
-            labels = frame_labels(store, int(ep))
-            out += [(int(ep), t - T + 1) for t in np.flatnonzero(labels.any(1)) if t >= T - 1]
-        else:
-            out += [(int(ep), start) for start in range(L - T, -1, -T)]
-    return out
+    return [(int(ep), start) for ep in eps[:max_episodes]
+            for start in range(int(store.episode_lengths[ep]) - T, -1, -T)]
 
 
 def _features_of(wm: WorldModel, store: EpisodeStore, windows: list[tuple[int, int]], T: int, amp: bool,
-                 desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+                 desc: str, labels_E: list[np.ndarray] | dict[int, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     feats, labels = [], []
     for i in tqdm(range(0, len(windows), 16), desc=desc, leave=False):
         chunk = windows[i:i + 16]
         frames = torch.stack([torch.from_numpy(store.frames(ep, s, s + T)) for ep, s in chunk])
         feats.append(clip_features(wm, frames, amp))
-        labels.append(torch.from_numpy(np.stack([frame_labels(store, ep)[s:s + T] for ep, s in chunk])))
+        labels.append(torch.from_numpy(np.stack([labels_E[ep][s:s + T] for ep, s in chunk])))
     return torch.cat(feats), torch.cat(labels)
 
 
@@ -123,16 +120,19 @@ def train_heads(args: Args) -> Path:
     val_store = EpisodeStore(args.data, "validation")
     if len(val_store.episode_lengths) == 0:
         val_store = EpisodeStore(args.data, "test")
-    all_labels = np.concatenate([frame_labels(train_store, e) for e in range(len(train_store.episode_lengths))])
-    rewards = np.concatenate([train_store.rewards(e)[: int(n)] for e, n in enumerate(train_store.episode_lengths)])
-    terminal_rate, reward_rate = (float(r) for r in all_labels.mean(0))
+    labels_E = [frame_labels(train_store, e) for e in range(len(train_store.episode_lengths))]
+    terminal_rate, reward_rate = (float(r) for r in np.concatenate(labels_E).mean(0))
     if terminal_rate == 0 and reward_rate == 0:
         raise DatasetError(f"{args.data} ({args.split}) holds no natural episode end and no reward: nothing for "
                            "the heads to learn; record longer episodes (--max-steps) or another game")
-    reward_value = float(rewards[rewards != 0].mean()) if reward_rate > 0 else cfg.heads.reward_value
+    if reward_rate > 0:  # the mean non-zero reward (read only where a reward event is)
+        paid = [train_store.rewards(e)[labels[:, 1] > 0] for e, labels in enumerate(labels_E) if labels[:, 1].any()]
+        reward_value = float(np.concatenate(paid).mean())
+    else:
+        reward_value = cfg.heads.reward_value
     amp = bool(args.cpu_bf16)
     wm.eval()
-    events = event_windows(train_store, T, 0, rng, event_only=True)
+    events = event_windows(labels_E, T)
     rng.shuffle(events)
     events = events[: args.heads_clips]
     if not events:
@@ -140,7 +140,7 @@ def train_heads(args: Args) -> Path:
                            "in an event; record longer episodes")
     randoms = [(int(ep), int(rng.integers(0, int(train_store.episode_lengths[ep]) - T + 1)))
                for ep in rng.choice(np.flatnonzero(train_store.episode_lengths >= T), len(events))]
-    feats, labels = _features_of(wm, train_store, events + randoms, T, amp, "heads: features")
+    feats, labels = _features_of(wm, train_store, events + randoms, T, amp, "heads: features", labels_E)
     sample_rate = labels.mean(dim=(0, 1)).clamp(1e-6, 1 - 1e-6)  # per event, in the cached sample
     true_rate = torch.tensor([terminal_rate, reward_rate]).clamp(1e-6, 1 - 1e-6)
 
@@ -169,7 +169,7 @@ def train_heads(args: Args) -> Path:
                                            "reward_value": reward_value, "terminal_rate": terminal_rate,
                                            "reward_rate": reward_rate, "validation": scores,
                                            "seconds": round(time.time() - t0, 1)}},
-            dtype=getattr(torch, getattr(wm, "file_dtype", "float32")))
+            dtype=getattr(torch, wm.file_dtype))
     summary = ", ".join(f"{e} precision {scores[e]['precision']:.2f} recall {scores[e]['recall']:.2f} "
                         f"({scores[e]['events']} events)" for e in EVENTS if e in scores)
     print(f"heads: {summary or 'no held-out episodes'} -> {out}")
@@ -181,10 +181,11 @@ def evaluate_heads(wm: WorldModel, heads: EventHeads, store: EpisodeStore, T: in
                    seed: int) -> dict[str, Any]:
     """Precision / recall of each event on held-out episodes (windows ending on each episode's last frame), one
     step ahead (real context), at the heads' threshold; the constant "never" predictor has recall 0."""
-    windows = event_windows(store, T, max_episodes, np.random.default_rng(seed), event_only=False)
+    windows = tiling_windows(store, T, max_episodes, np.random.default_rng(seed))
     if not windows:
         return {"note": "no held-out episode of seq_len frames"}
-    feats, labels = _features_of(wm, store, windows, T, amp, "heads: held-out")
+    held_out = {ep: frame_labels(store, ep) for ep in {ep for ep, _ in windows}}
+    feats, labels = _features_of(wm, store, windows, T, amp, "heads: held-out", held_out)
     probs = torch.sigmoid(torch.cat([heads(feats[i:i + 64].float()) for i in range(0, len(feats), 64)])).numpy()
     lab = labels.numpy()
     out: dict[str, Any] = {e: precision_recall(probs[..., k], lab[..., k], heads.cfg.threshold)
