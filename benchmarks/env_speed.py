@@ -78,6 +78,8 @@ class Args:
     """torch threads; 0 keeps torch's default (all cores)."""
     device: str = "cpu"
     """cpu, cuda or auto."""
+    prompt: Path | None = None
+    """Start image of every world (default: Procgen start frames; give one where Procgen is not installed)."""
     out: Path = ROOT / "results" / "env_speed.json"
     """Output JSON; the markdown table goes beside it (.md)."""
 
@@ -166,6 +168,7 @@ def measure(args: Args) -> dict:
     context_frames = args.context_frames or model.config.sampling.context_frames
     common = dict(checkpoint=model, context_frames=context_frames, device=args.device, prompt_levels=(0, 8))
     warmup = context_frames  # fill the window: steady-state cost
+    reset_options = None if args.prompt is None else {"prompt": str(args.prompt)}
     rng = np.random.default_rng(0)
     gflops = matmul_gflops(args.device)
     print(f"matmul: {gflops['float32']:.0f} GFLOP/s float32, {gflops['bfloat16']:.0f} bfloat16", flush=True)
@@ -174,7 +177,7 @@ def measure(args: Args) -> dict:
 
     def single_fps(**kw) -> float:
         env = GenieEnv(**common, **kw)
-        env.reset(seed=0)
+        env.reset(seed=0, options=reset_options)
         sec, _ = time_steps(lambda: env.step(int(rng.integers(8))), warmup, args.seconds, args.min_steps)
         return 1.0 / sec
 
@@ -194,7 +197,7 @@ def measure(args: Args) -> dict:
                         row["batched_fps"][str(n_envs)] = None
                         continue
                     envs = GenieVectorEnv(n_envs, **common, **kw)
-                    envs.reset(seed=0)
+                    envs.reset(seed=0, options=reset_options)
                     sec, _ = time_steps(lambda envs=envs, n=n_envs: envs.step(rng.integers(0, 8, n)), warmup,
                                         args.seconds, args.min_steps)
                     row["batched_fps"][str(n_envs)] = n_envs / sec
@@ -212,7 +215,7 @@ def measure(args: Args) -> dict:
             build_model(None, args.memory_preset)
         envs = gym.make_vec("Genie-v0", num_envs=args.memory_num_envs, checkpoint=mem_model, device=args.device,
                             prompt_levels=(0, 64), max_episode_steps=1000)
-        envs.reset(seed=0)
+        envs.reset(seed=0, options=reset_options)
         vec_steps = max(1, args.memory_steps // args.memory_num_envs)
         samples, every = [], max(1, vec_steps // 20)
         t0 = time.perf_counter()
@@ -246,6 +249,8 @@ def measure(args: Args) -> dict:
         "tokens_per_frame": model.config.tokens_per_frame,
         "dynamics_params_M": round(sum(p.numel() for p in model.dynamics.parameters()) / 1e6, 2),
         "device": args.device,
+        "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+        "prompt": str(args.prompt) if args.prompt else "Procgen start frames",
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "cpu": platform.processor() or platform.machine(),

@@ -95,6 +95,28 @@ def test_st_forward_step_equals_forward(num_frames):
     assert cache.lengths.tolist() == [3, 3, 3]  # ring of max_frames - 1 past frames
 
 
+def test_attention_in_chunks_equals_one_launch(monkeypatch: pytest.MonkeyPatch):
+    """Above MAX_ATTENTION_BATCH sequences (1,024 worlds x 64 positions on CUDA) attention runs in chunks, unchanged:
+    full forward (causal and windowed masks) and cached steps (a per-sequence mask)."""
+    import genie_gym.models.st_transformer as st_mod
+
+    torch.manual_seed(0)
+    st = STTransformer(32, 2, 2, qk_norm=True, max_frames=4).eval()
+    x_BTND = torch.randn(3, 6, 5, 32)
+
+    def run() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            cache = st.new_cache(3)
+            steps = torch.stack([st.forward_step(x_BTND[:, t], cache, commit=True) for t in range(6)], 1)
+            return st(x_BTND), steps
+
+    one_launch = run()
+    monkeypatch.setattr(st_mod, "MAX_ATTENTION_BATCH", 4)  # 15 temporal sequences -> chunks of 4
+    chunked = run()
+    for a, b in zip(one_launch, chunked, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
 def test_st_cache_per_element_reset_and_history():
     """Elements with different history lengths in one batch equal each element run alone."""
     torch.manual_seed(0)

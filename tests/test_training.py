@@ -297,6 +297,27 @@ def test_init_from_a_world_model_fine_tunes_and_is_recorded(tiny_data: Path, tok
                       init_parts=("decoder",)))
 
 
+def test_init_from_fine_tunes_a_tokenizer(tiny_data: Path, tokenizer_run: Path, tmp_path: Path):
+    """Phase tokenizer starts from a world-model file's tokenizer (or a tokenizer checkpoint), step 0, new schedule."""
+    from genie_gym.models.world_model import WorldModel
+
+    tok = tokenizer_run / "tokenizer" / "last.pt"
+    train(targs(tiny_data, tmp_path / "a", "dynamics", steps=2, tokenizer_ckpt=tok))
+    src = tmp_path / "a" / "world_model.pt"
+    trainer = Trainer(targs(tiny_data, tmp_path / "b", "tokenizer", steps=2, init_from=src))
+    for k, v in WorldModel.load(src).tokenizer.state_dict().items():
+        torch.testing.assert_close(trainer.model.parts()["tokenizer"].state_dict()[k], v, msg=k)
+    assert trainer.step == 0 and trainer.init_from["parts"] == ["tokenizer"]
+    trainer.run()
+    assert load_checkpoint(tmp_path / "b" / "tokenizer" / "last.pt")["init_from"]["sha256"] == sha256_file(src)
+    Trainer(targs(tiny_data, tmp_path / "c", "tokenizer", steps=2, init_from=tok))  # a tokenizer checkpoint
+    with pytest.raises(CheckpointError, match="'dynamics' checkpoint"):
+        Trainer(targs(tiny_data, tmp_path / "d", "tokenizer", steps=2,
+                      init_from=tmp_path / "a" / "dynamics" / "last.pt"))
+    with pytest.raises(ConfigError, match="takes tokenizer"):
+        Trainer(targs(tiny_data, tmp_path / "e", "tokenizer", steps=2, init_from=src, init_parts=("lam",)))
+
+
 def test_freeze_lam_trains_only_the_dynamics(tiny_data: Path, tokenizer_run: Path, tmp_path: Path):
     """--freeze-lam: the LAM loaded by --init-from labels the clips and never changes; the dynamics learns."""
     from genie_gym.models.world_model import WorldModel

@@ -25,6 +25,24 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+MAX_ATTENTION_BATCH = 32_768  # CUDA attention kernels launch the batch in a grid dimension capped at 65,535
+
+
+def attention(q_SHLd: torch.Tensor, k_SHMd: torch.Tensor, v_SHMd: torch.Tensor,
+              attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+    """`F.scaled_dot_product_attention` over S sequences, in chunks of at most `MAX_ATTENTION_BATCH` (1,024 worlds x
+    64 positions are 65,536 temporal sequences: one launch fails on CUDA with an invalid-argument error)."""
+    S = q_SHLd.shape[0]
+    if S <= MAX_ATTENTION_BATCH:
+        return F.scaled_dot_product_attention(q_SHLd, k_SHMd, v_SHMd, attn_mask=attn_mask, is_causal=is_causal)
+    per_seq = attn_mask is not None and attn_mask.dim() == 4 and attn_mask.shape[0] == S
+    return torch.cat([
+        F.scaled_dot_product_attention(q_SHLd[i: i + MAX_ATTENTION_BATCH], k_SHMd[i: i + MAX_ATTENTION_BATCH],
+                                       v_SHMd[i: i + MAX_ATTENTION_BATCH], is_causal=is_causal,
+                                       attn_mask=attn_mask[i: i + MAX_ATTENTION_BATCH] if per_seq else attn_mask)
+        for i in range(0, S, MAX_ATTENTION_BATCH)
+    ])
+
 
 def init_weights(module: nn.Module) -> None:
     """nanoGPT-style init: N(0, 0.02) for linear and embedding weights, zero biases."""
@@ -145,7 +163,7 @@ class Attention(nn.Module):
             cos, sin = cos_sin
             cos, sin = cos.to(q.dtype), sin.to(q.dtype)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
+        y = attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
         return self.merge(y)
 
 
@@ -197,7 +215,7 @@ class STBlock(nn.Module):
         kc, vc = k_cache.view(B * N, H, M, hd), v_cache.view(B * N, H, M, hd)
         if kc.dtype != q.dtype:
             kc, vc = kc.to(q.dtype), vc.to(q.dtype)
-        y = F.scaled_dot_product_attention(q, kc, vc, attn_mask=mask_SM)
+        y = attention(q, kc, vc, attn_mask=mask_SM)
         x_BND = x_BND + att.merge(y).view(B, N, D)
         return x_BND + self.mlp(self.norm_m(x_BND))
 

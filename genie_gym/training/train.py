@@ -46,6 +46,9 @@ class Args:
     """seed for initialisation, data order and masking"""
     num_workers: int = -1
     """DataLoader worker processes (-1: 0 on CPU, up to 8 on CUDA)"""
+    cache_mib: int = 256
+    """decompressed frames each data process keeps (MiB); the size of the dataset in frames x 12 KiB removes
+    decompression from the loop where RAM allows"""
     log_every: int = 10
     """steps between TensorBoard scalars / metrics.jsonl lines"""
     image_every: int = 500
@@ -59,10 +62,10 @@ class Args:
     tokenizer_ckpt: Path | None = None
     """phase dynamics: tokenizer checkpoint to freeze (default RUN/tokenizer/last.pt)"""
     init_from: Path | None = None
-    """phase dynamics: start the LAM and dynamics from this world-model file or dynamics checkpoint (fine-tuning;
-    ignored when --resume finds a checkpoint of this run); recorded in the world model's metadata"""
-    init_parts: tuple[str, ...] = ("lam", "dynamics")
-    """which parts --init-from loads: lam, dynamics or both"""
+    """start from the weights of this world-model file or checkpoint of the same phase (fine-tuning; ignored when
+    --resume finds a checkpoint of this run); recorded in the checkpoints and the world model's metadata"""
+    init_parts: tuple[str, ...] = ()
+    """which parts --init-from loads (default: the phase's own: tokenizer; or lam and dynamics; or just lam)"""
     freeze_lam: bool = False
     """phase dynamics: keep the LAM loaded by --init-from fixed and train only the dynamics on its actions"""
     split: str = "train"

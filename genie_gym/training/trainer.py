@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from genie_gym.training.train import Args
 
 PHASES = ("tokenizer", "dynamics")
+PHASE_PARTS = {"tokenizer": ("tokenizer",), "dynamics": ("lam", "dynamics")}  # what --init-from can load
 
 
 class NonFiniteLossError(GenieError, RuntimeError):
@@ -207,11 +208,12 @@ class Trainer:
 
         self.tokenizer_step = 0
         self.tokenizer_metrics: dict[str, float] = {}
+        self.init_parts = tuple(args.init_parts) or PHASE_PARTS.get(args.phase, ())
         if args.phase == "tokenizer":
             self.model: nn.Module = TokenizerObjective(cfg)
         else:
             tokenizer = self._load_frozen_tokenizer()
-            if args.freeze_lam and (args.init_from is None or "lam" not in args.init_parts):
+            if args.freeze_lam and (args.init_from is None or "lam" not in self.init_parts):
                 raise ConfigError("--freeze-lam keeps a trained LAM fixed: load one with --init-from FILE "
                                   "--init-parts lam (or lam dynamics)")
             self.model = DynamicsObjective(cfg, tokenizer, freeze_lam=args.freeze_lam)
@@ -227,7 +229,7 @@ class Trainer:
         resumed = args.resume and self._resume()
         if not resumed:
             if args.init_from is not None:
-                self._init_from(Path(args.init_from), tuple(args.init_parts))
+                self._init_from(Path(args.init_from), self.init_parts)
             seed_everything(args.seed + self.dist.rank)
         warmup = cfg.lam.continuous_warmup_steps
         # a checkpoint at `warmup` precedes k-means
@@ -247,7 +249,10 @@ class Trainer:
             raise DatasetError(
                 f"--data {data} does not exist; record data first with `genie-gym data --out {data}`"
             )
-        ds = ClipDataset(data, split=self.args.split, clip_len=T, stride=self.args.stride)
+        if self.args.cache_mib < 1:
+            raise ConfigError(f"--cache-mib must be >= 1, got {self.args.cache_mib}")
+        ds = ClipDataset(data, split=self.args.split, clip_len=T, stride=self.args.stride,
+                         cache_bytes=self.args.cache_mib << 20)
         if len(ds) == 0:
             raise DatasetError(
                 f"no clip of {T} frames (preset '{self.cfg.preset}' context) fits in any episode of {data} "
@@ -287,14 +292,16 @@ class Trainer:
         return tokenizer
 
     def _init_from(self, path: Path, parts: tuple[str, ...]) -> None:
-        """Load some parts' weights from a world-model file or a dynamics checkpoint (a fine-tuning start)."""
-        if self.args.phase != "dynamics":
-            raise ConfigError("--init-from applies to phase dynamics (LAM + dynamics); for the tokenizer, --resume")
-        unknown = set(parts) - {"lam", "dynamics"}
+        """Load some parts' weights from a world-model file or a checkpoint of this phase (a fine-tuning start)."""
+        phase = self.args.phase
+        allowed = PHASE_PARTS.get(phase, ())
+        if not allowed:
+            raise ConfigError(f"--init-from applies to phases {' and '.join(PHASE_PARTS)}, not {phase}")
+        unknown = set(parts) - set(allowed)
         if unknown or not parts:
-            raise ConfigError(f"--init-parts takes lam and/or dynamics, got {list(parts)}")
+            raise ConfigError(f"--init-parts of phase {phase} takes {' and/or '.join(allowed)}, got {list(parts)}")
         if not path.is_file():
-            raise CheckpointError(f"--init-from {path} does not exist; pass a world_model.pt or a dynamics last.pt")
+            raise CheckpointError(f"--init-from {path} does not exist; pass a world_model.pt or a {phase} last.pt")
         from genie_gym.models.world_model import FORMAT_NAME, WorldModel
 
         try:  # mmap: peek at the header without reading the weights a second time
@@ -303,14 +310,14 @@ class Trainer:
             header = None
         if isinstance(header, dict) and header.get("format") == FORMAT_NAME:
             wm = WorldModel.load(path)
-            states = {"lam": wm.lam.state_dict(), "dynamics": wm.dynamics.state_dict()}
+            states = {name: getattr(wm, name).state_dict() for name in allowed}
             source_steps = wm.metadata.get("steps")
         else:
             ckpt = load_checkpoint(path)
-            if ckpt.get("phase") != "dynamics":
+            if ckpt.get("phase") != phase:
                 raise CheckpointError(f"--init-from {path} is a '{ckpt.get('phase')}' checkpoint; pass a "
-                                      "world_model.pt or a phase-dynamics checkpoint")
-            states, source_steps = ckpt["model"], {"dynamics": ckpt["step"]}
+                                      f"world_model.pt or a phase-{phase} checkpoint")
+            states, source_steps = ckpt["model"], {phase: ckpt["step"]}
         model_parts = self.model.parts()
         for name in parts:
             try:

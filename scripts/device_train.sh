@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# One short GPU session: continue the shipped world model's tokenizer, then its dynamics on that tokenizer (the
+# LAM frozen), each phase sized to a time budget by a short probe of its own speed, then the env speed benchmark
+# on the GPU. Slim checkpoints (weights only), logs and the benchmark land in $OUT (at most 8 files, each < 16 MiB).
+#
+#   python scripts/pack_dataset.py --src data/coinrun_hard_sticky --out data/coinrun_device --max-mib 31
+#   OUT=/tmp/out bash scripts/device_train.sh                      # on the GPU machine (~9 minutes)
+#   DEVICE=cpu TOK_S=20 DYN_S=20 BATCH=2 PROBE=4 SPEED=0 OUT=/tmp/out bash scripts/device_train.sh   # rehearsal
+#
+# Settings (environment): DATA, RUN, MODEL, PRESET (MODEL's), PYTHON, DEVICE, BATCH (clips per step), TOK_S / DYN_S
+# (training seconds per phase), TOK_LR / DYN_LR, PROBE (steps of each speed probe), CACHE_MIB (decompressed frames
+# per data worker), SPEED (1: run benchmarks/env_speed.py on the device afterwards).
+set -uo pipefail
+OUT=${OUT:?set OUT to the folder that receives the results}
+DATA=${DATA:-data/coinrun_device}
+RUN=${RUN:-runs/device}
+MODEL=${MODEL:-genie_gym/assets/world_model.pt}
+PRESET=${PRESET:-small}
+PYTHON=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}
+BATCH=${BATCH:-64}
+TOK_S=${TOK_S:-140}
+DYN_S=${DYN_S:-190}
+TOK_LR=${TOK_LR:-1e-3}
+DYN_LR=${DYN_LR:-6e-4}
+PROBE=${PROBE:-60}
+CACHE_MIB=${CACHE_MIB:-2048}
+SPEED=${SPEED:-1}
+mkdir -p "$OUT"
+
+# Packages the machine lacks travel as wheels in .whl/ (see docs/architecture.md, "Training on a GPU machine").
+if ! "$PYTHON" -c "import tyro, zstandard, gymnasium" 2>/dev/null; then
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo "installing .whl/*.whl failed"; exit 1; }
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+"$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
+torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
+
+SEQ_LEN=$("$PYTHON" -c "from genie_gym.config import get_preset; print(get_preset('$PRESET').seq_len)") || exit 1
+common=(--preset "$PRESET" --data "$DATA" --device "$DEVICE" --batch-size "$BATCH" --no-tensorboard --image-every 0
+        --ckpt-every 1000 --cache-mib "$CACHE_MIB" --log-every 10)
+
+# steps_for PHASE SECONDS: the probe run's last logged frames/s x SECONDS / frames per step
+steps_for() {
+  "$PYTHON" - "$RUN/probe_$1/$1/metrics.jsonl" "$2" "$BATCH" "$SEQ_LEN" <<'EOF'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+fps = rows[-1]["frames_per_s"]
+steps = int(float(sys.argv[2]) * fps / (int(sys.argv[3]) * int(sys.argv[4])))
+print(max(steps, 20))
+print(f"probe: {fps:.0f} frames/s -> {steps} steps", file=sys.stderr)
+EOF
+}
+
+phase() {  # phase NAME SECONDS LR EXTRA...
+  local name=$1 seconds=$2 lr=$3; shift 3
+  rm -rf "$RUN/probe_$name"
+  "$PYTHON" -m genie_gym.cli train --phase "$name" "${common[@]}" --out "$RUN/probe_$name" --steps "$PROBE" \
+    --lr "$lr" "$@" > "$OUT/${name}_probe.log" 2>&1 || { tail -30 "$OUT/${name}_probe.log"; return 1; }
+  local steps; steps=$(steps_for "$name" "$seconds") || return 1
+  local limit; limit=$("$PYTHON" -c "print(round($seconds * 1.15 / 60 + 0.5, 2))")
+  echo "phase $name: $steps steps of $BATCH clips (time limit $limit min)"
+  "$PYTHON" -m genie_gym.cli train --phase "$name" "${common[@]}" --out "$RUN" --steps "$steps" --lr "$lr" \
+    --time-limit-min "$limit" "$@" > "$OUT/${name}.log" 2>&1 || { tail -30 "$OUT/${name}.log"; return 1; }
+  tail -c 400 "$OUT/${name}.log" | tr '\r' '\n' | tail -3
+  tail -1 "$RUN/$name/metrics.jsonl"
+}
+
+# slim PHASE: its weights only (no optimiser state; the frozen LAM is the shipped file's), small enough to come back
+slim() {
+  "$PYTHON" - "$RUN" "$OUT" "$1" <<'EOF'
+import sys
+from pathlib import Path
+from genie_gym.training.checkpoint import checkpoint_bytes, load_checkpoint
+run, out, phase = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+ckpt = load_checkpoint(run / phase / "last.pt")
+ckpt["model"] = {phase: ckpt["model"][phase]}
+ckpt["optimizer"] = None
+for key in ("format_version", "kind"):
+    ckpt.pop(key)
+(out / f"{phase}_weights.pt").write_bytes(checkpoint_bytes(ckpt))
+print(phase, "step", ckpt["step"], f"{(out / f'{phase}_weights.pt').stat().st_size / 2**20:.1f} MiB")
+EOF
+  cp "$RUN/$1/metrics.jsonl" "$OUT/$1_metrics.jsonl"
+}
+
+t0=$(date +%s)
+phase tokenizer "$TOK_S" "$TOK_LR" --init-from "$MODEL" && slim tokenizer || exit 1
+echo "tokenizer done after $(( $(date +%s) - t0 )) s"
+status=0
+phase dynamics "$DYN_S" "$DYN_LR" --tokenizer-ckpt "$RUN/tokenizer/last.pt" --init-from "$MODEL" --freeze-lam \
+  && slim dynamics || status=1
+echo "dynamics done after $(( $(date +%s) - t0 )) s"
+for f in "$OUT"/*.log; do tr '\r' '\n' < "$f" | grep -v "it/s\]$" | tail -c 100000 > "$f.tmp"; mv "$f.tmp" "$f"; done
+cat "$OUT"/*_probe.log >> "$OUT/tokenizer.log"; rm -f "$OUT"/*_probe.log
+
+if [ "$SPEED" = 1 ]; then
+  timeout 100 "$PYTHON" benchmarks/env_speed.py --device "$DEVICE" --no-quality --memory-steps 0 \
+    --prompt genie_gym/assets/sketch.png --steps 2 25 --precisions float32 bfloat16 --compiled False \
+    --batch-sizes 1 64 256 1024 --seconds 3 --max-seconds 30 --out "$OUT/env_speed_cuda.json" 2>&1 | tail -20
+fi
+echo "all done after $(( $(date +%s) - t0 )) s"
+exit $status

@@ -1,0 +1,75 @@
+"""scripts/: the GPU session's tools (pack a dataset, train on the device, assemble what came back), run on the CPU."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from genie_gym.data.dataset import EpisodeStore
+from genie_gym.data.shards import load_manifest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_pack_dataset_copies_whole_shards_bit_for_bit(tiny_data: Path, tmp_path: Path):
+    from pack_dataset import Args, main
+
+    out = tmp_path / "packed"
+    main(Args(src=tiny_data, out=out, splits=("train", "validation")))
+    src_manifest, manifest = load_manifest(tiny_data), load_manifest(out)
+    for split in ("train", "validation"):
+        a, b = EpisodeStore(out, split), EpisodeStore(tiny_data, split)  # sha256 of every shard checked on read
+        assert len(a) == len(b) > 0
+        for i in range(len(a)):
+            for get in (a.frames, a.actions, a.rewards, a.dones):
+                assert np.array_equal(get(i), getattr(b, get.__name__)(i))
+        assert manifest["splits"][split]["frames"] == src_manifest["splits"][split]["frames"]
+    assert manifest["splits"]["test"]["episodes"] == 0 and not list((out / "shards").glob("test-*"))
+    assert sum(e["bytes"] for e in manifest["shards"]) < sum(e["bytes"] for e in src_manifest["shards"]
+                                                             if e["split"] != "test")
+    with pytest.raises(SystemExit, match="exists"):
+        main(Args(src=tiny_data, out=out))
+    capped = tmp_path / "capped"
+    main(Args(src=tiny_data, out=capped, max_mib=1e-3))  # no whole shard fits: none is copied, none is cut
+    assert load_manifest(capped)["splits"]["train"]["episodes"] == 0
+
+
+@pytest.mark.slow
+def test_device_train_script_runs_on_cpu_and_assembles(tiny_data: Path, tiny_model_file: Path, tmp_path: Path):
+    """scripts/device_train.sh end to end at tiny sizes (what the GPU session runs), then assemble_device_run.py."""
+    from assemble_device_run import Args as AssembleArgs
+    from assemble_device_run import main as assemble
+    from pack_dataset import Args as PackArgs
+    from pack_dataset import main as pack
+
+    from genie_gym.models.world_model import WorldModel
+    from genie_gym.training.checkpoint import load_checkpoint
+
+    packed, out = tmp_path / "packed", tmp_path / "out"
+    pack(PackArgs(src=tiny_data, out=packed))
+    env = {**os.environ, "OUT": str(out), "DATA": str(packed), "RUN": str(tmp_path / "run"),
+           "MODEL": str(tiny_model_file), "PRESET": "tiny", "PYTHON": sys.executable, "DEVICE": "cpu", "BATCH": "2",
+           "PROBE": "3", "TOK_S": "1", "DYN_S": "1", "SPEED": "0", "CACHE_MIB": "64"}
+    r = subprocess.run(["bash", "scripts/device_train.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{phase}{suffix}" for phase in ("tokenizer", "dynamics")
+        for suffix in (".log", "_metrics.jsonl", "_weights.pt"))
+    steps = {}
+    for phase in ("tokenizer", "dynamics"):
+        ckpt = load_checkpoint(out / f"{phase}_weights.pt")
+        assert set(ckpt["model"]) == {phase} and ckpt["optimizer"] is None
+        assert ckpt["init_from"]["path"] == str(tiny_model_file)
+        steps[phase] = ckpt["step"]
+    assert min(steps.values()) >= 20  # the probe's speed sets the steps (at least 20)
+    wm = WorldModel.load(assemble(AssembleArgs(returned=out, run=tmp_path / "assembled")))
+    assert wm.metadata["steps"] == steps
+    source = WorldModel.load(tiny_model_file)
+    for k, v in source.lam.state_dict().items():  # the frozen LAM is the source file's
+        assert np.array_equal(wm.lam.state_dict()[k].numpy(), v.numpy()), k
