@@ -78,6 +78,8 @@ class Args:
     """torch threads; 0 keeps torch's default (all cores)."""
     device: str = "cpu"
     """cpu, cuda or auto."""
+    single: bool = True
+    """Measure one env per setting (--no-single: batched figures only, e.g. compiled runs on a GPU)."""
     prompt: Path | None = None
     """Start image of every world (default: Procgen start frames; give one where Procgen is not installed)."""
     out: Path = ROOT / "results" / "env_speed.json"
@@ -190,9 +192,11 @@ def measure(args: Args) -> dict:
             for compiled in args.compiled:
                 kw = dict(maskgit_steps=steps, precision=precision, compile=compiled)
                 row = {"maskgit_steps": steps, "precision": precision, "compiled": compiled,
-                       "single_fps": single_fps(**kw), "batched_fps": {}, **quality.get((steps, precision), {})}
+                       "single_fps": single_fps(**kw) if args.single else None, "batched_fps": {},
+                       **quality.get((steps, precision), {})}
                 for n_envs in args.batch_sizes:
-                    estimate = (warmup + args.min_steps) * n_envs / (3 * row["single_fps"])  # batching gains ~3x
+                    # batching gains ~3x over one env (no estimate without the single-env figure)
+                    estimate = (warmup + args.min_steps) * n_envs / (3 * row["single_fps"]) if args.single else 0.0
                     if n_envs > 1 and estimate > args.max_seconds:
                         row["batched_fps"][str(n_envs)] = None
                         continue
@@ -202,13 +206,13 @@ def measure(args: Args) -> dict:
                                         args.seconds, args.min_steps)
                     row["batched_fps"][str(n_envs)] = n_envs / sec
                     envs.close()
-                row["single_fps_normalised"] = row["single_fps"] * norm
+                row["single_fps_normalised"] = row["single_fps"] * norm if args.single else None
                 row["batched_fps_normalised"] = {n: None if v is None else v * norm
                                                  for n, v in row["batched_fps"].items()}
                 results["rows"].append(row)
                 print(json.dumps(row), flush=True)
     results["default"] = choose_default(results["rows"])
-    results["full_recompute_fps"] = single_fps(maskgit_steps=args.steps[0], use_cache=False)
+    results["full_recompute_fps"] = single_fps(maskgit_steps=args.steps[0], use_cache=False) if args.single else None
 
     if args.memory_steps > 0:
         mem_model, mem_name = (model, model_name) if args.memory_preset == "same" else \
@@ -270,8 +274,11 @@ def choose_default(rows: list[dict]) -> dict | None:
                 and "rollout_psnr" in r), None)
     if ref is None:
         return None
-    ok = [r for r in rows if "rollout_psnr" in r and r["rollout_psnr"] >= ref["rollout_psnr"] - PSNR_TOLERANCE_DB
+    ok = [r for r in rows if "rollout_psnr" in r and r["single_fps"] is not None
+          and r["rollout_psnr"] >= ref["rollout_psnr"] - PSNR_TOLERANCE_DB
           and r["delta_psnr_t4"] >= ref["delta_psnr_t4"] - DELTA_TOLERANCE_DB]
+    if not ok:
+        return None
     best = max(ok, key=lambda r: r["single_fps"])
     return {k: best[k] for k in ("maskgit_steps", "precision", "compiled", "single_fps", "rollout_psnr",
                                  "delta_psnr_t4")} | {"reference_rollout_psnr": ref["rollout_psnr"],
@@ -308,7 +315,7 @@ def markdown(r: dict) -> str:
     for row in r["rows"]:
         lines.append(
             f"| {row['maskgit_steps']} | {row['precision']} | {'yes' if row['compiled'] else 'no'} | "
-            f"{row['single_fps']:.1f} | {row['single_fps_normalised']:.1f} | "
+            f"{_f(row['single_fps'])} | {_f(row['single_fps_normalised'])} | "
             + " | ".join(_f(row["batched_fps"][n]) for n in sizes)
             + f" | {_f(row.get('rollout_psnr'), '.2f')} | {_f(row.get('delta_psnr_t4'), '+.2f')} |"
         )
@@ -320,7 +327,8 @@ def markdown(r: dict) -> str:
                   f"{d['maskgit_steps']} steps, {d['precision']}, {'compiled' if d['compiled'] else 'eager'}: "
                   f"{d['single_fps']:.1f} frames/s, {d['rollout_psnr']:.2f} dB, {d['delta_psnr_t4']:+.2f} dB."]
     lines += ["", f"One env recomputing its whole context per MaskGIT pass (`use_cache=False`, "
-              f"{r['rows'][0]['maskgit_steps'] if r['rows'] else '?'} steps): {r['full_recompute_fps']:.2f} frames/s. "
+              f"{r['rows'][0]['maskgit_steps'] if r['rows'] else '?'} steps): "
+              f"{_f(r['full_recompute_fps'], '.2f')} frames/s. "
               f"Peak RSS: {r['peak_rss_mb']:.0f} MB."]
     if "memory" in r:
         m = r["memory"]

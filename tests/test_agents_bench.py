@@ -1,4 +1,4 @@
-"""benchmarks/bc_coinrun.py --quick: the whole latent-BC benchmark pipeline at tiny sizes, and its outputs."""
+"""Benchmarks' --quick modes (latent BC, its label study, the action bound): the whole pipeline at tiny sizes."""
 
 from __future__ import annotations
 
@@ -120,3 +120,21 @@ def test_idm_cross_fit_labels_every_transition_out_of_sample() -> None:
     assert 0.0 <= info["cross_fit_accuracy"] <= 1.0 and 0.0 <= info["held_out_accuracy"] <= 1.0
     plain, plain_info = idm_labels(ExpertSet(eps), context=3, steps=2, seed=0)
     assert "cross_fit_accuracy" not in plain_info and plain[7:].tolist() == labels[7:].tolist()  # same 1st probe
+
+
+@pytest.mark.slow
+def test_action_bound_quick_trains_both_arms_and_reports(tiny_data: Path, tiny_model_file: Path, tmp_path: Path):
+    """benchmarks/action_bound.py --quick: both arms fine-tune a copy of the dynamics and are scored held out."""
+    import action_bound
+
+    out = tmp_path / "action_bound"
+    action_bound.main(action_bound.Args(model=tiny_model_file, data=tiny_data, quick=True, out=out))
+    arms = json.loads(out.with_suffix(".json").read_text())["arms"]
+    assert set(arms) == {"start (no fine-tuning), lam", "lam", "true_movement"}
+    for row in arms.values():
+        assert 0.0 <= row["token_accuracy"] <= 1.0 and 0.0 <= row["copy_token_accuracy"] <= 1.0
+        assert row["rollout_psnr_mean"] > 0
+    assert arms["lam"]["steps"] == arms["true_movement"]["steps"] == 3
+    assert "| true_movement | 3 |" in out.with_suffix(".md").read_text()
+    with pytest.raises(SystemExit, match="unknown arms"):
+        action_bound.main(action_bound.Args(model=tiny_model_file, data=tiny_data, arms=["oracle"], out=out))
