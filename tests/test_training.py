@@ -372,3 +372,11 @@ def test_export_an_earlier_dynamics_step(tiny_data: Path, tokenizer_run: Path, t
     assert all(torch.equal(v, final.state_dict()[k]) for k, v in last.state_dict().items())
     with pytest.raises(CheckpointError, match=r"step_0000005.pt does not exist; kept .*step_0000003.pt"):
         export(EArgs(run=tmp_path, step=5))
+    # --set changes the file's default sampling, nothing else
+    one = WorldModel.load(export(EArgs(run=tmp_path, out=tmp_path / "one.pt", set=("sampling.maskgit_steps=1",))))
+    assert one.config.sampling.maskgit_steps == 1 and final.config.sampling.maskgit_steps != 1
+    assert all(torch.equal(v, final.state_dict()[k]) for k, v in one.state_dict().items())
+    with pytest.raises(ConfigError, match="only sampling"):
+        export(EArgs(run=tmp_path, out=tmp_path / "x.pt", set=("dynamics.d_model=8",)))
+    with pytest.raises(ConfigError, match="--set"):
+        export(EArgs(run=tmp_path, out=tmp_path / "x.pt", set=("sampling.maskgit_step=1",)))

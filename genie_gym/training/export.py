@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from genie_gym.config import GenieConfig
-from genie_gym.errors import CheckpointError
+from genie_gym.config import GenieConfig, apply_overrides
+from genie_gym.errors import CheckpointError, ConfigError
 from genie_gym.training.checkpoint import check_tokenizer_fits, load_checkpoint
 from genie_gym.utils.io import sha256_file
 
@@ -29,6 +29,9 @@ class Args:
     """the frozen tokenizer checkpoint (default: the one the dynamics phase was trained with)"""
     out: Path | None = None
     """world-model file to write (default: RUN/world_model_step<N>.pt)"""
+    set: tuple[str, ...] = ()
+    """the file's default sampling settings, e.g. sampling.maskgit_steps=1 sampling.temperature=0 (only sampling.*:
+    every other field must match the trained weights)"""
 
 
 def world_model_metadata(data: Path | str | None, steps: dict[str, int], tokenizer_metrics: dict[str, Any],
@@ -75,6 +78,14 @@ def export(args: Args) -> Path:
     tok_path = Path(args.tokenizer_ckpt or saved_args.get("tokenizer_ckpt") or run / "tokenizer" / "last.pt")
     tok = load_checkpoint(tok_path)
     cfg = GenieConfig.from_dict(dyn["config"])
+    not_sampling = [item for item in args.set if not item.strip().startswith("sampling.")]
+    if not_sampling:
+        raise ConfigError(f"--set {' '.join(not_sampling)}: export changes only sampling.* fields (the weights fix the "
+                          "rest); train with --set to change the model")
+    try:
+        cfg = apply_overrides(cfg, args.set)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{e} (--set)") from None
     check_tokenizer_fits(tok, cfg, tok_path)
     metadata = world_model_metadata(
         saved_args.get("data"), {"tokenizer": int(tok["step"]), "dynamics": int(dyn["step"])},
