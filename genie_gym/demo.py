@@ -58,6 +58,9 @@ def main(args: Args) -> None:
     world_model = WorldModel.load(path)
     steps = world_model.metadata.get("steps", {})
     trained = ", ".join(f"{phase} {n} steps" for phase, n in steps.items()) if isinstance(steps, dict) else steps
+    source = world_model.metadata.get("init_from") or {}
+    if isinstance(source.get("steps"), dict):  # fine-tuned: name what it started from
+        trained += ", starting from a model of " + ", ".join(f"{p} {n}" for p, n in source["steps"].items())
     print(f"world model: {path} (preset {world_model.config.preset}, "
           f"{sum(p.numel() for p in world_model.parameters()) / 1e6:.1f}M parameters; trained: {trained or '?'})")
     # The demo shows the world; a model without reward heads needs no warning about rewards here.
