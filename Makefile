@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade "pip>=23"
 	$(BIN)/python -m pip install -q "$(TORCH_PIN)"
 	$(BIN)/python -m pip install -q -e ".[dev]"
-	$(BIN)/python -c "import torch, procgen, genie_gym"
+	$(BIN)/python -c "import torch, genie_gym; from genie_gym.envs.procgen_prompt import procgen_start_frame as f; f()"
 	@touch $(STAMP)
 
 demo: setup
