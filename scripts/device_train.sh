@@ -59,11 +59,12 @@ phase() {  # phase NAME SECONDS LR EXTRA...
   rm -rf "$RUN/probe_$name"
   "$PYTHON" -m genie_gym.cli train --phase "$name" "${common[@]}" --out "$RUN/probe_$name" --steps "$PROBE" \
     --lr "$lr" "$@" > "$OUT/${name}_probe.log" 2>&1 || { tail -30 "$OUT/${name}_probe.log"; return 1; }
-  local steps; steps=$(steps_for "$name" "$seconds") || return 1
+  local steps; steps=$(steps_for "$name" "$seconds" 2> >(tee -a "$OUT/${name}_probe.log" >&2)) || return 1
   local limit; limit=$("$PYTHON" -c "print(round($seconds * 1.15 / 60 + 0.5, 2))")
   echo "phase $name: $steps steps of $BATCH clips (time limit $limit min)"
   "$PYTHON" -m genie_gym.cli train --phase "$name" "${common[@]}" --out "$RUN" --steps "$steps" --lr "$lr" \
     --time-limit-min "$limit" "$@" > "$OUT/${name}.log" 2>&1 || { tail -30 "$OUT/${name}.log"; return 1; }
+  echo "phase $name: $steps steps of $BATCH clips ($(tail -1 "$OUT/${name}_probe.log"))" >> "$OUT/${name}.log"
   tail -c 400 "$OUT/${name}.log" | tr '\r' '\n' | tail -3
   tail -1 "$RUN/$name/metrics.jsonl"
 }
@@ -93,7 +94,7 @@ status=0
 phase dynamics "$DYN_S" "$DYN_LR" --tokenizer-ckpt "$RUN/tokenizer/last.pt" --init-from "$MODEL" --freeze-lam \
   && slim dynamics || status=1
 echo "dynamics done after $(( $(date +%s) - t0 )) s"
-for f in "$OUT"/*.log; do tr '\r' '\n' < "$f" | grep -v "it/s\]$" | tail -c 100000 > "$f.tmp"; mv "$f.tmp" "$f"; done
+for f in "$OUT"/*.log; do tr '\r' '\n' < "$f" | grep -v -E "it/s|s/it" | tail -c 100000 > "$f.tmp"; mv "$f.tmp" "$f"; done
 cat "$OUT"/*_probe.log >> "$OUT/tokenizer.log"; rm -f "$OUT"/*_probe.log
 
 if [ "$SPEED" = 1 ]; then

@@ -138,3 +138,14 @@ def test_action_bound_quick_trains_both_arms_and_reports(tiny_data: Path, tiny_m
     assert "| true_movement | 3 |" in out.with_suffix(".md").read_text()
     with pytest.raises(SystemExit, match="unknown arms"):
         action_bound.main(action_bound.Args(model=tiny_model_file, data=tiny_data, arms=["oracle"], out=out))
+
+
+def test_step_profile_times_every_stage(tiny_model_file: Path, tmp_path: Path):
+    """benchmarks/step_profile.py: the three Simulator stages are timed and take most of a step."""
+    import step_profile
+
+    out = tmp_path / "step_profile"
+    step_profile.main(step_profile.Args(model=tiny_model_file, num_worlds=2, steps=2, precisions=["float32"], out=out))
+    row = json.loads(out.with_suffix(".json").read_text())["rows"]["float32"]
+    assert set(row["share"]) == set(step_profile.STAGES) and all(v > 0 for v in row["share"].values())
+    assert 0.5 < sum(row["share"].values()) <= 1.0 and row["frames_per_s"] > 0
