@@ -72,15 +72,21 @@ class DreamPolicy:
         return self.table.sample(self.policy.act(obs_BHWC, rng), obs_BHWC, rng)
 
 
-def build_table(world_model: str | None, expert_data: str, n_labelled: int, seed: int) -> CodeActionTable:
-    """Table D from N expert transitions labelled by the world model's LAM."""
-    from agents.collect import load_expert_set
+class LabelledTransitions:
+    """Every expert transition's code (from the world model's LAM) and real action; `table(n, seed)` draws table D
+    from N of them. Labelling runs once, so tables for several seeds cost nothing more."""
 
-    lam, seq_len = load_lam(world_model)
-    data = load_expert_set(expert_data)
-    _, codes, actions = transitions(data, label_expert_set(lam, data, seq_len))
-    idx = select_labelled(len(codes), n_labelled, seed)
-    return CodeActionTable(codes[idx], actions[idx], int(lam.num_actions))
+    def __init__(self, world_model: str | None, expert_data: str) -> None:
+        from agents.collect import load_expert_set
+
+        lam, seq_len = load_lam(world_model)
+        data = load_expert_set(expert_data)
+        _, self.codes, self.actions = transitions(data, label_expert_set(lam, data, seq_len))
+        self.num_codes = int(lam.num_actions)
+
+    def table(self, n_labelled: int, seed: int) -> CodeActionTable:
+        idx = select_labelled(len(self.codes), n_labelled, seed)
+        return CodeActionTable(self.codes[idx], self.actions[idx], self.num_codes)
 
 
 def main(args: Args) -> dict[str, Any]:
@@ -90,7 +96,7 @@ def main(args: Args) -> dict[str, Any]:
     if not Path(args.dream).is_file():
         raise CheckpointError(f"dream agent {args.dream} does not exist; train one with `python -m agents.dream_ppo`")
     t0 = time.perf_counter()
-    table = build_table(args.world_model, args.expert_data, args.n_labelled, args.seed)
+    table = LabelledTransitions(args.world_model, args.expert_data).table(args.n_labelled, args.seed)
     agent = DreamPolicy(PPO.load(args.dream, device="cpu"), table)
     common = dict(num_levels=args.num_levels, seeds=list(range(args.seeds)), distribution_mode=args.distribution_mode,
                   max_steps=args.max_steps)

@@ -145,9 +145,11 @@ class ImpalaExtractor(BaseFeaturesExtractor):
 class ProgressCallback(BaseCallback):
     """tqdm bar over environment frames, with the measured frames/s and the recent mean episode return."""
 
-    def __init__(self, total: int, log_path: Path | None = None, wall_before: float = 0.0) -> None:
+    def __init__(self, total: int, log_path: Path | None = None, wall_before: float = 0.0,
+                 time_limit_s: float | None = None) -> None:
         super().__init__()
         self.total = total
+        self.time_limit_s = time_limit_s
         self.t0 = 0.0
         self.frames = 0
         self.log_path = log_path
@@ -174,7 +176,8 @@ class ProgressCallback(BaseCallback):
                         "recent_train_return": ret,
                     },
                 )
-        return True
+        # --time-limit-min: stop learning (the caller saves final.zip; --resume continues from the checkpoints)
+        return self.time_limit_s is None or time.perf_counter() - self.t0 < self.time_limit_s
 
     @property
     def wall_total(self) -> float:
@@ -239,6 +242,8 @@ class Args:
     """torch CPU threads (one torch job at a time on the 2-core dev machines: two oversubscribe the cores)"""
     resume: bool = False
     """continue from the newest readable checkpoint in <out>/checkpoints (weights, optimizer, reward statistics)"""
+    time_limit_min: float | None = None
+    """stop after about this many minutes of learning (final.zip is written; --resume continues)"""
 
 
 def make_model(args: Args, venv: VecEnv) -> Any:
@@ -361,7 +366,8 @@ def train_ppo(args: Args, venv: VecEnv, export: bool = True) -> dict[str, Any]:
     wall_before = 0.0
     if start is not None and progress_path.is_file():
         wall_before = float(json.loads(progress_path.read_text()).get("wall_s_total", 0.0))
-    progress = ProgressCallback(remaining, progress_path, wall_before)
+    progress = ProgressCallback(remaining, progress_path, wall_before,
+                                None if args.time_limit_min is None else 60 * args.time_limit_min)
     ckpt = CheckpointCallback(
         max(args.checkpoint_every // args.num_envs, 1),
         str(out / "checkpoints"),
@@ -375,6 +381,11 @@ def train_ppo(args: Args, venv: VecEnv, export: bool = True) -> dict[str, Any]:
         )
     wall = time.perf_counter() - t0
     model.save(out / "final.zip")  # resumable (optimizer state included)
+    if model.num_timesteps < args.total_timesteps:  # stopped by --time-limit-min: a checkpoint for --resume
+        model.save(out / "checkpoints" / f"ppo_{model.num_timesteps}_steps.zip")
+        if isinstance(venv, VecNormalize):
+            venv.save(str(out / "checkpoints" / f"ppo_vecnormalize_{model.num_timesteps}_steps.pkl"))
+        print(f"--time-limit-min reached at {model.num_timesteps} frames; continue with --resume")
     size = export_expert(model, out / "expert.zip") if export else None
     buf = model.ep_info_buffer
     info = {

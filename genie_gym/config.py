@@ -71,7 +71,7 @@ def _migrate_lam(d: dict[str, Any]) -> dict[str, Any]:
         if old != value:
             raise ValueError(f"this file's LAM is an ablation variant ({key}={old!r} is not the shipped "
                              f"design's {value!r}), which the library no longer builds; retrain it with the "
-                             "current design (genie-gym train) or study it with benchmarks/lam_ablation.py")
+                             "current design (genie-gym train) or study it with benchmarks/studies/lam_ablation.py")
     if d.get("decoder_kernel", 1) == 0:
         raise ValueError("this file's LAM decodes with a pixel head (decoder_kernel=0), an ablation variant the "
                          "library no longer builds; retrain it with the current design (genie-gym train)")
@@ -101,6 +101,10 @@ class HeadsConfig:
     hidden: int = 128
     reward_value: float = 10.0  # the reward of a reward event (the mean non-zero reward of the training data)
     threshold: float = 0.5  # an event happens when its predicted probability is at least this (deterministic)
+    horizon: int = 1  # frames before an event that carry its label: 1 = only the frame its transition leaves;
+    # k > 1 = "within k transitions of it" (Genie-v0 then ends an episode up to k - 1 frames before the real game)
+    reward_ends_episode: bool = False  # 99% of the training data's rewards ended their episode (CoinRun's coin): a
+    # predicted reward then ends the episode too, so an agent cannot collect it again and again near the coin
 
 
 @dataclass

@@ -124,7 +124,7 @@ def test_idm_cross_fit_labels_every_transition_out_of_sample() -> None:
 
 @pytest.mark.slow
 def test_action_bound_quick_trains_both_arms_and_reports(tiny_data: Path, tiny_model_file: Path, tmp_path: Path):
-    """benchmarks/action_bound.py --quick: both arms fine-tune a copy of the dynamics and are scored held out."""
+    """studies/action_bound.py --quick: both arms fine-tune a copy of the dynamics and are scored held out."""
     import action_bound
 
     out = tmp_path / "action_bound"
@@ -141,7 +141,7 @@ def test_action_bound_quick_trains_both_arms_and_reports(tiny_data: Path, tiny_m
 
 
 def test_step_profile_times_every_stage(tiny_model_file: Path, tmp_path: Path):
-    """benchmarks/step_profile.py: the three Simulator stages are timed and take most of a step."""
+    """benchmarks/studies/step_profile.py: the three Simulator stages are timed and take most of a step."""
     import step_profile
 
     out = tmp_path / "step_profile"

@@ -16,7 +16,7 @@ from genie_gym.envs.sb3 import GenieSB3VecEnv
 from genie_gym.envs.vector_env import GenieVectorEnv
 from genie_gym.errors import ConfigError, DatasetError
 from genie_gym.models.world_model import WorldModel
-from genie_gym.training.heads import precision_recall, train_heads
+from genie_gym.training.heads import precision_recall, train_heads, within
 from genie_gym.training.train import Args
 
 LEVELS = (0, 3)
@@ -70,8 +70,21 @@ def test_heads_learn_known_events_and_beat_the_constant_predictor(heads_model: P
 
 
 def test_precision_recall_on_hand_made_predictions():
-    pr = precision_recall(np.array([0.9, 0.2, 0.7, 0.1]), np.array([1, 1, 0, 0]), 0.5)
-    assert pr == {"precision": 0.5, "recall": 0.5, "events": 2, "predicted": 2, "frames": 4}
+    pr = precision_recall([np.array([0.9, 0.2, 0.7, 0.1])], [np.array([1, 1, 0, 0])], 0.5)
+    assert pr == {"precision": 0.5, "recall": 0.5, "events": 2, "predicted": 2, "frames": 4, "horizon": 1}
+    # horizon 3: a firing frame counts when an event follows within 3 transitions, an event when a frame of the 3
+    # up to it fires; episodes are scored apart (no window reaches across them)
+    probs = [np.array([0.0, 0.9, 0.0, 0.0, 1.0]), np.array([0.8, 0.0, 0.0, 0.0, 0.0, 0.0])]
+    events = [np.array([0, 0, 0, 1, 0]), np.array([0, 0, 0, 0, 0, 1])]
+    pr = precision_recall(probs, events, 0.5, horizon=3)
+    assert (pr["precision"], pr["recall"], pr["predicted"], pr["events"]) == (1 / 3, 0.5, 3, 2)
+    assert precision_recall(probs, events, 0.5, horizon=6)["recall"] == 1.0
+    labels = within(np.array([[0, 0], [0, 0], [0, 1], [1, 0]], dtype=bool), 2)
+    assert labels.tolist() == [[False, False], [False, True], [True, True], [True, False]]
+
+
+def wm_ends_on_reward(path: Path) -> bool:
+    return WorldModel.load(path).config.heads.reward_ends_episode
 
 
 def _forced(heads_model: Path, tmp_path: Path, terminal: float, reward: float) -> Path:
@@ -96,7 +109,8 @@ def test_genie_env_reports_the_heads_and_reward_fn_overrides_the_reward(heads_mo
     reward, terminated, truncated, info = runs[0][0]
     assert set(info) == {"terminal_prob", "reward_prob"} and 0 <= info["terminal_prob"] <= 1
     assert reward == (10.0 if info["reward_prob"] >= 0.5 else 0.0)
-    assert terminated == (info["terminal_prob"] >= 0.5)
+    assert wm_ends_on_reward(heads_model)  # every reward of event_data ends its episode
+    assert terminated == (info["terminal_prob"] >= 0.5 or info["reward_prob"] >= 0.5)
     always = _forced(heads_model, tmp_path, 20.0, 20.0)
     e = GenieEnv(checkpoint=always, prompt_levels=LEVELS)
     e.reset(seed=0)
@@ -107,6 +121,9 @@ def test_genie_env_reports_the_heads_and_reward_fn_overrides_the_reward(heads_mo
     e = GenieEnv(checkpoint=always, prompt_levels=LEVELS, learned_rewards=False)
     e.reset(seed=0)
     assert e.step(0)[1:3] == (0.0, False)
+    coin = GenieEnv(checkpoint=_forced(heads_model, tmp_path, -20.0, 20.0), prompt_levels=LEVELS)
+    coin.reset(seed=0)
+    assert coin.step(0)[1:3] == (10.0, True)  # a reward that ended every episode of the data ends this one
 
 
 def test_vector_env_and_sb3_honour_terminated(heads_model: Path, tmp_path: Path):
@@ -168,6 +185,13 @@ def test_dream_ppo_trains_in_the_world_model_and_resumes(heads_model: Path, tiny
     assert again["resumed_from_frames"] >= 32 and again["frames"] >= 96
     with pytest.raises(ConfigError, match="no reward / episode-end heads"):
         dream_ppo.main(dream_ppo.Args(total_timesteps=64, **{**common, "world_model": str(tiny_model_file)}))
+    # --time-limit-min: stops early with a checkpoint at the frames reached, and --resume goes on from there
+    cut = {**common, "out": str(tmp_path / "cut")}
+    dream_ppo.main(dream_ppo.Args(total_timesteps=64, time_limit_min=0.0, **cut))
+    stopped = json.loads((tmp_path / "cut" / "train_info.json").read_text())["frames"]
+    assert 0 < stopped < 64 and (tmp_path / "cut" / "checkpoints" / f"ppo_{stopped}_steps.zip").is_file()
+    dream_ppo.main(dream_ppo.Args(total_timesteps=64, resume=True, **cut))
+    assert json.loads((tmp_path / "cut" / "train_info.json").read_text())["resumed_from_frames"] == stopped
 
 
 @pytest.mark.slow
@@ -192,3 +216,36 @@ def test_dream_transfer_plays_the_dream_agent_in_real_coinrun(heads_model: Path,
         dream_transfer.main(dream_transfer.Args(dream=str(tmp_path / "dream" / "final.zip"),
                                                 world_model=str(heads_model), expert_data=str(tmp_path / "expert"),
                                                 n_labelled=10**6, out=str(tmp_path / "t2"), threads=1))
+
+
+def test_heads_horizon_is_recorded_and_checked(event_data: Path, tiny_model_file: Path, tmp_path: Path):
+    """--heads-horizon k labels the k frames before each event; the file and its held-out scores record k."""
+    out = train_heads(Args(phase="heads", out=tmp_path, model=tiny_model_file, data=event_data, steps=3,
+                           heads_clips=16, heads_eval_episodes=6, heads_horizon=3, seed=0))
+    wm = WorldModel.load(out)
+    assert wm.config.heads.horizon == 3 and wm.metadata["heads"]["validation"]["terminal"]["horizon"] == 3
+    from genie_gym.training.heads import check_heads_args
+
+    with pytest.raises(ConfigError, match="--heads-horizon must be >= 1"):
+        check_heads_args(Args(phase="heads", out=tmp_path, model=tiny_model_file, heads_horizon=0))
+
+
+@pytest.mark.slow
+def test_dream_rl_benchmark_quick(heads_model: Path, tmp_path: Path):
+    """benchmarks/dream_rl.py --quick: dream PPO, table D, real levels beside the baselines, returns in the dream,
+    and the three result files, at tiny sizes; a rerun resumes instead of training again."""
+    import json
+
+    import dream_rl  # benchmarks/ is on pytest's path
+
+    args = dream_rl.Args(quick=True, world_model=str(heads_model), work=str(tmp_path / "work"),
+                         out=str(tmp_path / "out"), threads=1)
+    report = dream_rl.main(args)
+    assert {"dream", "random", "run_right"} <= set(report["real"])
+    assert all(0.0 <= r["solved_pct"] <= 100.0 for r in report["real"].values())
+    assert report["in_dream"]["dream"]["episodes"] == 4 and report["dream_training"]["frames"] >= 256
+    for ext in ("json", "md", "png"):
+        assert (tmp_path / "out" / f"dream_rl.{ext}").is_file()
+    assert "| dream |" in (tmp_path / "out" / "dream_rl.md").read_text()
+    frames = json.loads((tmp_path / "work" / "dream" / "train_info.json").read_text())["frames"]
+    assert dream_rl.main(args)["dream_training"]["frames"] == frames  # nothing left to train: reused

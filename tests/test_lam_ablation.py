@@ -1,4 +1,4 @@
-"""`benchmarks/lam_ablation.py` runs end to end on a small recording and builds its table up run by run."""
+"""`benchmarks/studies/lam_ablation.py` runs end to end on a small recording and builds its table up run by run."""
 
 from __future__ import annotations
 

@@ -13,7 +13,10 @@ import pytest
 import torch
 from conftest import record_tiny
 
+from genie_gym.config import get_preset
 from genie_gym.errors import CheckpointError, ConfigError, DatasetError
+from genie_gym.models.tokenizer import VideoTokenizer
+from genie_gym.models.world_model import build_tokenizer
 from genie_gym.training.checkpoint import CHECKPOINT_FORMAT_VERSION, checkpoint_bytes, load_checkpoint
 from genie_gym.training.train import Args
 from genie_gym.training.trainer import NonFiniteLossError, Trainer, train
@@ -335,9 +338,36 @@ def test_freeze_lam_trains_only_the_dynamics(tiny_data: Path, tokenizer_run: Pat
         Trainer(targs(tiny_data, tmp_path / "c", "dynamics", steps=3, tokenizer_ckpt=tok, freeze_lam=True))
 
 
+def test_freeze_encoder_trains_only_the_decoder(tiny_data: Path, tokenizer_run: Path, tmp_path: Path):
+    """--freeze-encoder: the --init-from tokenizer's encoder side (and so every token) stays; the decoder learns;
+    resuming must repeat the flag; it needs a trained tokenizer and belongs to phase tokenizer."""
+    from genie_gym.data.dataset import ClipDataset
+    from genie_gym.models.frames import to_float
+
+    tok = tokenizer_run / "tokenizer" / "last.pt"
+    train(targs(tiny_data, tmp_path / "b", "tokenizer", steps=4, init_from=tok, freeze_encoder=True, lr=1e-2))
+    before, after = load_checkpoint(tok)["model"]["tokenizer"], load_checkpoint(
+        tmp_path / "b" / "tokenizer" / "last.pt")["model"]["tokenizer"]
+    encoder_side = {k for k in before if k.split(".")[0] in VideoTokenizer.ENCODER_SIDE}
+    assert encoder_side and all(torch.equal(after[k], before[k]) for k in encoder_side)
+    assert any(not torch.equal(after[k], v) for k, v in before.items() if k not in encoder_side)
+    cfg = get_preset("tiny")
+    old, new = build_tokenizer(cfg), build_tokenizer(cfg)
+    old.load_state_dict(before)
+    new.load_state_dict(after)
+    clip = to_float(ClipDataset(tiny_data, "train", cfg.seq_len)[0].unsqueeze(0))
+    assert torch.equal(old.encode(clip), new.encode(clip))
+    with pytest.raises(CheckpointError, match="resume with --freeze-encoder"):
+        Trainer(targs(tiny_data, tmp_path / "b", "tokenizer", steps=6, resume=True))
+    with pytest.raises(ConfigError, match="--init-from FILE"):
+        Trainer(targs(tiny_data, tmp_path / "c", "tokenizer", steps=2, freeze_encoder=True))
+    with pytest.raises(ConfigError, match="belongs to phase tokenizer"):
+        Trainer(targs(tiny_data, tmp_path / "d", "dynamics", steps=2, tokenizer_ckpt=tok, freeze_encoder=True))
+
+
 @pytest.mark.slow
 def test_small_from_scratch_benchmark_quick(tiny_data: Path, tmp_path: Path):
-    """benchmarks/small_from_scratch.py --quick: pipeline, timing, scoring and the comparison table, at tiny sizes."""
+    """studies/small_from_scratch.py --quick: pipeline, timing, scoring and the comparison table, at tiny sizes."""
 
     import small_from_scratch as bench
 

@@ -11,7 +11,10 @@ context of `context_frames` frames) and decodes it with the tokenizer. `reset` r
 by itself unless the model has reward / episode-end heads (`genie-gym train --phase heads`): then `reward` and
 `terminated` are the heads' thresholded predictions for the generated frame (deterministic: the same frames give the
 same rewards), `info` holds their probabilities (`terminal_prob`, `reward_prob`), and `reward_fn` still replaces the
-reward. Without heads `terminated` is always False. Time limits truncate, as in gymnasium's own environments:
+reward. Heads trained with a horizon k > 1 (`config.heads.horizon`) fire on the k frames before an event, so an
+episode may end up to k - 1 frames before the real game's would; where every reward of the training data ended its
+episode (CoinRun's coin, `config.heads.reward_ends_episode`), a predicted reward ends the episode too. Without heads
+`terminated` is always False. Time limits truncate, as in gymnasium's own environments:
 `gym.make("Genie-v0")` wraps the env in `TimeLimit(1000)` (the registered `spec.max_episode_steps`;
 `gym.make(..., max_episode_steps=N)` changes it), while a `GenieEnv(...)` built directly truncates only when given
 `max_episode_steps`. The reward is `reward_fn(obs, action, next_obs)` (0.0 without one). Same seed and same actions

@@ -255,8 +255,9 @@ class WorldBatch:
         probs_B2 = self.sim.event_probs() if self.learned else None
         if probs_B2 is not None:
             heads = self.world_model.config.heads
-            terminated_B = probs_B2[:, 0] >= heads.threshold
-            rewards_B = np.where(probs_B2[:, 1] >= heads.threshold, heads.reward_value, 0.0)
+            rewarded_B = probs_B2[:, 1] >= heads.threshold
+            terminated_B = (probs_B2[:, 0] >= heads.threshold) | (rewarded_B & heads.reward_ends_episode)
+            rewards_B = np.where(rewarded_B, heads.reward_value, 0.0)
         if self.reward_fn is not None:
             for i in range(self.num_worlds):
                 r = self.reward_fn(prev_BHWC[i], int(actions_B[i]), self.obs_BHWC[i].copy())

@@ -112,7 +112,8 @@ def infer_actions_windowed(lam: torch.nn.Module, frames_BTHWC: torch.Tensor, win
     return torch.stack(acts, dim=1)
 
 
-def _open(data: Path, split: str, clip_len: int, what: str):
+def open_clips(data: Path, split: str, clip_len: int, what: str):
+    """The `clip_len`-frame clips of a dataset split; `what` names their use in the error when none fits."""
     from genie_gym.data.dataset import ClipDataset
 
     if not Path(data).exists():
@@ -129,7 +130,8 @@ def _open(data: Path, split: str, clip_len: int, what: str):
     return ds
 
 
-def _pick(n_items: int, n: int, seed: int) -> list[int]:
+def pick_clips(n_items: int, n: int, seed: int) -> list[int]:
+    """`n` distinct clip indices out of `n_items`, sorted, the same for the same seed."""
     g = torch.Generator().manual_seed(seed)
     return sorted(torch.randperm(n_items, generator=g)[: min(n, n_items)].tolist())
 
@@ -138,7 +140,7 @@ def _batches(idx: list[int], size: int) -> list[list[int]]:
     return [idx[i : i + size] for i in range(0, len(idx), size)]
 
 
-def _simulate(
+def simulate(
     wm,
     prompts_BHWC_u8: np.ndarray,
     actions_BK: np.ndarray,
@@ -209,10 +211,10 @@ def evaluate(args: Args) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     # 1. tokenizer reconstructions on clips of the training length
-    ds_tok = _open(args.data, args.split, T, f"the model's context of {T} frames")
+    ds_tok = open_clips(args.data, args.split, T, f"the model's context of {T} frames")
     psnrs, ssims = [], []
     for batch in tqdm(
-        _batches(_pick(len(ds_tok), args.num_clips, args.seed), args.batch_size), desc="tokenizer"
+        _batches(pick_clips(len(ds_tok), args.num_clips, args.seed), args.batch_size), desc="tokenizer"
     ):
         frames = to_float(torch.stack([ds_tok[i] for i in batch])).to(device)
         recon = wm.tokenizer.decode(wm.tokenizer.encode(frames)).float().clamp(0, 1)
@@ -224,8 +226,8 @@ def evaluate(args: Args) -> dict:
     if not contexts or min(contexts) < 1:
         raise ValueError(f"--context takes numbers of real context frames >= 1, got {list(args.context)}")
     Cmax = max(contexts)
-    ds_roll = _open(args.data, args.split, Cmax + K, f"{Cmax} context frames + {K} generated")
-    roll_idx = _pick(len(ds_roll), args.num_clips, args.seed + 1)
+    ds_roll = open_clips(args.data, args.split, Cmax + K, f"{Cmax} context frames + {K} generated")
+    roll_idx = pick_clips(len(ds_roll), args.num_clips, args.seed + 1)
     g_rand = torch.Generator().manual_seed(args.seed + 2)
     p_gen: dict[int, list[torch.Tensor]] = {c: [] for c in contexts}
     s_gen: dict[int, list[torch.Tensor]] = {c: [] for c in contexts}
@@ -246,7 +248,7 @@ def evaluate(args: Args) -> dict:
         for c in contexts:
             first = Cmax - c
             prompts = u8[:, first:Cmax].numpy()
-            gen = _simulate(wm, prompts, acts_all[:, Cmax - 1 :].numpy(), seeds, args.maskgit_steps, device,
+            gen = simulate(wm, prompts, acts_all[:, Cmax - 1 :].numpy(), seeds, args.maskgit_steps, device,
                             args.temperature, prompt_actions=acts_all[:, first : Cmax - 1].numpy(),
                             precision=args.precision)
             still = real[:, Cmax - 1 : Cmax].cpu().expand_as(target)
@@ -257,7 +259,7 @@ def evaluate(args: Args) -> dict:
             p_still_tok[c].append(psnr(recon_last.expand_as(target), target))
             if c == contexts[0]:
                 acts_rand = torch.randint(0, A, (len(batch), K), generator=g_rand)
-                gen_rand = _simulate(wm, prompts, acts_rand.numpy(), seeds, args.maskgit_steps, device,
+                gen_rand = simulate(wm, prompts, acts_rand.numpy(), seeds, args.maskgit_steps, device,
                                      args.temperature, prompt_actions=acts_all[:, first : Cmax - 1].numpy(),
                             precision=args.precision)
                 psnr_rand.append(psnr(gen_rand, target))
@@ -302,15 +304,15 @@ def evaluate(args: Args) -> dict:
     stability: dict = {}
     if args.stability_steps > 0:
         L = args.stability_steps
-        ds_long = _open(args.data, args.split, L + 1, f"a prompt + {L} stability steps (lower --stability-steps)")
+        ds_long = open_clips(args.data, args.split, L + 1, f"a prompt + {L} stability steps (lower --stability-steps)")
         marks = sorted({s for s in (1, 5, 10, 50, 100, 200, L) if s <= L})
-        long_idx = _pick(len(ds_long), args.stability_prompts, args.seed + 3)
+        long_idx = pick_clips(len(ds_long), args.stability_prompts, args.seed + 3)
         g_long = torch.Generator().manual_seed(args.seed + 4)
         ge_gen, ge_real, long_rows = [], [], []
         for batch in tqdm(_batches(long_idx, max(args.batch_size, 32)), desc="stability"):
             u8 = torch.stack([ds_long[i] for i in batch])
             acts = torch.randint(0, A, (len(batch), L), generator=g_long)
-            gen = _simulate(wm, u8[:, 0].numpy(), acts.numpy(), [args.seed * 7 + i for i in batch],
+            gen = simulate(wm, u8[:, 0].numpy(), acts.numpy(), [args.seed * 7 + i for i in batch],
                             args.maskgit_steps, device, args.temperature, keep=marks, precision=args.precision)
             real_marks = to_float(u8[:, marks])
             ge_gen.append(gradient_energy(gen))
@@ -334,7 +336,7 @@ def evaluate(args: Args) -> dict:
     _png(out_dir / "grid.png", _labelled(grid, ["real", "gen"] * (len(grid_rows) // 2), H))
     prompt = ds_roll[roll_idx[0]][0].numpy()
     strip_acts = np.repeat(np.arange(A)[:, None], args.strip_steps, axis=1)
-    strip = _simulate(
+    strip = simulate(
         wm, np.repeat(prompt[None], A, axis=0), strip_acts, [args.seed] * A, args.maskgit_steps, device,
         args.temperature, precision=args.precision,
     )

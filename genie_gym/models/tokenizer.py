@@ -8,8 +8,8 @@ Two stems (`TokenizerConfig.stem`):
 - "conv" (the hybrid, the `small` preset): a convolutional encoder takes each frame down to the same grid (a strided
   conv, then residual blocks and stride-2 convs, `conv_channels` wide); the decoder mirrors it (nearest upsampling +
   conv) and ends in a pixel-shuffle head. Convolutions see one frame at a time, so time only mixes in the causal ST
-  transformer between them. Measured against the patch stem in `benchmarks/tokenizer_bakeoff.py`: the patch stem's
-  linear head draws blocks and loses thin platforms and the agent; the conv decoder keeps edges.
+  transformer between them. Measured against the patch stem in `benchmarks/studies/tokenizer_bakeoff.py`: the patch
+  stem's linear head draws blocks and loses thin platforms and the agent; the conv decoder keeps edges.
 Two quantisers (`quantizer`): "vq" (a learned codebook, models/vq.py) or "fsq" (a fixed grid, models/fsq.py).
 `groups` G > 1 splits each grid cell's latent into G tokens, quantised separately: a frame then has
 grid^2 x G tokens, ordered cell-major (token p*G + g is group g of cell p), so G multiplies the bits per frame
@@ -157,6 +157,15 @@ class VideoTokenizer(nn.Module):
     @property
     def grid(self) -> int:
         return self.image_size // self.patch
+
+    ENCODER_SIDE = ("patch_embed", "conv_enc", "enc_pos", "encoder", "pre_quant", "vq")
+
+    def freeze_encoder(self) -> None:
+        """Fix everything that decides the tokens (stem, encoder, quantiser): only the decoder side still learns,
+        so the tokens of every frame stay what a dynamics model was trained on."""
+        for name, param in self.named_parameters():
+            if name.split(".")[0] in self.ENCODER_SIDE:
+                param.requires_grad_(False)
 
     def _check(self, frames_BTHWC: torch.Tensor) -> None:
         S, C = self.image_size, self.channels

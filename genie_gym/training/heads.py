@@ -4,21 +4,25 @@
 
 The two unsupervised phases never read rewards or episode ends; this third, small phase does, as DIAMOND, IRIS and
 DreamerV3 learn them beside their dynamics. Labels of frame t of an episode of L frames (the data's arrays,
-`manifest.json`): `terminal` = the episode ended after it (t = L - 1), not by the recording's or Procgen's 1000-step
-time limit; `reward`
-= the transition out of it paid a non-zero reward (CoinRun: the coin, on the last transition). Features: the
-frozen dynamics' output for each frame of a clip of `seq_len` real frames (its tokens, the LAM's actions), the same
-features Genie-v0 computes for a generated frame.
+`manifest.json`), with `--heads-horizon` k: `terminal` = the episode ends within the next k transitions (t >= L - k),
+by the game, not by the recording's or Procgen's 1000-step time limit; `reward` = one of the next k transitions pays
+a non-zero reward (CoinRun: the coin, on the last transition). k = 1 is the strict "the transition out of this frame";
+Procgen returns the next level's first frame after the last transition, so the frame that shows the agent on the
+coin or the enemy never reaches the data, and k > 1 labels the approach instead. Features: the frozen dynamics'
+output for each frame of a clip of `seq_len` real frames (its tokens, the LAM's actions), the same features
+Genie-v0 computes for a generated frame.
 
 1. Features are computed once (no gradient, bf16 on CPU with --cpu-bf16) for every clip ending on an event frame
    (up to `--heads-clips`) and as many random clips, and cached.
 2. The heads train on the cached features (`--steps` AdamW steps of `--batch-size` clips). Event clips are
    over-represented in that sample, so at the end each head's bias is shifted by the log-odds ratio between the
    data's event rate and the sample's (prior correction): its probabilities are those of the real frequency.
-3. Held-out scores (validation split, windows that end on each episode's last frame): precision and recall of each
-   event at `HeadsConfig.threshold`, beside the constant "never" predictor, go into the model's metadata.
+3. Held-out scores (validation split, whole episodes tiled by windows that end on their last frame), per event at
+   `HeadsConfig.threshold`: precision = the share of firing frames that are within k transitions of that event,
+   recall = the share of events with a firing frame among the k frames before them (k = 1: plain per-frame
+   precision and recall; the constant "never" predictor has recall 0). They go into the model's metadata.
 4. RUN/world_model.pt is (re)written with the heads (`config.heads.enabled`, the data's mean non-zero reward as
-   `reward_value`).
+   `reward_value`, `horizon`, and `reward_ends_episode` when 99% of the data's rewards came with their episode's end).
 """
 
 from __future__ import annotations
@@ -47,15 +51,25 @@ if TYPE_CHECKING:
 PROCGEN_TIME_LIMIT = 1000  # Procgen ends every episode here by itself: a time limit, not an event
 
 
-def frame_labels(store: EpisodeStore, ep: int) -> np.ndarray:
-    """(L, 2) float labels of an episode's frames: (terminal, reward event). An episode that ran into the recording
-    limit or Procgen's own 1000-step limit did not end by anything visible: not terminal."""
+def frame_labels(store: EpisodeStore, ep: int, horizon: int = 1) -> np.ndarray:
+    """(L, 2) float labels of an episode's frames: (terminal, reward event), each set on the `horizon` frames up to
+    and including the one its transition leaves (`within`). An episode that ran into the recording limit or
+    Procgen's own 1000-step limit did not end by anything visible: not terminal."""
     L = int(store.episode_lengths[ep])
     limit = min(int(store.manifest.get("settings", {}).get("max_steps", PROCGEN_TIME_LIMIT)), PROCGEN_TIME_LIMIT)
-    labels = np.zeros((L, 2), dtype=np.float32)
-    labels[-1, 0] = float(not store.truncated[ep] and L < limit)
-    labels[:, 1] = store.rewards(ep)[:L] != 0
-    return labels
+    events = np.zeros((L, 2), dtype=bool)
+    events[-1, 0] = not store.truncated[ep] and L < limit
+    events[:, 1] = store.rewards(ep)[:L] != 0
+    return within(events, horizon).astype(np.float32)
+
+
+def within(events_LE: np.ndarray, horizon: int) -> np.ndarray:
+    """(L, E) bool: frame t is within `horizon` transitions of an event of its column (an event at t' in
+    [t, t + horizon - 1]); horizon 1 returns the events themselves."""
+    out = events_LE.copy()
+    for shift in range(1, horizon):
+        out[:-shift] |= events_LE[shift:]
+    return out
 
 
 @torch.no_grad()
@@ -99,11 +113,22 @@ def _logit(p: torch.Tensor) -> torch.Tensor:
     return torch.log(p) - torch.log1p(-p)
 
 
-def precision_recall(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float | int]:
-    pred, true = probs >= threshold, labels > 0.5
-    tp = int((pred & true).sum())
-    return {"precision": tp / max(int(pred.sum()), 1), "recall": tp / max(int(true.sum()), 1),
-            "events": int(true.sum()), "predicted": int(pred.sum()), "frames": int(true.size)}
+def precision_recall(probs_E: list[np.ndarray], events_E: list[np.ndarray], threshold: float,
+                     horizon: int = 1) -> dict[str, float | int]:
+    """Event scores over episodes (per episode: probabilities and bool events of its scored frames, in order):
+    precision = firing frames within `horizon` transitions of an event / firing frames; recall = events with a
+    firing frame among the `horizon` frames up to them / events. Horizon 1: per-frame precision and recall."""
+    fired = near = found = events = frames = 0
+    for probs_L, events_L in zip(probs_E, events_E, strict=True):
+        pred, true = probs_L >= threshold, events_L.astype(bool)
+        fired += int(pred.sum())
+        near += int((pred & within(true[:, None], horizon)[:, 0]).sum())
+        # an event is found when a frame of its window fires: `within` run backwards in time
+        found += int((true & within(pred[::-1, None], horizon)[::-1, 0]).sum())
+        events += int(true.sum())
+        frames += int(true.size)
+    return {"precision": near / max(fired, 1), "recall": found / max(events, 1), "events": events,
+            "predicted": fired, "frames": frames, "horizon": horizon}
 
 
 def train_heads(args: Args) -> Path:
@@ -120,16 +145,18 @@ def train_heads(args: Args) -> Path:
     val_store = EpisodeStore(args.data, "validation")
     if len(val_store.episode_lengths) == 0:
         val_store = EpisodeStore(args.data, "test")
-    labels_E = [frame_labels(train_store, e) for e in range(len(train_store.episode_lengths))]
+    horizon = args.heads_horizon
+    labels_E = [frame_labels(train_store, e, horizon) for e in range(len(train_store.episode_lengths))]
     terminal_rate, reward_rate = (float(r) for r in np.concatenate(labels_E).mean(0))
     if terminal_rate == 0 and reward_rate == 0:
         raise DatasetError(f"{args.data} ({args.split}) holds no natural episode end and no reward: nothing for "
                            "the heads to learn; record longer episodes (--max-steps) or another game")
-    if reward_rate > 0:  # the mean non-zero reward (read only where a reward event is)
-        paid = [train_store.rewards(e)[labels[:, 1] > 0] for e, labels in enumerate(labels_E) if labels[:, 1].any()]
-        reward_value = float(np.concatenate(paid).mean())
-    else:
-        reward_value = cfg.heads.reward_value
+    exact_E = labels_E if horizon == 1 else [frame_labels(train_store, e) for e in range(len(labels_E))]
+    paid = [train_store.rewards(e)[labels[:, 1] > 0] for e, labels in enumerate(exact_E)]
+    reward_value = float(np.concatenate(paid).mean()) if reward_rate > 0 else cfg.heads.reward_value
+    # a reward that (nearly) always came with the episode's end (CoinRun's coin) ends a Genie-v0 episode too
+    rewarded = np.concatenate([labels[labels[:, 1] > 0, 0] for labels in exact_E])
+    reward_ends_episode = bool(rewarded.size > 0 and rewarded.mean() >= 0.99)
     amp = bool(args.cpu_bf16)
     wm.eval()
     events = event_windows(labels_E, T)
@@ -144,7 +171,8 @@ def train_heads(args: Args) -> Path:
     sample_rate = labels.mean(dim=(0, 1)).clamp(1e-6, 1 - 1e-6)  # per event, in the cached sample
     true_rate = torch.tensor([terminal_rate, reward_rate]).clamp(1e-6, 1 - 1e-6)
 
-    heads_cfg = dataclasses.replace(cfg.heads, enabled=True, reward_value=reward_value)
+    heads_cfg = dataclasses.replace(cfg.heads, enabled=True, reward_value=reward_value, horizon=horizon,
+                                    reward_ends_episode=reward_ends_episode)
     heads = EventHeads(heads_cfg, cfg.dynamics.d_model)
     opt = torch.optim.AdamW(heads.parameters(), lr=args.lr or 1e-3, weight_decay=1e-4)
     batch = args.batch_size or 64
@@ -161,7 +189,7 @@ def train_heads(args: Args) -> Path:
     with torch.no_grad():  # prior correction: probabilities of the data's event rates, not the sample's
         heads.mlp[-1].bias += _logit(true_rate) - _logit(sample_rate)
 
-    scores = evaluate_heads(wm, heads, val_store, T, amp, args.heads_eval_episodes, args.seed)
+    scores = evaluate_heads(wm, heads, val_store, T, amp, args.heads_eval_episodes, args.seed, horizon)
     wm.config = dataclasses.replace(cfg, heads=heads_cfg)
     wm.heads = heads
     out = run / "world_model.pt"
@@ -178,23 +206,33 @@ def train_heads(args: Args) -> Path:
 
 @torch.no_grad()
 def evaluate_heads(wm: WorldModel, heads: EventHeads, store: EpisodeStore, T: int, amp: bool, max_episodes: int,
-                   seed: int) -> dict[str, Any]:
-    """Precision / recall of each event on held-out episodes (windows ending on each episode's last frame), one
-    step ahead (real context), at the heads' threshold; the constant "never" predictor has recall 0."""
+                   seed: int, horizon: int = 1) -> dict[str, Any]:
+    """Precision / recall of each event on held-out episodes (`precision_recall`; whole episodes tiled backwards from
+    their last frame by T-frame windows), one step ahead (real context), at the heads' threshold."""
     windows = tiling_windows(store, T, max_episodes, np.random.default_rng(seed))
     if not windows:
         return {"note": "no held-out episode of seq_len frames"}
-    held_out = {ep: frame_labels(store, ep) for ep in {ep for ep, _ in windows}}
-    feats, labels = _features_of(wm, store, windows, T, amp, "heads: held-out", held_out)
+    exact = {ep: frame_labels(store, ep) for ep in {ep for ep, _ in windows}}
+    feats, labels = _features_of(wm, store, windows, T, amp, "heads: held-out", exact)
     probs = torch.sigmoid(torch.cat([heads(feats[i:i + 64].float()) for i in range(0, len(feats), 64)])).numpy()
-    lab = labels.numpy()
-    out: dict[str, Any] = {e: precision_recall(probs[..., k], lab[..., k], heads.cfg.threshold)
-                           for k, e in enumerate(EVENTS)}
-    out["episodes"] = len({ep for ep, _ in windows})
+    by_episode: dict[int, list[int]] = {}
+    for i, (ep, _) in enumerate(windows):
+        by_episode.setdefault(ep, []).append(i)
+    order = {ep: idx[::-1] for ep, idx in by_episode.items()}  # windows were listed from the episode's end backwards
+    probs_E = {ep: probs[idx].reshape(-1, len(EVENTS)) for ep, idx in order.items()}
+    events_E = {ep: labels.numpy()[idx].reshape(-1, len(EVENTS)) for ep, idx in order.items()}
+    out: dict[str, Any] = {
+        e: precision_recall([p[:, k] for p in probs_E.values()], [v[:, k] for v in events_E.values()],
+                            heads.cfg.threshold, horizon)
+        for k, e in enumerate(EVENTS)}
+    out["episodes"] = len(order)
     return out
 
 
 def check_heads_args(args: Args) -> None:
+    if args.heads_horizon < 1:
+        raise ConfigError(f"--heads-horizon must be >= 1 (1: only the frame before the event), got "
+                          f"{args.heads_horizon}")
     if args.heads_clips < 1 or args.heads_eval_episodes < 1:
         raise ConfigError(f"--heads-clips ({args.heads_clips}) and --heads-eval-episodes "
                           f"({args.heads_eval_episodes}) must be >= 1")

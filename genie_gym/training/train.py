@@ -66,6 +66,9 @@ class Args:
     --resume finds a checkpoint of this run); recorded in the checkpoints and the world model's metadata"""
     init_parts: tuple[str, ...] = ()
     """which parts --init-from loads (default: the phase's own: tokenizer; or lam and dynamics; or just lam)"""
+    freeze_encoder: bool = False
+    """phase tokenizer: keep the --init-from tokenizer's stem, encoder and quantiser fixed and train only its
+    decoder (sharper frames, the same tokens: a dynamics trained on them stays valid)"""
     freeze_lam: bool = False
     """phase dynamics: keep the LAM loaded by --init-from fixed and train only the dynamics on its actions"""
     split: str = "train"
@@ -82,6 +85,9 @@ class Args:
     """phase heads: the world-model file to add heads to (default RUN/world_model.pt); writes RUN/world_model.pt"""
     heads_clips: int = 512
     """phase heads: clips ending on an event frame (and as many random clips) whose features train the heads"""
+    heads_horizon: int = 1
+    """phase heads: an event's label covers the k frames before it ("within k transitions"); 1 = only the frame its
+    transition leaves (Procgen's data never holds the frame that shows it: k > 1 learns the approach)"""
     heads_eval_episodes: int = 200
     """phase heads: held-out (validation) episodes scored for precision and recall"""
 

@@ -66,13 +66,18 @@ class NonFiniteLossError(GenieError, RuntimeError):
 class TokenizerObjective(nn.Module):
     """Phase 1: reconstruct clips through the VQ bottleneck."""
 
-    def __init__(self, cfg: GenieConfig) -> None:
+    def __init__(self, cfg: GenieConfig, freeze_encoder: bool = False) -> None:
         super().__init__()
         self.tokenizer = build_tokenizer(cfg)
+        self.freeze_encoder = freeze_encoder
+        if freeze_encoder:  # a trained tokenizer (--init-from) whose tokens stay as they are: only its decoder learns
+            self.tokenizer.freeze_encoder()
 
     def vq_modules(self) -> dict[str, nn.Module]:
-        """Quantisers whose dead codes the trainer re-seeds (FSQ has no learned codes)."""
-        return {"tokenizer": self.tokenizer.vq} if self.tokenizer.cfg.quantizer == "vq" else {}
+        """Quantisers whose dead codes the trainer re-seeds (FSQ has no learned codes; a frozen one keeps its own)."""
+        if self.freeze_encoder or self.tokenizer.cfg.quantizer != "vq":
+            return {}
+        return {"tokenizer": self.tokenizer.vq}
 
     def parts(self) -> dict[str, nn.Module]:
         """The trained sub-models, by the names their weights have in checkpoints."""
@@ -160,6 +165,26 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step * 7919 + rank * 104_729) % (2**62)
 
 
+class _MetricsWindow:
+    """Scalars collected since the last log line; `flush` returns their means with frames/s and tokens/s."""
+
+    def __init__(self, frames_per_step: int, step: int) -> None:
+        self.frames_per_step, self.step, self.t = frames_per_step, step, time.time()
+        self.values: dict[str, list[float]] = {}
+
+    def add(self, scalars: dict[str, Any]) -> None:
+        for k, v in scalars.items():
+            self.values.setdefault(k, []).append(float(v.detach()) if torch.is_tensor(v) else float(v))
+
+    def flush(self, step: int, tokens_per_frame: int) -> dict[str, float]:
+        fps = self.frames_per_step * (step - self.step) / max(time.time() - self.t, 1e-9)
+        metrics = {k: float(np.mean(v)) for k, v in self.values.items()}
+        metrics["lr"] = self.values["lr"][-1]  # the last step's, not the window's mean
+        metrics.update(frames_per_s=fps, tokens_per_s=fps * tokens_per_frame)
+        self.values, self.step, self.t = {}, step, time.time()
+        return metrics
+
+
 # --- the trainer --------------------------------------------------------------------------------------------
 class Trainer:
     """Builds everything from `Args`, resumes if asked, and runs the loop (`run()` returns the losses)."""
@@ -168,6 +193,9 @@ class Trainer:
         """`config` replaces the preset's (benchmarks train variants this way); checkpoints record it."""
         if args.phase not in PHASES:
             raise ConfigError(f"unknown phase '{args.phase}'; choose one of {PHASES}")
+        if args.freeze_encoder and args.phase != "tokenizer":
+            raise ConfigError("--freeze-encoder belongs to phase tokenizer (phase dynamics always keeps the "
+                              "tokenizer fixed)")
         self.args = args
         if config is not None:
             self.cfg = config
@@ -210,7 +238,7 @@ class Trainer:
         self.tokenizer_metrics: dict[str, float] = {}
         self.init_parts = tuple(args.init_parts) or PHASE_PARTS.get(args.phase, ())
         if args.phase == "tokenizer":
-            self.model: nn.Module = TokenizerObjective(cfg)
+            self.model: nn.Module = TokenizerObjective(cfg, freeze_encoder=args.freeze_encoder)
         else:
             tokenizer = self._load_frozen_tokenizer()
             if args.freeze_lam and (args.init_from is None or "lam" not in self.init_parts):
@@ -227,6 +255,9 @@ class Trainer:
         self.metrics: dict[str, float] = {}
         self.init_from: dict[str, Any] | None = None
         resumed = args.resume and self._resume()
+        if args.freeze_encoder and not resumed and args.init_from is None:
+            raise ConfigError("--freeze-encoder keeps a trained tokenizer's tokens: load one with --init-from FILE "
+                              "(a world_model.pt or a tokenizer last.pt)")
         if not resumed:
             if args.init_from is not None:
                 self._init_from(Path(args.init_from), self.init_parts)
@@ -340,6 +371,11 @@ class Trainer:
         ckpt = load_checkpoint(path)
         self.init_from = ckpt.get("init_from")
         check_resume_fits(ckpt, self.cfg, self.args.phase, path)
+        was_frozen = bool(ckpt.get("args", {}).get("freeze_encoder", False))
+        if was_frozen != self.args.freeze_encoder:
+            flag = "--freeze-encoder" if was_frozen else "--no-freeze-encoder"
+            raise CheckpointError(f"{path} was trained {'with' if was_frozen else 'without'} --freeze-encoder; "
+                                  f"resume with {flag}, or start a new --out")
         for name, part in self.model.parts().items():
             part.load_state_dict(ckpt["model"][name])
         load_optimizer_state(self.optimizer, ckpt["optimizer"], self.model)
@@ -497,82 +533,36 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(self.phase_dir / "tb"), purge_step=self.step)
-        frames_per_step = self.optim_cfg.batch_size * self.cfg.seq_len * self.dist.world_size
-        log_path = self.phase_dir / "metrics.jsonl"
-        window: dict[str, list[float]] = {}
+        log = _MetricsWindow(self.optim_cfg.batch_size * self.cfg.seq_len * self.dist.world_size, self.step)
         t_start = time.time()
-        t_log, step_log = time.time(), self.step
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
         loader_it = iter(self._make_loader())
         self.model.train()
-        bar = tqdm(
-            total=stop,
-            initial=self.step,
-            desc=f"train {args.phase}",
-            disable=not self.dist.is_main,
-            dynamic_ncols=True,
-        )
+        bar = tqdm(total=stop, initial=self.step, desc=f"train {args.phase}", disable=not self.dist.is_main,
+                   dynamic_ncols=True)
         try:
             while self.step < stop:
                 frames_BTHWC = to_float(next(loader_it).to(self.device, non_blocking=True))
-                self._maybe_start_quantising()
-                gen = torch_generator(step_seed(args.seed, self.step, self.dist.rank), self.device)
-                with autocast:
-                    out = self.ddp(frames_BTHWC, gen)
-                loss = out["loss"]
-                loss_mean = all_reduce_mean(loss.detach().float(), self.dist)
-                if not torch.isfinite(loss_mean):
-                    self._diverged(f"loss is {loss_mean.item()}")
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim_cfg.grad_clip)
-                if not torch.isfinite(grad_norm):
-                    self._diverged(f"gradient norm is {grad_norm.item()}")
-                lr = self.scheduler.get_last_lr()[0]
-                self.optimizer.step()
-                self.scheduler.step()
-                self.step += 1
-                self.stream.next_batch()  # the loader consumed this batch: advance the checkpointed copy
-                losses.append(loss_mean.item())
-
+                out, scalars = self._train_step(frames_BTHWC)
+                losses.append(float(scalars["loss"]))
                 if args.dead_code_every > 0 and self.step % args.dead_code_every == 0:
                     resets = self._reset_dead_codes(out["z_e"])
                     if writer is not None:
                         for k, n in resets.items():
                             writer.add_scalar(f"{k}/codes_reset", n, self.step)
-
-                scalars = {"loss": loss_mean, "grad_norm": grad_norm.detach(), **out["scalars"]}
-                for k, v in scalars.items():
-                    window.setdefault(k, []).append(float(v.detach()) if torch.is_tensor(v) else float(v))
+                log.add(scalars)
                 bar.update(1)
                 if self.step % args.log_every == 0 or self.step == stop:
-                    dt = max(time.time() - t_log, 1e-9)
-                    fps = frames_per_step * (self.step - step_log) / dt
-                    self.metrics = {k: float(np.mean(v)) for k, v in window.items()}
-                    window = {}
-                    self.metrics.update(frames_per_s=fps, tokens_per_s=fps * self.cfg.tokens_per_frame, lr=lr)
-                    t_log, step_log = time.time(), self.step
-                    bar.set_postfix(loss=f"{self.metrics['loss']:.4f}", fps=f"{fps:.0f}")
-                    if self.dist.is_main:
-                        with open(log_path, "a") as f:
-                            f.write(json.dumps({"step": self.step, **self.metrics}) + "\n")
-                    if writer is not None:
-                        for k, v in self.metrics.items():
-                            writer.add_scalar(k if "/" in k else f"train/{k}", v, self.step)
+                    self.metrics = log.flush(self.step, self.cfg.tokens_per_frame)
+                    bar.set_postfix(loss=f"{self.metrics['loss']:.4f}", fps=f"{self.metrics['frames_per_s']:.0f}")
+                    self._write_metrics(writer)
                 if writer is not None and args.image_every > 0 and self.step % args.image_every == 0:
                     self._log_images(writer, frames_BTHWC, out)
                 if self.step % args.ckpt_every == 0 or self.step == stop:
                     self.save()
-                if (
-                    args.time_limit_min
-                    and time.time() - t_start > 60 * args.time_limit_min
-                    and self.step < stop
-                ):
+                if args.time_limit_min and time.time() - t_start > 60 * args.time_limit_min and self.step < stop:
                     if self.dist.is_main:
-                        print(
-                            f"\n--time-limit-min {args.time_limit_min} reached at step {self.step}; "
-                            "checkpoint written, continue with --resume"
-                        )
+                        print(f"\n--time-limit-min {args.time_limit_min} reached at step {self.step}; "
+                              "checkpoint written, continue with --resume")
                     self.save()
                     break
         finally:
@@ -581,6 +571,38 @@ class Trainer:
                 writer.close()
         barrier(self.dist)
         return losses
+
+    def _train_step(self, frames_BTHWC: torch.Tensor) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One optimiser step on a batch; returns the model's outputs and the step's scalars (loss, grad norm, lr,
+        the objective's own). Stops before the update when the loss or the gradient is not finite."""
+        self._maybe_start_quantising()
+        gen = torch_generator(step_seed(self.args.seed, self.step, self.dist.rank), self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext():
+            out = self.ddp(frames_BTHWC, gen)
+        loss = out["loss"]
+        loss_mean = all_reduce_mean(loss.detach().float(), self.dist)
+        if not torch.isfinite(loss_mean):
+            self._diverged(f"loss is {loss_mean.item()}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim_cfg.grad_clip)
+        if not torch.isfinite(grad_norm):
+            self._diverged(f"gradient norm is {grad_norm.item()}")
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        self.stream.next_batch()  # the loader consumed this batch: advance the checkpointed copy
+        return out, {"loss": loss_mean.item(), "grad_norm": grad_norm.detach(), "lr": lr, **out["scalars"]}
+
+    def _write_metrics(self, writer: Any) -> None:
+        """The current window's means to RUN/<phase>/metrics.jsonl and TensorBoard (rank 0)."""
+        if self.dist.is_main:
+            with open(self.phase_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"step": self.step, **self.metrics}) + "\n")
+        if writer is not None:
+            for k, v in self.metrics.items():
+                writer.add_scalar(k if "/" in k else f"train/{k}", v, self.step)
 
     def _diverged(self, what: str) -> None:
         last = self.phase_dir / "last.pt"

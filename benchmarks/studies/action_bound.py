@@ -13,7 +13,7 @@ and scored on held-out clips (test split) with the action source it was trained 
 clean real context against copying the last frame, and 10-step rollout PSNR from 1 real frame against the still
 image. The LAM sees the next frame, the player's key does not: the true classes are what a player can give.
 
-    python benchmarks/action_bound.py --data data/coinrun_hard_sticky --steps 1000
+    python benchmarks/studies/action_bound.py --data data/coinrun_hard_sticky --steps 1000
 
 writes benchmarks/results/action_bound.{json,md}.
 """
@@ -110,13 +110,13 @@ def train_arm(arm: str, wm, args: Args) -> dict:
 @torch.no_grad()
 def score(arm: str, wm, args: Args) -> dict:
     """Held-out token accuracy (clean context) and 10-step rollout PSNR, with the arm's action source."""
-    from genie_gym.evaluation.evaluate import _open, _pick, _simulate, token_accuracy
+    from genie_gym.evaluation.evaluate import open_clips, pick_clips, simulate, token_accuracy
     from genie_gym.evaluation.metrics import psnr, still_image_baseline
     from genie_gym.models.frames import to_float
 
     K = 10
-    ds = _open(args.data, "test", 1 + K, f"1 context frame + {K} generated")
-    idx_all = _pick(len(ds), args.num_clips, args.seed + 1)
+    ds = open_clips(args.data, "test", 1 + K, f"1 context frame + {K} generated")
+    idx_all = pick_clips(len(ds), args.num_clips, args.seed + 1)
     acc, copy_acc, p_gen, p_still = [], [], [], []
     for b in range(0, len(idx_all), 16):
         idx = idx_all[b: b + 16]
@@ -126,7 +126,7 @@ def score(arm: str, wm, args: Args) -> dict:
         a, c = token_accuracy(wm, wm.tokenizer.encode(real), actions_BK, 1)
         acc.append(a * len(idx))
         copy_acc.append(c * len(idx))
-        gen = _simulate(wm, u8[:, :1].numpy(), actions_BK.numpy(), [args.seed * 100_003 + i for i in idx], None,
+        gen = simulate(wm, u8[:, :1].numpy(), actions_BK.numpy(), [args.seed * 100_003 + i for i in idx], None,
                         torch.device("cpu"))
         p_gen.append(psnr(gen, real[:, 1:]))
         p_still.append(still_image_baseline(real))
@@ -154,7 +154,7 @@ def main(args: Args) -> None:
         row.update(score(arm, wm, args))
         results[arm] = row
         print(f"{arm}: {json.dumps(row)}", flush=True)
-    command = f"python benchmarks/action_bound.py --data {args.data} --steps {args.steps}" + \
+    command = f"python benchmarks/studies/action_bound.py --data {args.data} --steps {args.steps}" + \
         (f" --model {args.model}" if args.model else "") + (" --quick" if args.quick else "")
     atomic_write_json(args.out.with_suffix(".json"), {"command": command, "model": str(args.model or "shipped"),
                                                       "batch_size": args.batch_size, "lr": args.lr,

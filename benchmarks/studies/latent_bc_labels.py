@@ -17,8 +17,8 @@ labelled transitions, and the agent acts a ~ pi(x), u ~ D[a]. Only the labels di
 The oracle (real actions, same data) is the reference. The IDM and the noisy labels are probes: they use real
 actions beyond the N that latent BC may use, so they bound it; they are not agents we offer.
 
-    python benchmarks/latent_bc_labels.py            # ~45 min on 2 cores: needs the PPO expert and the shipped model
-    python benchmarks/latent_bc_labels.py --quick    # smoke run, ~1 min, writes to runs/bench_quick
+    python benchmarks/studies/latent_bc_labels.py          # ~45 min on 2 cores; needs the PPO expert, shipped model
+    python benchmarks/studies/latent_bc_labels.py --quick  # smoke run, ~1 min, writes to runs/bench_quick
 """
 
 from __future__ import annotations
@@ -284,7 +284,7 @@ def main(args: Args) -> dict:
         "expert_data": {"episodes": len(data), "transitions": int(len(u)), "levels": "100000.. (easy)"},
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(args).items()},
         "seconds": round(time.perf_counter() - t0, 1),
-        "command": " ".join(["python", "benchmarks/latent_bc_labels.py", *sys.argv[1:]]),
+        "command": " ".join(["python", "benchmarks/studies/latent_bc_labels.py", *sys.argv[1:]]),
     }
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "latent_bc_labels.json", result)

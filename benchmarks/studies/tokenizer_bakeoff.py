@@ -8,7 +8,7 @@ equal in consecutive real frames (what copying the last frame gets right: tokens
 picture changes are easier for the dynamics), decode time per frame (batch 64, one thread and all threads), and
 the dynamics' cost per frame (64 tokens a frame for every 8x8 grid, whatever the groups).
 
-    python benchmarks/tokenizer_bakeoff.py --data data/coinrun_hard_sticky --minutes 5
+    python benchmarks/studies/tokenizer_bakeoff.py --data data/coinrun_hard_sticky --minutes 5
 
 writes benchmarks/results/tokenizer_bakeoff.{json,md}; the runs stay in runs/bakeoff/<variant> (a winner can be
 trained on with `genie-gym train --phase tokenizer --resume` once the preset names its config).
@@ -170,13 +170,14 @@ def write(args: Args, results: dict) -> None:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out.with_suffix(".json"), {
-        "command": f"python benchmarks/tokenizer_bakeoff.py --data {args.data} --minutes {args.minutes}",
+        "command": f"python benchmarks/studies/tokenizer_bakeoff.py --data {args.data} --minutes {args.minutes}",
         "minutes_per_variant": args.minutes, "split": args.split, "num_clips": args.num_clips,
         "torch_threads": torch.get_num_threads(), "variants": results})
     lines = [
         "# Tokenizer bake-off",
         "",
-        f"`python benchmarks/tokenizer_bakeoff.py --data {args.data} --minutes {args.minutes}`: each variant trained "
+        f"`python benchmarks/studies/tokenizer_bakeoff.py --data {args.data} --minutes {args.minutes}`: each variant "
+        "trained "
         f"{args.minutes:g} min on {torch.get_num_threads()} CPU threads (bf16 autocast, batch 8 clips x 8 frames, the "
         f"`small` optimiser), scored on {args.num_clips} clips of the `{args.split}` split (held-out level seeds).",
         "",

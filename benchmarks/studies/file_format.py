@@ -1,6 +1,6 @@
 """World-model file format, measured: genie-gym's checksummed torch file against safetensors for the same weights.
 
-    python benchmarks/file_format.py                 # the shipped model
+    python benchmarks/studies/file_format.py                 # the shipped model
 
 For the shipped model's weights (bf16 on disk), both ways of storing them: file size, and the time to load and
 verify (genie-gym: `WorldModel.load`, which checks the sha256 of every byte, the format version and the config, then
@@ -47,7 +47,8 @@ def main(args: Args) -> None:
     try:
         from safetensors.torch import load_file, save_file
     except ImportError:
-        raise SystemExit("benchmarks/file_format.py compares against safetensors: pip install safetensors") from None
+        raise SystemExit("benchmarks/studies/file_format.py compares against safetensors: "
+                         "pip install safetensors") from None
     from genie_gym.models.world_model import WorldModel
     from genie_gym.utils.io import atomic_write_bytes, atomic_write_json, sha256_bytes
 
@@ -81,7 +82,7 @@ def main(args: Args) -> None:
             "safetensors (+ sha256 of the file)": {"bytes": st_path.stat().st_size,
                                                    "load_s": _median_seconds(load_safetensors, args.repeats)},
         }
-    command = " ".join(["python", "benchmarks/file_format.py", *sys.argv[1:]])
+    command = " ".join(["python", "benchmarks/studies/file_format.py", *sys.argv[1:]])
     atomic_write_json(args.out.with_suffix(".json"), {"command": command, "model": str(path), "rows": rows})
     lines = ["# World-model file format", "", f"`{command}` on `{path}` (weights {wm.file_dtype}); load = read, "
              "verify, build the modules, median of " + f"{args.repeats}.", "",

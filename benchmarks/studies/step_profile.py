@@ -3,7 +3,7 @@
 Times the three `Simulator` stages over `--steps` batched steps of `--num-worlds` worlds (after filling the context),
 for each precision, on the shipped model at its default sampling settings unless told otherwise.
 
-    python benchmarks/step_profile.py --num-worlds 64
+    python benchmarks/studies/step_profile.py --num-worlds 64
 
 writes benchmarks/results/step_profile.{json,md}.
 """
@@ -70,7 +70,7 @@ def main(args: Args) -> None:
     from genie_gym.utils.io import atomic_write_bytes, atomic_write_json
 
     rows = {p: profile(args, p) for p in args.precisions}
-    command = f"python benchmarks/step_profile.py --num-worlds {args.num_worlds} --steps {args.steps}"
+    command = f"python benchmarks/studies/step_profile.py --num-worlds {args.num_worlds} --steps {args.steps}"
     atomic_write_json(args.out.with_suffix(".json"), {"command": command, "torch_threads": torch.get_num_threads(),
                                                       "rows": rows})
     lines = [f"# Genie-v0 step profile ({args.num_worlds} worlds)", "", f"`{command}`, "

@@ -1,6 +1,6 @@
 """Latent action model ablation: train the LAM alone, then measure how its 8 codes relate to the true actions.
 
-    python benchmarks/lam_ablation.py --data data/coinrun_hard_sticky --steps 600 \
+    python benchmarks/studies/lam_ablation.py --data data/coinrun_hard_sticky --steps 600 \
         --variants baseline entropy raw raw_entropy
 
 Each variant is the `small` preset's LAM sizes with a few design switches changed (`VARIANTS`); the switches and
@@ -376,7 +376,7 @@ def main(args: Args) -> None:
         raise SystemExit(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
     seq_len = get_preset("small").seq_len
     train, test = ClipDataset(args.data, "train", seq_len), ClipDataset(args.data, "test", seq_len)
-    command = "python benchmarks/lam_ablation.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/studies/lam_ablation.py " + " ".join(sys.argv[1:])
     expert = None
     if args.expert_episodes > 0:
         from agents.collect import make_collect_policy, run_policy_episodes

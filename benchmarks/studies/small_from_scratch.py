@@ -5,8 +5,8 @@ Runs (or resumes, or finds complete) `genie-gym pipeline --preset small` into `-
 `benchmarks/results/small_from_scratch.{json,md}`: wall time per stage (RUN/pipeline.json, summed over resumed
 calls) and every quality metric next to the shipped model's (`benchmarks/results/world_model_quality.json`).
 
-    python benchmarks/small_from_scratch.py                    # ~2 h on 2 cores: trains, then scores
-    python benchmarks/small_from_scratch.py --quick            # smoke test: tiny preset, a few steps, runs/bench_quick
+    python benchmarks/studies/small_from_scratch.py           # ~2 h on 2 cores: trains, then scores
+    python benchmarks/studies/small_from_scratch.py --quick   # smoke test: tiny preset, a few steps, runs/bench_quick
 
 The dataset is recorded once beforehand (38 s; the command is in genie_gym/assets/MODEL_CARD.md) and passed with
 `--data`, so that the test split is the one the shipped model was scored on.
@@ -94,7 +94,7 @@ def main(args: Args) -> dict:
         "from_scratch_model_sha256": scratch.get("model_file_sha256"),
         "score_seconds": round(time.time() - t0, 1),
         "quick": args.quick,
-        "command": " ".join(["python", "benchmarks/small_from_scratch.py", *sys.argv[1:]]),
+        "command": " ".join(["python", "benchmarks/studies/small_from_scratch.py", *sys.argv[1:]]),
     }
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "small_from_scratch.json", result)

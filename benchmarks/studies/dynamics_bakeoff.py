@@ -14,8 +14,8 @@ Each is scored by `genie-gym eval` on held-out clips (test split): next-frame to
 copying the last frame's tokens, rollout PSNR (1 real frame, 10 generated, LAM actions) against the still image, and
 delta-PSNR at t = 4.
 
-    python benchmarks/dynamics_bakeoff.py --data data/coinrun_hard_sticky --tokenizer-ckpt runs/v1/tokenizer/last.pt \
-        --lam-from runs/v02_world_model.pt --minutes 4
+    python benchmarks/studies/dynamics_bakeoff.py --data data/coinrun_hard_sticky \
+        --tokenizer-ckpt runs/v1/tokenizer/last.pt --lam-from runs/v02_world_model.pt --minutes 4
 
 writes benchmarks/results/dynamics_bakeoff.{json,md}; runs stay in runs/dynamics_bakeoff/<variant>.
 """
@@ -107,8 +107,8 @@ def main(args: Args) -> None:
         results[name] = row
         print(f"{name}: token accuracy {row['token_accuracy']:.1%} (copy {row['copy_token_accuracy']:.1%}), rollout "
               f"{row['rollout_psnr_mean']:.2f} dB (still {row['still_psnr_mean']:.2f}), {row.get('steps')} steps")
-        command = (f"python benchmarks/dynamics_bakeoff.py --data {args.data} --tokenizer-ckpt {args.tokenizer_ckpt} "
-                   f"--lam-from {args.lam_from} --minutes {args.minutes}")
+        command = (f"python benchmarks/studies/dynamics_bakeoff.py --data {args.data} "
+                   f"--tokenizer-ckpt {args.tokenizer_ckpt} --lam-from {args.lam_from} --minutes {args.minutes}")
         atomic_write_json(json_path, {"command": command, "minutes_per_variant": args.minutes, "variants": results})
         lines = [
             "# Dynamics bake-off: masking and context corruption",

@@ -6,7 +6,7 @@ x_t with the code of a later transition would help the policy. The PPO expert pl
 15 actions as they are and with their 6 movement classes (`genie_gym.data.games.movement_class`: CoinRun's
 synonyms merged).
 
-    python benchmarks/lam_action_lag.py          # ~15 s: needs the PPO expert (agents/assets) and the shipped model
+    python benchmarks/studies/lam_action_lag.py    # ~15 s: needs the PPO expert (agents/assets) and the shipped model
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def main(args: Args) -> dict:
         "transitions": int(sum(len(c) for c in codes)),
         "world_model": args.world_model or "shipped",
         "seconds": round(time.time() - t0, 1),
-        "command": " ".join(["python", "benchmarks/lam_action_lag.py", *sys.argv[1:]]),
+        "command": " ".join(["python", "benchmarks/studies/lam_action_lag.py", *sys.argv[1:]]),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "lam_action_lag.json", result)

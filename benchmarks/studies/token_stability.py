@@ -2,7 +2,7 @@
 for pairs identical in pixels (nothing moved: any change is tokenizer jitter no dynamics can predict) and for the
 rest (the change a dynamics model has to predict).
 
-    python benchmarks/token_stability.py --data data/coinrun_hard_sticky
+    python benchmarks/studies/token_stability.py --data data/coinrun_hard_sticky
 
 Writes benchmarks/results/token_stability.{json,md}.
 """
@@ -52,7 +52,7 @@ def main(args: Args) -> None:
                 changed[key][0] += float(share_BT[mask].sum())
                 changed[key][1] += int(mask.sum())
     rows = {k: {"pairs": n, "tokens_changed": s / max(n, 1)} for k, (s, n) in changed.items()}
-    command = " ".join(["python", "benchmarks/token_stability.py", *sys.argv[1:]])
+    command = " ".join(["python", "benchmarks/studies/token_stability.py", *sys.argv[1:]])
     atomic_write_json(args.out.with_suffix(".json"), {"command": command, "clips": len(idx), "rows": rows})
     lines = ["# Token stability", "", f"`{command}`: {len(idx)} held-out clips of 8 frames (test split), the shipped "
              "tokenizer unless --model.", "", "| consecutive frame pairs | pairs | tokens changed |", "|---|---|---|"]

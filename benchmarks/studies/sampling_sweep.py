@@ -4,7 +4,7 @@ For each setting, `genie-gym eval`'s rollouts (1 real context frame, 10 generate
 with random actions for delta-PSNR) on the same held-out clips, and the frames/s of one world stepped alone (the
 env's hot path, 2 CPU threads). The paper's settings (25 steps, temperature 1.0) are a row like any other.
 
-    python benchmarks/sampling_sweep.py --data data/coinrun_hard_sticky
+    python benchmarks/studies/sampling_sweep.py --data data/coinrun_hard_sticky
 
 writes benchmarks/results/sampling_sweep.{json,md}.
 """
@@ -76,7 +76,7 @@ def main(args: Args) -> None:
                          "still_psnr_mean": r["still_psnr_mean"], "delta_psnr_t4": r["delta_psnr_t4"],
                          "single_world_fps": fps})
             print(json.dumps(rows[-1]))
-    command = " ".join(["python", "benchmarks/sampling_sweep.py", *sys.argv[1:]])
+    command = " ".join(["python", "benchmarks/studies/sampling_sweep.py", *sys.argv[1:]])
     atomic_write_json(args.out.with_suffix(".json"), {"command": command, "model_sha256": wm.payload_sha256,
                                                       "num_clips": args.num_clips, "rows": rows})
     lines = [

@@ -1,0 +1,239 @@
+"""Genie-v0 as an RL environment: PPO trained inside the world model, then played in real CoinRun.
+
+    python benchmarks/dream_rl.py --world-model FILE     # the real run (~2 h on 2 cores); FILE has reward heads
+    python benchmarks/dream_rl.py --quick --world-model FILE   # smoke run in ~1 min, writes runs/bench_quick/
+
+1. **Dream**: `agents.dream_ppo` trains PPO for `--dream-timesteps` frames in Genie-v0 worlds started from frames
+   of training levels, rewarded and ended by the model's heads (`genie-gym train --phase heads`). Resumes from
+   `<work>/dream/checkpoints` when it was cut.
+2. **Table D**: the PPO expert plays `--expert-episodes` easy levels 100000+ (`agents.collect`); the world model's
+   LAM labels them; per evaluation seed, N = `--n-labelled` labelled transitions turn codes into real actions
+   (`agents.dream_transfer`, the latent-BC protocol).
+3. **Real CoinRun**, held-out levels 200000+, `--seeds` x `--num-levels`: the dream agent through table D, random,
+   run-right and the PPO expert on the same levels: levels solved and mean return with 95% CIs over seeds.
+4. **The reality gap**: the dream agent's and a random policy's mean return inside Genie-v0 (the heads' rewards,
+   `--dream-eval-episodes` episodes) beside their returns in the real game.
+
+Writes `<out>/dream_rl.{json,md,png}` (default out: benchmarks/results; --quick: runs/bench_quick).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import tyro
+from PIL import Image, ImageDraw
+
+from agents import dream_ppo
+from agents.baselines import RandomPolicy, RunRightPolicy
+from agents.collect import make_collect_policy, run_policy_episodes, save_expert_set
+from agents.dream_transfer import DreamPolicy, LabelledTransitions
+from agents.evaluate import EvalResult, SB3Policy, evaluate_policy
+from agents.ppo_expert import DEFAULT_EXPERT, load_expert
+from genie_gym.errors import ConfigError
+from genie_gym.utils.io import atomic_write_bytes, atomic_write_json
+
+
+@dataclass
+class Args:
+    world_model: str | None = None
+    """world-model file with reward / episode-end heads (default: the shipped model)"""
+    quick: bool = False
+    """smoke run: a few hundred dream frames, run-right as the expert, 3 levels x 2 seeds"""
+    dream_timesteps: int = 500_000
+    """dream frames of PPO training (resumed when the work directory holds checkpoints)"""
+    num_envs: int = 16
+    """Genie-v0 worlds stepped together in the dream"""
+    dream_minutes: float | None = None
+    """stop dream training after about this many minutes (checkpointed; rerun to continue)"""
+    expert: str | None = None
+    """PPO expert for table D's labelled transitions (default agents/assets/ppo_coinrun_easy.zip)"""
+    expert_episodes: int = 20
+    """expert episodes recorded for table D (N labelled transitions are drawn from them)"""
+    n_labelled: int = 200
+    """N: labelled transitions per table D (drawn per evaluation seed)"""
+    num_levels: int = 100
+    """held-out real levels (200000..)"""
+    seeds: int = 5
+    """evaluation seeds (each plays every level once)"""
+    dream_eval_episodes: int = 64
+    """episodes played inside Genie-v0 for the reality gap"""
+    max_steps: int = 1000
+    """longest real episode"""
+    work: str | None = None
+    """where the dream agent and the expert data go (default runs/dream_rl, or runs/bench_quick/dream_rl)"""
+    out: str | None = None
+    """results directory (default benchmarks/results, or runs/bench_quick with --quick)"""
+    seed: int = 0
+    """seed of PPO, the expert's levels and the dream's start frames"""
+    threads: int = 2
+    """torch CPU threads"""
+
+
+def _quick(args: Args) -> Args:
+    return Args(**{**asdict(args), "dream_timesteps": 256, "num_envs": 4, "expert_episodes": 3, "n_labelled": 20,
+                   "num_levels": 3, "seeds": 2, "dream_eval_episodes": 4, "max_steps": 60})
+
+
+def dream_returns(policy_fn: Any, world_model: str | None, episodes: int, num_envs: int, seed: int,
+                  max_episode_steps: int) -> dict[str, float]:
+    """Mean return and share of rewarded episodes of `policy_fn(obs_BHWC) -> latent actions` inside Genie-v0
+    (learned rewards and ends, start frames of training levels), over the first `episodes` episodes to end."""
+    from genie_gym.envs.sb3 import GenieSB3VecEnv
+
+    venv = GenieSB3VecEnv(num_envs, checkpoint=world_model, learned_rewards=True, prompt_levels=(0, 10_000),
+                          prompt_mode="hard", max_episode_steps=max_episode_steps)
+    venv.seed(seed)
+    obs = venv.reset()
+    returns, running, lengths = [], np.zeros(num_envs), []
+    steps = np.zeros(num_envs, dtype=np.int64)
+    while len(returns) < episodes:
+        obs, rewards, dones, _ = venv.step(policy_fn(obs))
+        running += rewards
+        steps += 1
+        for i in np.flatnonzero(dones):
+            returns.append(float(running[i]))
+            lengths.append(int(steps[i]))
+            running[i], steps[i] = 0.0, 0
+    venv.close()
+    r = np.asarray(returns[:episodes])
+    return {"mean_return": float(r.mean()), "rewarded_pct": float(100 * (r > 0).mean()), "episodes": len(r),
+            "mean_length": float(np.mean(lengths[:episodes]))}
+
+
+def _plot(real: dict[str, Any], path: Path) -> None:
+    """Levels solved per policy, bars with 95% CI whiskers (PIL only)."""
+    W, H, L, B, T = 520, 320, 50, 40, 30
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    names = list(real)
+    bw = (W - L - 20) / len(names)
+    d.text((5, 8), "% of held-out real CoinRun levels solved (95% CI)", fill="black")
+
+    def y(v: float) -> float:
+        return T + (1 - v / 100) * (H - T - B)
+
+    for v in range(0, 101, 20):
+        d.line([L - 4, y(v), L, y(v)], fill="black")
+        d.text((L - 28, y(v) - 6), str(v), fill="black")
+    d.line([L, T, L, H - B, W - 10, H - B], fill="black")
+    for i, name in enumerate(names):
+        x0 = L + 10 + i * bw
+        s, ci = real[name]["solved_pct"], real[name]["solved_ci95"]
+        d.rectangle([x0, y(s), x0 + bw - 20, H - B], fill=(40, 90, 200) if name == "dream" else (160, 160, 160))
+        xc = x0 + (bw - 20) / 2
+        d.line([xc, y(min(s + ci, 100)), xc, y(max(s - ci, 0))], fill="black", width=2)
+        d.text((x0, H - B + 6), f"{name} {s:.0f}%", fill="black")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def main(args: Args) -> dict[str, Any]:
+    from stable_baselines3 import PPO
+
+    if args.quick:
+        args = _quick(args)
+    torch.set_num_threads(args.threads)
+    work = Path(args.work or ("runs/bench_quick/dream_rl" if args.quick else "runs/dream_rl"))
+    out = Path(args.out or ("runs/bench_quick" if args.quick else "benchmarks/results"))
+    if args.n_labelled < 1 or args.num_levels < 1 or args.seeds < 1 or args.dream_eval_episodes < 1:
+        raise ConfigError("--n-labelled, --num-levels, --seeds and --dream-eval-episodes must be >= 1")
+    notes: list[str] = []
+    t0 = time.perf_counter()
+
+    # 1. the dream agent
+    dream_args = dream_ppo.Args(world_model=args.world_model, total_timesteps=args.dream_timesteps,
+                                num_envs=args.num_envs, out=str(work / "dream"), seed=args.seed, threads=args.threads,
+                                device="cpu", resume=True,
+                                **({"n_steps": 16, "n_minibatches": 2, "n_epochs": 1, "max_episode_steps": 30,
+                                    "checkpoint_every": 128} if args.quick else {}))
+    if args.dream_minutes is not None:
+        dream_args.time_limit_min = args.dream_minutes
+    dream_ppo.main(dream_args)
+    info = json.loads((work / "dream" / "train_info.json").read_text())
+    if info["frames"] < args.dream_timesteps:
+        print(f"dream training stopped at {info['frames']} of {args.dream_timesteps} frames (--dream-minutes); "
+              "rerun to continue. Scoring the agent as it is.")
+    model = PPO.load(work / "dream" / "final.zip", device="cpu")
+
+    # 2. table D's labelled transitions
+    expert_dir = work / "expert"
+    kind = "expert"
+    expert_path = Path(args.expert) if args.expert else DEFAULT_EXPERT
+    if args.quick and not expert_path.is_file():
+        kind = "run_right"
+        notes.append("quick mode: run-right stands in for the missing PPO expert")
+    if not (expert_dir / "manifest.json").is_file():
+        save_expert_set(run_policy_episodes(make_collect_policy(kind, args.expert), args.expert_episodes,
+                                            args.seed, min(16, args.expert_episodes), progress=False), expert_dir)
+    labelled = LabelledTransitions(args.world_model, str(expert_dir))
+
+    # 3. real CoinRun, held-out levels
+    common = dict(num_levels=args.num_levels, seeds=list(range(args.seeds)), distribution_mode="easy",
+                  max_steps=args.max_steps)
+    policies: dict[str, Any] = {
+        "dream": lambda s: DreamPolicy(model, labelled.table(args.n_labelled, s)),
+        "random": RandomPolicy(), "run_right": RunRightPolicy(),
+    }
+    if kind == "expert":
+        policies["expert"] = SB3Policy(load_expert(args.expert))
+    real: dict[str, Any] = {}
+    for name, policy in policies.items():
+        res: EvalResult = evaluate_policy(policy, desc=name, **common)
+        real[name] = {"solved_pct": res.solved, "solved_ci95": res.solved_ci95, "mean_return": res.mean_return,
+                      "return_ci95": res.return_ci95}
+        print(f"real {name:>9}: {res.solved:.1f}% solved (+-{res.solved_ci95:.1f}), return {res.mean_return:.2f}")
+
+    # 4. the same agents inside the dream
+    n_codes = int(model.action_space.n)
+    rng = np.random.default_rng(args.seed)
+    in_dream = {
+        "dream": dream_returns(lambda o: model.predict(o, deterministic=False)[0], args.world_model,
+                               args.dream_eval_episodes, args.num_envs, args.seed + 1, dream_args.max_episode_steps),
+        "random": dream_returns(lambda o: rng.integers(0, n_codes, len(o)), args.world_model,
+                                args.dream_eval_episodes, args.num_envs, args.seed + 1, dream_args.max_episode_steps),
+    }
+    report = {"args": asdict(args), "dream_training": {k: info.get(k) for k in
+                                                       ("frames", "wall_s_total", "frames_per_s", "device")},
+              "real": real, "in_dream": in_dream, "notes": notes, "seconds": round(time.perf_counter() - t0, 1)}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "dream_rl.json", report)
+    _plot(real, out / "dream_rl.png")
+    (out / "dream_rl.md").write_text(_markdown(report))
+    print(json.dumps({"real": real, "in_dream": in_dream}))
+    return report
+
+
+def _markdown(r: dict[str, Any]) -> str:
+    a, tr = r["args"], r["dream_training"]
+    lines = [
+        "# Dream RL: PPO trained inside Genie-v0, played in real CoinRun", "",
+        f"Command: `python benchmarks/dream_rl.py{' --quick' if a['quick'] else ''}"
+        f"{' --world-model ' + a['world_model'] if a['world_model'] else ''}`", "",
+        f"Dream training: {tr['frames']} frames in {tr['wall_s_total']} s ({tr['frames_per_s']} frames/s including "
+        f"learning, {a['num_envs']} worlds, {tr['device']}). Table D: N = {a['n_labelled']} labelled expert "
+        f"transitions per seed. Real levels: {a['seeds']} seeds x {a['num_levels']} held-out easy levels "
+        "(200000+).", "",
+        "| policy | real levels solved % (95% CI) | real mean return | dream mean return | dream episodes rewarded % |",
+        "|---|---|---|---|---|",
+    ]
+    for name, v in r["real"].items():
+        dream = r["in_dream"].get(name)
+        d_ret = f"{dream['mean_return']:.2f}" if dream else "-"
+        d_pct = f"{dream['rewarded_pct']:.1f}" if dream else "-"
+        lines.append(f"| {name} | {v['solved_pct']:.1f} ± {v['solved_ci95']:.1f} | {v['mean_return']:.2f} ± "
+                     f"{v['return_ci95']:.2f} | {d_ret} | {d_pct} |")
+    lines += ["", *[f"Note: {n}" for n in r["notes"]], f"Total time: {r['seconds']} s.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
