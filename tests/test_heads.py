@@ -249,3 +249,17 @@ def test_dream_rl_benchmark_quick(heads_model: Path, tmp_path: Path):
     assert "| dream |" in (tmp_path / "out" / "dream_rl.md").read_text()
     frames = json.loads((tmp_path / "work" / "dream" / "train_info.json").read_text())["frames"]
     assert dream_rl.main(args)["dream_training"]["frames"] == frames  # nothing left to train: reused
+
+
+@pytest.mark.slow
+def test_ppo_speed_benchmark_quick(tiny_model_file: Path, tmp_path: Path):
+    """benchmarks/ppo_speed.py --quick: env-alone and PPO frames/s per precision, side by side, and its files."""
+    import ppo_speed
+
+    report = ppo_speed.main(ppo_speed.Args(quick=True, world_model=str(tiny_model_file), out=str(tmp_path),
+                                           threads=1))
+    assert [r["precision"] for r in report["rows"]] == ["float32", "bfloat16"]
+    assert all(r["env_frames_per_s"] > 0 and r["ppo_frames_per_s"] > 0 for r in report["rows"])
+    assert "| float32 |" in (tmp_path / "ppo_speed.md").read_text()
+    with pytest.raises(ConfigError, match="less than one PPO rollout"):
+        ppo_speed.main(ppo_speed.Args(world_model=str(tiny_model_file), frames=4, out=str(tmp_path)))
