@@ -150,6 +150,7 @@ class ProgressCallback(BaseCallback):
         super().__init__()
         self.total = total
         self.time_limit_s = time_limit_s
+        self.out_of_time = False
         self.t0 = 0.0
         self.frames = 0
         self.log_path = log_path
@@ -176,8 +177,11 @@ class ProgressCallback(BaseCallback):
                         "recent_train_return": ret,
                     },
                 )
-        # --time-limit-min: stop learning (the caller saves final.zip; --resume continues from the checkpoints)
-        return self.time_limit_s is None or time.perf_counter() - self.t0 < self.time_limit_s
+        return not self.out_of_time  # set at a rollout's end: the collected rollout is always learned from
+
+    def _on_rollout_end(self) -> None:
+        # --time-limit-min: stop before the next rollout (the caller saves final.zip and a checkpoint)
+        self.out_of_time = self.time_limit_s is not None and time.perf_counter() - self.t0 >= self.time_limit_s
 
     @property
     def wall_total(self) -> float:
@@ -381,10 +385,11 @@ def train_ppo(args: Args, venv: VecEnv, export: bool = True) -> dict[str, Any]:
         )
     wall = time.perf_counter() - t0
     model.save(out / "final.zip")  # resumable (optimizer state included)
-    if model.num_timesteps < args.total_timesteps:  # stopped by --time-limit-min: a checkpoint for --resume
+    if remaining:  # the newest checkpoint is the trained state: --resume (after --time-limit-min) starts from it
         model.save(out / "checkpoints" / f"ppo_{model.num_timesteps}_steps.zip")
         if isinstance(venv, VecNormalize):
             venv.save(str(out / "checkpoints" / f"ppo_vecnormalize_{model.num_timesteps}_steps.pkl"))
+    if model.num_timesteps < args.total_timesteps:
         print(f"--time-limit-min reached at {model.num_timesteps} frames; continue with --resume")
     size = export_expert(model, out / "expert.zip") if export else None
     buf = model.ep_info_buffer
@@ -395,7 +400,8 @@ def train_ppo(args: Args, venv: VecEnv, export: bool = True) -> dict[str, Any]:
         "resumed_from_frames": done,
         "wall_s_this_run": round(wall, 1),
         "wall_s_total": round(wall_before + wall, 1),
-        "frames_per_s": round((model.num_timesteps - done) / max(wall, 1e-9), 1),
+        "frames_per_s": round((model.num_timesteps - done) / max(wall, 1e-9), 1) if remaining
+        else round(model.num_timesteps / max(wall_before, 1e-9), 1),  # nothing learned now: the run's overall rate
         "recent_train_return": float(np.mean([e["r"] for e in buf])) if buf else None,
         "torch_threads": torch.get_num_threads(),
         "device": str(model.device),

@@ -38,13 +38,14 @@ from agents.dream_transfer import DreamPolicy, LabelledTransitions
 from agents.evaluate import EvalResult, SB3Policy, evaluate_policy
 from agents.ppo_expert import DEFAULT_EXPERT, load_expert
 from genie_gym.errors import ConfigError
-from genie_gym.utils.io import atomic_write_bytes, atomic_write_json
+from genie_gym.models.world_model import WorldModel
+from genie_gym.utils.io import atomic_write_bytes, atomic_write_json, sha256_file
 
 
 @dataclass
 class Args:
     world_model: str | None = None
-    """world-model file with reward / episode-end heads (default: the shipped model)"""
+    """world-model file with reward / episode-end heads (`genie-gym train --phase heads`; the shipped model has none)"""
     quick: bool = False
     """smoke run: a few hundred dream frames, run-right as the expert, 3 levels x 2 seeds"""
     dream_timesteps: int = 500_000
@@ -92,20 +93,23 @@ def dream_returns(policy_fn: Any, world_model: str | None, episodes: int, num_en
                           prompt_mode="hard", max_episode_steps=max_episode_steps)
     venv.seed(seed)
     obs = venv.reset()
-    returns, running, lengths = [], np.zeros(num_envs), []
-    steps = np.zeros(num_envs, dtype=np.int64)
-    while len(returns) < episodes:
+    # every world plays the same number of episodes: taking the first to end would favour short (rewarded) ones
+    quota = -(-episodes // num_envs)
+    returns: list[list[float]] = [[] for _ in range(num_envs)]
+    lengths: list[list[int]] = [[] for _ in range(num_envs)]
+    running, steps = np.zeros(num_envs), np.zeros(num_envs, dtype=np.int64)
+    while min(len(r) for r in returns) < quota:
         obs, rewards, dones, _ = venv.step(policy_fn(obs))
         running += rewards
         steps += 1
         for i in np.flatnonzero(dones):
-            returns.append(float(running[i]))
-            lengths.append(int(steps[i]))
+            returns[i].append(float(running[i]))
+            lengths[i].append(int(steps[i]))
             running[i], steps[i] = 0.0, 0
     venv.close()
-    r = np.asarray(returns[:episodes])
+    r = np.asarray([x for per_world in returns for x in per_world[:quota]])
     return {"mean_return": float(r.mean()), "rewarded_pct": float(100 * (r > 0).mean()), "episodes": len(r),
-            "mean_length": float(np.mean(lengths[:episodes]))}
+            "mean_length": float(np.mean([x for per_world in lengths for x in per_world[:quota]]))}
 
 
 def _plot(real: dict[str, Any], path: Path) -> None:
@@ -146,6 +150,17 @@ def main(args: Args) -> dict[str, Any]:
     out = Path(args.out or ("runs/bench_quick" if args.quick else "benchmarks/results"))
     if args.n_labelled < 1 or args.num_levels < 1 or args.seeds < 1 or args.dream_eval_episodes < 1:
         raise ConfigError("--n-labelled, --num-levels, --seeds and --dream-eval-episodes must be >= 1")
+    wm_path = Path(args.world_model) if args.world_model else WorldModel.default_path()
+    if WorldModel.load(wm_path).heads is None:
+        raise ConfigError(f"{wm_path} has no reward / episode-end heads, so the dream pays nothing; train them with "
+                          "`genie-gym train --phase heads --model FILE --data DIR` and pass --world-model")
+    inputs = {"world_model_sha256": sha256_file(wm_path), "expert": args.expert,
+              "expert_episodes": args.expert_episodes, "seed": args.seed}
+    if (work / "inputs.json").is_file() and json.loads((work / "inputs.json").read_text()) != inputs:
+        raise ConfigError(f"{work} holds a dream agent and expert data made from other inputs "
+                          f"({(work / 'inputs.json').read_text().strip()}); pass another --work or delete it")
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(work / "inputs.json", inputs)
     notes: list[str] = []
     t0 = time.perf_counter()
 

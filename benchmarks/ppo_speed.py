@@ -72,10 +72,11 @@ def measure(args: Args, precision: str) -> dict[str, Any]:
                               device="cpu", cnn="nature", n_minibatches=2 if args.quick else 8,
                               n_epochs=1 if args.quick else 3)
     model = make_model(ppo_args, VecMonitor(venv))
+    model.tensorboard_log = None  # a measurement, not a training run: no logs
     model.learn(args.n_steps * args.num_envs)  # warm-up update: allocations, first-call costs
-    t0 = time.perf_counter()
-    model.learn(args.frames, reset_num_timesteps=False)
-    ppo_fps = args.frames / (time.perf_counter() - t0)
+    t0, frames0 = time.perf_counter(), model.num_timesteps
+    model.learn(args.frames, reset_num_timesteps=False)  # whole rollouts: may run past --frames
+    ppo_fps = (model.num_timesteps - frames0) / (time.perf_counter() - t0)
     venv.close()
     return {"precision": precision, "env_frames_per_s": round(env_fps, 1), "ppo_frames_per_s": round(ppo_fps, 1),
             "learning_share": round(1 - ppo_fps / env_fps, 3)}

@@ -249,6 +249,19 @@ def test_dream_rl_benchmark_quick(heads_model: Path, tmp_path: Path):
     assert "| dream |" in (tmp_path / "out" / "dream_rl.md").read_text()
     frames = json.loads((tmp_path / "work" / "dream" / "train_info.json").read_text())["frames"]
     assert dream_rl.main(args)["dream_training"]["frames"] == frames  # nothing left to train: reused
+    newest = max((tmp_path / "work" / "dream" / "checkpoints").glob("ppo_*_steps.zip"),
+                 key=lambda p: int(p.stem.split("_")[1]))
+    assert newest.name == f"ppo_{frames}_steps.zip"  # the trained final state, not a mid-rollout save
+    with pytest.raises(ConfigError, match="made from other inputs"):
+        dream_rl.main(dream_rl.Args(**{**dataclasses.asdict(args), "seed": 1}))
+
+
+@pytest.mark.slow
+def test_dream_rl_refuses_a_model_without_heads(tiny_model_file: Path, tmp_path: Path):
+    import dream_rl
+
+    with pytest.raises(ConfigError, match="no reward / episode-end heads"):
+        dream_rl.main(dream_rl.Args(quick=True, world_model=str(tiny_model_file), work=str(tmp_path)))
 
 
 @pytest.mark.slow
