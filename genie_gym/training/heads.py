@@ -91,7 +91,7 @@ def event_windows(labels_E: list[np.ndarray], T: int) -> list[tuple[int, int]]:
 
 def tiling_windows(store: EpisodeStore, T: int, max_episodes: int, rng: np.random.Generator) -> list[tuple[int, int]]:
     """(episode, first frame) of T-frame windows tiling up to `max_episodes` random episodes backwards from their
-    last frame: every frame scored once, the last with full history."""
+    last frame: each frame scored at most once, the last with full history (the first L mod T frames are not)."""
     eps = np.flatnonzero(store.episode_lengths >= T)
     rng.shuffle(eps)
     return [(int(ep), start) for ep in eps[:max_episodes]
