@@ -51,16 +51,16 @@ if TYPE_CHECKING:
 PROCGEN_TIME_LIMIT = 1000  # Procgen ends every episode here by itself: a time limit, not an event
 
 
-def frame_labels(store: EpisodeStore, ep: int, horizon: int = 1) -> np.ndarray:
-    """(L, 2) float labels of an episode's frames: (terminal, reward event), each set on the `horizon` frames up to
-    and including the one its transition leaves (`within`). An episode that ran into the recording limit or
-    Procgen's own 1000-step limit did not end by anything visible: not terminal."""
+def frame_labels(store: EpisodeStore, ep: int) -> np.ndarray:
+    """(L, 2) float labels of an episode's frames: (terminal, reward event), on the frame the event's transition
+    leaves (`within` widens them to a horizon). An episode that ran into the recording limit or Procgen's own
+    1000-step limit did not end by anything visible: not terminal."""
     L = int(store.episode_lengths[ep])
     limit = min(int(store.manifest.get("settings", {}).get("max_steps", PROCGEN_TIME_LIMIT)), PROCGEN_TIME_LIMIT)
     events = np.zeros((L, 2), dtype=bool)
     events[-1, 0] = not store.truncated[ep] and L < limit
     events[:, 1] = store.rewards(ep)[:L] != 0
-    return within(events, horizon).astype(np.float32)
+    return events.astype(np.float32)
 
 
 def within(events_LE: np.ndarray, horizon: int) -> np.ndarray:
@@ -146,12 +146,12 @@ def train_heads(args: Args) -> Path:
     if len(val_store.episode_lengths) == 0:
         val_store = EpisodeStore(args.data, "test")
     horizon = args.heads_horizon
-    labels_E = [frame_labels(train_store, e, horizon) for e in range(len(train_store.episode_lengths))]
+    exact_E = [frame_labels(train_store, e) for e in range(len(train_store.episode_lengths))]
+    labels_E = [within(labels > 0, horizon).astype(np.float32) for labels in exact_E]
     terminal_rate, reward_rate = (float(r) for r in np.concatenate(labels_E).mean(0))
     if terminal_rate == 0 and reward_rate == 0:
         raise DatasetError(f"{args.data} ({args.split}) holds no natural episode end and no reward: nothing for "
                            "the heads to learn; record longer episodes (--max-steps) or another game")
-    exact_E = labels_E if horizon == 1 else [frame_labels(train_store, e) for e in range(len(labels_E))]
     paid = [train_store.rewards(e)[labels[:, 1] > 0] for e, labels in enumerate(exact_E)]
     reward_value = float(np.concatenate(paid).mean()) if reward_rate > 0 else cfg.heads.reward_value
     # a reward that (nearly) always came with the episode's end (CoinRun's coin) ends a Genie-v0 episode too
