@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agents.ppo_expert import Args as PPOArgs
-from agents.ppo_expert import train_ppo
+from agents.ppo_expert import PPOSettings, train_ppo
 
 
 @dataclass
-class Args(PPOArgs):
+class Args(PPOSettings):
     """PPO on Genie-v0 (the learned reward and episode end), with `agents.ppo_expert`'s PPO settings."""
 
     world_model: str | None = None

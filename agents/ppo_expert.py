@@ -196,21 +196,15 @@ class ProgressCallback(BaseCallback):
 
 
 @dataclass
-class Args:
+class PPOSettings:
+    """PPO's settings and run outputs, whatever the environment (`dream_ppo` trains on Genie-v0 with them)."""
+
     total_timesteps: int = 25_000_000
     """environment frames to train for (the Procgen paper: 25M; mean return >= 8 on easy needs ~2M)"""
     num_envs: int = 64
     """parallel Procgen environments (Procgen paper: 64)"""
     n_steps: int = 256
     """rollout length per environment per update (Procgen paper: 256)"""
-    num_levels: int = 0
-    """number of training levels (0 = unlimited, the generalisation-free expert)"""
-    start_level: int = 0
-    """first training level seed"""
-    distribution_mode: str = "easy"
-    """Procgen difficulty: easy or hard"""
-    env_name: str = "coinrun"
-    """Procgen game"""
     gamma: float = 0.999
     """discount (Procgen paper)"""
     gae_lambda: float = 0.95
@@ -250,7 +244,21 @@ class Args:
     """stop after about this many minutes of learning (final.zip is written; --resume continues)"""
 
 
-def make_model(args: Args, venv: VecEnv) -> Any:
+@dataclass
+class Args(PPOSettings):
+    """PPO expert on Procgen (the Procgen paper's settings)."""
+
+    num_levels: int = 0
+    """number of training levels (0 = unlimited, the generalisation-free expert)"""
+    start_level: int = 0
+    """first training level seed"""
+    distribution_mode: str = "easy"
+    """Procgen difficulty: easy or hard"""
+    env_name: str = "coinrun"
+    """Procgen game"""
+
+
+def make_model(args: PPOSettings, venv: VecEnv) -> Any:
     from stable_baselines3 import PPO
 
     policy_kwargs: dict[str, Any] = {}
@@ -338,7 +346,7 @@ def latest_checkpoint(out: Path) -> tuple[Path, Path | None] | None:
     return None
 
 
-def train_ppo(args: Args, venv: VecEnv, export: bool = True) -> dict[str, Any]:
+def train_ppo(args: PPOSettings, venv: VecEnv, export: bool = True) -> dict[str, Any]:
     """PPO on `venv` (wrapped here in VecMonitor, and VecNormalize with --norm-reward), resumable from
     <out>/checkpoints; writes final.zip (resumable), expert.zip (compact, when `export`) and train_info.json."""
     torch.set_num_threads(args.threads)

@@ -54,7 +54,9 @@ class Args:
 
 
 def raw_procgen_fps(num_envs: int, num_threads: int, frames: int) -> float:
-    from procgen import ProcgenGym3Env
+    from genie_gym.envs.procgen_prompt import import_procgen
+
+    ProcgenGym3Env = import_procgen()
 
     env = ProcgenGym3Env(
         num=num_envs,

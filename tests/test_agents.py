@@ -270,3 +270,21 @@ def test_ppo_expert_main_resumes_from_its_newest_checkpoint(tmp_path: Path) -> N
     info = json.loads((out / "train_info.json").read_text())
     assert info["resumed_from_frames"] == 64 and info["frames"] == 128 and info["frames_this_run"] == 64
     assert (out / "expert.zip").is_file()
+
+
+def test_entry_points_print_no_gym_banner_and_dream_ppo_lists_only_its_own_options():
+    """stable-baselines3 and procgen import the old gym, which prints an "unmaintained" banner: ours swallow it.
+    dream_ppo's --help shows PPO's settings and the dream's, not the Procgen expert's level options."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    for code in ("import genie_gym.envs.sb3", "import agents.ppo_expert",
+                 "from genie_gym.envs.procgen_prompt import procgen_start_frame; procgen_start_frame('coinrun', 0)"):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
+        assert r.returncode == 0 and "unmaintained" not in r.stderr + r.stdout, (code, r.stderr[-300:])
+    r = subprocess.run([sys.executable, "-m", "agents.dream_ppo", "--help"], capture_output=True, text=True,
+                       cwd=root, timeout=120)
+    assert r.returncode == 0 and "unmaintained" not in r.stderr + r.stdout
+    assert "--world-model" in r.stdout and "--learning-rate" in r.stdout
+    assert not any(flag in r.stdout for flag in ("--num-levels", "--start-level", "--env-name"))

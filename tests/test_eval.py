@@ -104,3 +104,22 @@ def test_eval_bad_inputs(tiny_data: Path, model_file: Path, tmp_path: Path):
         evaluate(Args(model=model_file, data=tiny_data, out=tmp_path, num_clips=2, device="cpu", context=(0,)))
     with pytest.raises(CheckpointError, match="does not exist"):
         evaluate(Args(model=tmp_path / "missing.pt", data=tiny_data, out=tmp_path, device="cpu"))
+
+
+def test_checkpoint_scores_match_genie_gym_eval(tiny_data: Path, tiny_model_file: Path, tmp_path: Path):
+    """The quick study scores a world-model file exactly as `genie-gym eval` does (tokenizer PSNR, token accuracy
+    and its copy baseline on the same clips), and a tokenizer checkpoint as the file holding the same weights."""
+    from checkpoint_scores import Args as ScoreArgs
+    from checkpoint_scores import main as scores
+
+    from genie_gym.evaluation.evaluate import Args as EvalArgs
+    from genie_gym.evaluation.evaluate import evaluate
+
+    report = evaluate(EvalArgs(model=tiny_model_file, data=tiny_data, out=tmp_path / "eval", num_clips=4,
+                               stability_steps=0, device="cpu"))  # 4 + 10 frames: the study's clips
+    got = scores(ScoreArgs(base=tiny_model_file, tokenizers=(tiny_model_file,), models=(tiny_model_file,),
+                           data=tiny_data, split="test", num_clips=4, out=tmp_path / "scores.json"))
+    assert got["tokenizers"][str(tiny_model_file)]["psnr"] == pytest.approx(report["tokenizer_psnr"], abs=1e-4)
+    model = got["models"][str(tiny_model_file)]
+    assert model["token_accuracy"] == pytest.approx(report["token_accuracy"], abs=1e-6)
+    assert model["copy_token_accuracy"] == pytest.approx(report["copy_token_accuracy"], abs=1e-6)

@@ -73,3 +73,54 @@ def test_device_train_script_runs_on_cpu_and_assembles(tiny_data: Path, tiny_mod
     source = WorldModel.load(tiny_model_file)
     for k, v in source.lam.state_dict().items():  # the frozen LAM is the source file's
         assert np.array_equal(wm.lam.state_dict()[k].numpy(), v.numpy()), k
+
+
+def test_ship_model_writes_a_bf16_default_with_names_version_and_sampling(tiny_model_file: Path, tmp_path: Path):
+    import torch
+    from ship_model import Args, main
+
+    from genie_gym.models.world_model import WorldModel
+
+    out = tmp_path / "shipped.pt"
+    with pytest.raises(SystemExit, match="--name-actions"):  # names first: Genie-v0's keys read them
+        main(Args(model=tiny_model_file, version="9.9", out=out))
+    wm = WorldModel.load(tiny_model_file)
+    named = tmp_path / "named.pt"
+    wm.save(named, {**wm.metadata, "action_meanings": [f"a{i}" for i in range(wm.num_actions)]})
+    main(Args(model=named, version="9.9", out=out, maskgit_steps=3, temperature=0.5))
+    shipped = WorldModel.load(out)
+    assert shipped.metadata["version"] == "9.9" and shipped.metadata["action_meanings"][0] == "a0"
+    assert (shipped.config.sampling.maskgit_steps, shipped.config.sampling.temperature) == (3, 0.5)
+    assert out.stat().st_size < 0.7 * named.stat().st_size  # bf16 weights
+    for k, v in wm.dynamics.state_dict().items():
+        torch.testing.assert_close(shipped.dynamics.state_dict()[k], v.to(torch.bfloat16).float())
+
+
+def test_ship_model_takes_a_decoder_only_from_a_fine_tune_with_the_same_encoder(tiny_model_file: Path,
+                                                                                tmp_path: Path):
+    import torch
+    from ship_model import Args, main
+
+    from genie_gym.models.world_model import WorldModel
+    from genie_gym.training.checkpoint import checkpoint_bytes
+    from genie_gym.utils.io import atomic_write_bytes
+
+    wm = WorldModel.load(tiny_model_file)
+    named = tmp_path / "named.pt"
+    wm.save(named, {**wm.metadata, "action_meanings": [f"a{i}" for i in range(wm.num_actions)]})
+    state = {k: v.clone() for k, v in wm.tokenizer.state_dict().items()}
+    dec_key = next(k for k in state if k.startswith("decoder.") and state[k].is_floating_point())
+    enc_key = next(k for k in state if k.startswith("encoder.") and state[k].is_floating_point())
+    state[dec_key] += 0.5
+    fine_tune = tmp_path / "tok.pt"
+    atomic_write_bytes(fine_tune, checkpoint_bytes({"phase": "tokenizer", "model": {"tokenizer": state}, "step": 7}))
+    out = tmp_path / "shipped.pt"
+    main(Args(model=named, version="9.9", out=out, decoder_from=fine_tune))
+    shipped = WorldModel.load(out)
+    torch.testing.assert_close(shipped.tokenizer.state_dict()[dec_key], state[dec_key].to(torch.bfloat16).float())
+    assert shipped.metadata["decoder_from"]["step"] == 7
+    state[enc_key] += 0.5  # another encoder: other tokens, which the dynamics never saw
+    atomic_write_bytes(fine_tune, checkpoint_bytes({"phase": "tokenizer", "model": {"tokenizer": state}, "step": 8}))
+    with pytest.raises(SystemExit, match="encoder side differs"):
+        main(Args(model=named, version="9.9", out=tmp_path / "other.pt", decoder_from=fine_tune))
+

@@ -66,3 +66,26 @@ def test_shipped_tokenizer_keeps_coinrun_frames():
     with torch.no_grad():
         recon = wm.tokenizer.decode(wm.tokenizer.encode(frames))
     assert float(psnr(recon, frames).mean()) >= 26.0
+
+
+def test_readme_and_model_card_quote_the_shipped_models_measured_quality():
+    """The headline figures in README.md and the model card are those `benchmarks/world_model_quality.py` measured
+    on the file that ships (its sha256 is in the results): a new model without a re-run and re-written docs fails."""
+    import json
+
+    root = Path(__file__).resolve().parent.parent
+    results = json.loads((root / "benchmarks" / "results" / "world_model_quality.json").read_text())
+    assert results["model_file_sha256"] == sha256_file(WorldModel.default_path()), (
+        "benchmarks/results/world_model_quality.json was measured on another file: run "
+        "`python benchmarks/world_model_quality.py --data DIR` on the shipped model")
+    figures = {
+        "tokenizer PSNR": f"{results['tokenizer_psnr']:.2f} dB",
+        "rollout PSNR": f"{results['rollout_psnr_mean']:.2f} dB",
+        "token accuracy": f"{results['token_accuracy']:.1%}",
+        "copy accuracy": f"{results['copy_token_accuracy']:.1%}",
+        "stability": f"{results['gradient_energy_ratio_step200']:.2f}",
+    }
+    for doc in (root / "README.md", MODEL_CARD):
+        text = doc.read_text()
+        missing = {name: value for name, value in figures.items() if value not in text}
+        assert not missing, f"{doc.name} does not quote the measured {missing}"

@@ -300,6 +300,51 @@ def test_init_from_a_world_model_fine_tunes_and_is_recorded(tiny_data: Path, tok
                       init_parts=("decoder",)))
 
 
+def test_a_frozen_tokenizer_fits_whatever_loss_weights_trained_it():
+    """A tokenizer whose decoder was fine-tuned with other loss weights (--set tokenizer.mse_weight=...) is the same
+    model to the dynamics; another design (here 2 tokens per cell instead of the preset's) is refused."""
+    from genie_gym.training.checkpoint import check_tokenizer_fits
+
+    cfg = get_preset("tiny")
+    ckpt = {"phase": "tokenizer", "config": cfg.to_dict()}
+    ckpt["config"]["tokenizer"].update(mse_weight=10.0, grad_weight=0.5)
+    check_tokenizer_fits(ckpt, cfg, Path("tok.pt"))
+    ckpt["config"]["tokenizer"]["groups"] = cfg.tokenizer.groups + 1
+    with pytest.raises(CheckpointError, match="groups"):
+        check_tokenizer_fits(ckpt, cfg, Path("tok.pt"))
+
+
+def test_init_from_a_shallower_dynamics_deepens_it_as_the_identity(tiny_data: Path, tokenizer_run: Path,
+                                                                   tmp_path: Path):
+    """--init-from a model with fewer ST blocks (--set dynamics.num_layers=...): its blocks fill the first ones, the
+    new ones start as the identity, so the deepened dynamics predicts exactly what the source did; then it trains."""
+    from genie_gym.models.world_model import WorldModel
+
+    tok = tokenizer_run / "tokenizer" / "last.pt"
+    train(targs(tiny_data, tmp_path / "a", "dynamics", steps=3, tokenizer_ckpt=tok))
+    src = tmp_path / "a" / "world_model.pt"
+    ref = WorldModel.load(src).dynamics.eval()
+    n = ref.cfg.num_layers
+    trainer = Trainer(targs(tiny_data, tmp_path / "b", "dynamics", steps=2, tokenizer_ckpt=tok, init_from=src,
+                            set=(f"dynamics.num_layers={n + 2}",)))
+    deep = trainer.model.parts()["dynamics"].eval()
+    assert len(deep.transformer.blocks) == n + 2
+    assert trainer.init_from["deepened"] == [f"dynamics.transformer: {n} -> {n + 2} blocks"]
+    g = torch.Generator().manual_seed(0)
+    tokens_BTN = torch.randint(0, ref.num_tokens, (2, 4, ref.tokens_per_frame), generator=g)
+    actions_BT = torch.randint(0, ref.num_actions, (2, 3), generator=g)
+    with torch.no_grad():
+        torch.testing.assert_close(deep(tokens_BTN, actions_BT), ref(tokens_BTN, actions_BT))
+    new_blocks = deep.transformer.blocks[n:]
+    before = [p.detach().clone() for p in new_blocks.parameters()]
+    trainer.run()
+    assert any(not torch.equal(a, b) for a, b in zip(before, new_blocks.parameters(), strict=True))
+    assert WorldModel.load(tmp_path / "b" / "world_model.pt").config.dynamics.num_layers == n + 2
+    with pytest.raises(CheckpointError, match="differs only in num_layers"):  # another width does not load
+        Trainer(targs(tiny_data, tmp_path / "c", "dynamics", steps=2, tokenizer_ckpt=tok, init_from=src,
+                      set=("dynamics.d_model=48",)))
+
+
 def test_init_from_fine_tunes_a_tokenizer(tiny_data: Path, tokenizer_run: Path, tmp_path: Path):
     """Phase tokenizer starts from a world-model file's tokenizer (or a tokenizer checkpoint), step 0, new schedule."""
     from genie_gym.models.world_model import WorldModel

@@ -321,7 +321,9 @@ class _Recorder:
     # -- stepping side
 
     def run(self) -> None:
-        from procgen import ProcgenGym3Env
+        from genie_gym.envs.procgen_prompt import import_procgen
+
+        ProcgenGym3Env = import_procgen()
 
         a, st = self.args, self.settings
         start, stop = st["levels"]

@@ -30,18 +30,19 @@ def check_procgen_args(game: str, level: int, distribution_mode: str) -> None:
         raise ValueError(f"Procgen level must be an int in [0, 2**31 - 1), got {level!r}")
 
 
-def _import_procgen():
-    import contextlib
-    import io
+def import_procgen():
+    """`procgen.ProcgenGym3Env`, imported without gym's banner (every Procgen import in the project goes here)."""
+    from genie_gym.utils.gym_banner import import_gym_quietly
 
-    with contextlib.redirect_stderr(io.StringIO()):  # procgen -> gym3 -> gym prints an "unmaintained" banner
-        from procgen import ProcgenGym3Env
+    import_gym_quietly()  # procgen -> gym3 -> gym prints an "unmaintained" banner
+    from procgen import ProcgenGym3Env
+
     return ProcgenGym3Env
 
 
 @functools.lru_cache(maxsize=4096)
 def _start_frame(game: str, level: int, distribution_mode: str) -> np.ndarray:
-    ProcgenGym3Env = _import_procgen()
+    ProcgenGym3Env = import_procgen()
     env = ProcgenGym3Env(
         num=1, env_name=game, start_level=level, num_levels=1, distribution_mode=distribution_mode,
         rand_seed=level,

@@ -19,11 +19,16 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from stable_baselines3.common.vec_env import VecEnv
-from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
-from genie_gym.envs.genie_env import GenieEnv, keys_to_action
-from genie_gym.envs.vector_env import GenieVectorEnv
+from genie_gym.utils.gym_banner import import_gym_quietly
+
+import_gym_quietly()  # before stable-baselines3, which imports gym and would print its banner
+
+from stable_baselines3.common.vec_env import VecEnv  # noqa: E402
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn  # noqa: E402
+
+from genie_gym.envs.genie_env import GenieEnv, keys_to_action  # noqa: E402
+from genie_gym.envs.vector_env import GenieVectorEnv  # noqa: E402
 
 # Attributes `get_attr` / `set_attr` understand. They are shared by all worlds, so `set_attr` sets them for all.
 _READABLE = ("render_mode", "max_episode_steps", "reward_fn", "observation_space", "action_space", "metadata",

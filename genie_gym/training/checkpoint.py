@@ -98,6 +98,9 @@ def config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[
     return out
 
 
+TOKENIZER_LOSS_FIELDS = ("mse_weight", "l1_weight", "grad_weight")
+
+
 def check_tokenizer_fits(tok_ckpt: dict[str, Any], cfg: GenieConfig, path: Path) -> None:
     """The frozen tokenizer must be the one the dynamics run's config describes (codebook, patch, size...)."""
     if tok_ckpt.get("phase") != "tokenizer":
@@ -106,9 +109,13 @@ def check_tokenizer_fits(tok_ckpt: dict[str, Any], cfg: GenieConfig, path: Path)
             "RUN_DIR/tokenizer/last.pt"
         )
     theirs = tok_ckpt["config"]
+
+    def design(tok: dict[str, Any]) -> dict[str, Any]:  # the loss weights shape training, not the model
+        return {k: v for k, v in tok.items() if k not in TOKENIZER_LOSS_FIELDS}
+
     diffs = config_diff(
-        {"tokenizer": theirs["tokenizer"], "image_size": theirs["image_size"]},
-        {"tokenizer": cfg.tokenizer.__dict__, "image_size": cfg.image_size},
+        {"tokenizer": design(theirs["tokenizer"]), "image_size": theirs["image_size"]},
+        {"tokenizer": design(cfg.tokenizer.__dict__), "image_size": cfg.image_size},
     )
     if diffs:
         raise CheckpointError(

@@ -1,7 +1,9 @@
 """`genie-gym export`: a world-model file from a run's checkpoints, at the last step or any kept earlier one.
 
-Training writes RUN/world_model.pt only when phase dynamics ends. To use an earlier step (the model at a time
-budget, or the best one before a run went wrong), export a kept `RUN/dynamics/step_XXXXXXX.pt`:
+Training rewrites RUN/world_model.pt at every dynamics checkpoint (the latest step). To use an earlier step (the
+model at a time budget, or the best one before a run went wrong), export a kept `RUN/dynamics/step_XXXXXXX.pt`;
+`--tokenizer-ckpt` pairs the dynamics with another checkpoint of the same tokenizer design (a decoder fine-tuned
+with `--freeze-encoder` makes the same tokens):
 
     genie-gym export --run runs/small --step 4000          # -> runs/small/world_model_step4000.pt
 """

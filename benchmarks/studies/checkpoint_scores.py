@@ -1,0 +1,131 @@
+"""Score training checkpoints on held-out clips without a full `genie-gym eval`: the quick check between fine-tunes.
+
+- `--tokenizers`: tokenizer checkpoints (or world-model files) decoded on `genie-gym eval`'s tokenizer clips (split
+  test, 8-frame clips, seed 0): PSNR as `genie-gym eval` reports it, and the gradient-energy ratio of the
+  reconstructions to the real frames (1.0 = as sharp as the real frames).
+- `--models`: world-model files scored by `genie-gym eval`'s next-frame token accuracy (4 real context frames, all
+  tokens of the frame masked, argmax) beside copying the last frame, on the clips `genie-gym eval` draws (seed 0).
+
+    python benchmarks/studies/checkpoint_scores.py --base runs/v13/world_model.pt \
+        --tokenizers runs/v14c/tokenizer/last.pt --models runs/v14e4/world_model.pt --split validation
+
+Writes `--out` (JSON) and a markdown table beside it (.md), and prints one line per checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import tyro
+
+from genie_gym.evaluation.evaluate import infer_actions_windowed, open_clips, pick_clips, token_accuracy
+from genie_gym.evaluation.metrics import gradient_energy, psnr
+from genie_gym.models.frames import to_float
+from genie_gym.models.world_model import FORMAT_NAME, WorldModel
+from genie_gym.training.checkpoint import load_checkpoint
+
+
+@dataclass
+class Args:
+    base: Path
+    """world-model file whose tokenizer a tokenizer checkpoint's weights replace"""
+    tokenizers: tuple[Path, ...] = ()
+    """tokenizer checkpoints (RUN/tokenizer/*.pt) or world-model files to score"""
+    models: tuple[Path, ...] = ()
+    """world-model files whose dynamics to score by next-frame token accuracy"""
+    data: Path = Path("data/coinrun_hard_sticky")
+    """dataset directory"""
+    tokenizer_split: str = "test"
+    """split of the tokenizer clips (genie-gym eval's default)"""
+    split: str = "validation"
+    """split of the token-accuracy clips (validation: choosing between fine-tunes leaves test untouched)"""
+    num_clips: int = 64
+    """clips per score"""
+    threads: int = 2
+    """torch threads"""
+    out: Path = Path("runs/checkpoint_scores.json")
+    """JSON of every score"""
+
+
+def tokenizer_state(path: Path) -> dict[str, torch.Tensor]:
+    """The tokenizer weights of a world-model file or of a training checkpoint holding a tokenizer."""
+    try:  # a world-model file's header loads as plain tensors; a training checkpoint holds RNG states too
+        header = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        header = None
+    if isinstance(header, dict) and header.get("format") == FORMAT_NAME:
+        return WorldModel.load(path).tokenizer.state_dict()
+    return load_checkpoint(path)["model"]["tokenizer"]
+
+
+def tokenizer_scores(wm: WorldModel, path: Path, frames_BTHWC: torch.Tensor) -> dict[str, float]:
+    wm.tokenizer.load_state_dict(tokenizer_state(path))
+    psnrs, ratios = [], []
+    with torch.no_grad():
+        for b in range(0, len(frames_BTHWC), 16):
+            real = frames_BTHWC[b : b + 16]
+            recon = wm.tokenizer.decode(wm.tokenizer.encode(real)).float().clamp(0, 1)
+            psnrs.append(psnr(recon, real).flatten())
+            ratios.append((gradient_energy(recon) / gradient_energy(real).clamp_min(1e-8)).flatten())
+    return {"psnr": float(torch.cat(psnrs).mean()), "gradient_energy_ratio": float(torch.cat(ratios).mean())}
+
+
+def dynamics_scores(path: Path, args: Args) -> dict[str, float]:
+    wm = WorldModel.load(path).eval()
+    context, generated = 4, 10  # genie-gym eval's defaults: --context 1 4, --rollout-steps 10
+    ds = open_clips(args.data, args.split, context + generated, "token accuracy")
+    idx = pick_clips(len(ds), args.num_clips, 1)  # the rollout clips of `genie-gym eval --seed 0`
+    hits = copies = 0.0
+    with torch.no_grad():
+        for b in range(0, len(idx), 16):
+            real = to_float(torch.stack([ds[i] for i in idx[b : b + 16]]))
+            actions_BT = infer_actions_windowed(wm.lam, real, wm.config.seq_len)
+            acc, copy = token_accuracy(wm, wm.tokenizer.encode(real), actions_BT, context)
+            hits, copies = hits + acc * len(real), copies + copy * len(real)
+    n = len(idx)
+    return {"token_accuracy": hits / n, "copy_token_accuracy": copies / n, "gain_over_copy": (hits - copies) / n}
+
+
+def main(args: Args) -> dict:
+    torch.set_num_threads(args.threads)
+    results: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "tokenizers": {}, "models": {}}
+    if args.tokenizers:
+        wm = WorldModel.load(args.base).eval()
+        ds = open_clips(args.data, args.tokenizer_split, wm.config.seq_len, "tokenizer clips")
+        frames = to_float(torch.stack([ds[i] for i in pick_clips(len(ds), args.num_clips, 0)]))
+        for path in (args.base, *args.tokenizers):
+            r = results["tokenizers"][str(path)] = tokenizer_scores(wm, Path(path), frames)
+            print(f"tokenizer {path}: PSNR {r['psnr']:.3f} dB, gradient-energy ratio {r['gradient_energy_ratio']:.3f}")
+    for path in args.models:
+        r = results["models"][str(path)] = dynamics_scores(Path(path), args)
+        print(f"dynamics {path} ({args.split}): token accuracy {r['token_accuracy']:.4f}, copy "
+              f"{r['copy_token_accuracy']:.4f}, gain {r['gain_over_copy']:+.4f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_markdown(results, args.out.with_suffix(".md"))
+    return results
+
+
+def write_markdown(results: dict, path: Path) -> None:
+    a = results["args"]
+    lines = ["# Checkpoint scores", "", "`python benchmarks/studies/checkpoint_scores.py` (see the JSON's `args`); "
+             f"data `{a['data']}`, {a['num_clips']} clips per score.", ""]
+    if results["tokenizers"]:
+        lines += [f"Tokenizers on the `{a['tokenizer_split']}` split (as `genie-gym eval` reports tokenizer PSNR):", "",
+                  "| checkpoint | PSNR (dB) | gradient-energy ratio (reconstruction / real) |", "|---|---|---|"]
+        lines += [f"| `{k}` | {v['psnr']:.3f} | {v['gradient_energy_ratio']:.3f} |"
+                  for k, v in results["tokenizers"].items()]
+        lines.append("")
+    if results["models"]:
+        lines += [f"Dynamics on the `{a['split']}` split (next-frame token accuracy, 4 real context frames):", "",
+                  "| world model | token accuracy | copy last frame | gain (points) |", "|---|---|---|---|"]
+        lines += [f"| `{k}` | {v['token_accuracy']:.2%} | {v['copy_token_accuracy']:.2%} | "
+                  f"{100 * v['gain_over_copy']:+.2f} |" for k, v in results["models"].items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
