@@ -20,7 +20,7 @@ import tyro
 
 from genie_gym.models.tokenizer import VideoTokenizer
 from genie_gym.models.world_model import WorldModel
-from genie_gym.training.checkpoint import load_checkpoint
+from genie_gym.training.checkpoint import check_tokenizer_fits, load_checkpoint
 from genie_gym.utils.io import sha256_file
 
 
@@ -46,15 +46,19 @@ def swap_decoder(wm: WorldModel, path: Path) -> dict:
     ckpt = load_checkpoint(path)
     if ckpt.get("phase") != "tokenizer":
         raise SystemExit(f"--decoder-from {path} is a '{ckpt.get('phase')}' checkpoint; pass RUN/tokenizer/last.pt")
+    check_tokenizer_fits(ckpt, wm.config, path)  # the same design (FSQ levels, groups, ...), loss weights aside
     state, ours = ckpt["model"]["tokenizer"], wm.tokenizer.state_dict()
+    # VQ's `steps_unused` counts training calls even with the encoder frozen; it never changes a token.
     changed = [k for k, v in ours.items() if k.split(".")[0] in VideoTokenizer.ENCODER_SIDE
+               and not k.endswith("steps_unused")
                and (k not in state or state[k].shape != v.shape or not torch.equal(state[k].to(v.dtype), v))]
     if changed:
         raise SystemExit(f"--decoder-from {path}: its encoder side differs from the model's ({len(changed)} tensors, "
                          f"e.g. {changed[0]}): its tokens are not the ones the dynamics learnt; pass a "
                          "`--freeze-encoder` fine-tune started from this model")
     wm.tokenizer.load_state_dict(state)
-    return {"path": str(path), "sha256": sha256_file(path), "step": int(ckpt["step"])}
+    return {"path": str(path), "sha256": sha256_file(path), "step": int(ckpt["step"]),
+            "metrics": {f"tokenizer/{k}": v for k, v in ckpt.get("metrics", {}).items()}}
 
 
 def main(args: Args) -> Path:

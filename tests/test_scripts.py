@@ -113,14 +113,15 @@ def test_ship_model_takes_a_decoder_only_from_a_fine_tune_with_the_same_encoder(
     enc_key = next(k for k in state if k.startswith("encoder.") and state[k].is_floating_point())
     state[dec_key] += 0.5
     fine_tune = tmp_path / "tok.pt"
-    atomic_write_bytes(fine_tune, checkpoint_bytes({"phase": "tokenizer", "model": {"tokenizer": state}, "step": 7}))
+    tok_ckpt = {"phase": "tokenizer", "config": wm.config.to_dict(), "model": {"tokenizer": state}, "step": 7}
+    atomic_write_bytes(fine_tune, checkpoint_bytes(tok_ckpt))
     out = tmp_path / "shipped.pt"
     main(Args(model=named, version="9.9", out=out, decoder_from=fine_tune))
     shipped = WorldModel.load(out)
     torch.testing.assert_close(shipped.tokenizer.state_dict()[dec_key], state[dec_key].to(torch.bfloat16).float())
     assert shipped.metadata["decoder_from"]["step"] == 7
     state[enc_key] += 0.5  # another encoder: other tokens, which the dynamics never saw
-    atomic_write_bytes(fine_tune, checkpoint_bytes({"phase": "tokenizer", "model": {"tokenizer": state}, "step": 8}))
+    atomic_write_bytes(fine_tune, checkpoint_bytes({**tok_ckpt, "step": 8}))
     with pytest.raises(SystemExit, match="encoder side differs"):
         main(Args(model=named, version="9.9", out=tmp_path / "other.pt", decoder_from=fine_tune))
 

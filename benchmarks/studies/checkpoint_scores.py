@@ -4,7 +4,8 @@
   test, 8-frame clips, seed 0): PSNR as `genie-gym eval` reports it, and the gradient-energy ratio of the
   reconstructions to the real frames (1.0 = as sharp as the real frames).
 - `--models`: world-model files scored by `genie-gym eval`'s next-frame token accuracy (4 real context frames, all
-  tokens of the frame masked, argmax) beside copying the last frame, on the clips `genie-gym eval` draws (seed 0).
+  tokens of the frame masked, argmax) beside copying the last frame, on the clips `genie-gym eval --seed 0` draws
+  with the same `--split` and `--num-clips` (eval's defaults are test and 32; this study's validation and 64).
 
     python benchmarks/studies/checkpoint_scores.py --base runs/v13/world_model.pt \
         --tokenizers runs/v14c/tokenizer/last.pt --models runs/v14e4/world_model.pt --split validation

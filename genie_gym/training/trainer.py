@@ -388,8 +388,8 @@ class Trainer:
                 added = load_deepened(model_parts[name], states[name])
             except RuntimeError as e:
                 raise CheckpointError(f"--init-from {path}: its {name} does not fit preset '{self.cfg.preset}' "
-                                      f"({str(e).splitlines()[0]}); use a model of the same preset, or one "
-                                      "that differs only in num_layers") from e
+                                      f"({str(e).splitlines()[0]}); use a model of the same preset, or a "
+                                      "shallower one of the same width (it is deepened)") from e
             grown += [f"{'.'.join(filter(None, (name, where)))}: {n_from} -> {n_to} blocks"
                       for where, n_from, n_to in added]
         self.init_from = {"path": str(path), "sha256": sha256_file(path), "parts": list(parts),
