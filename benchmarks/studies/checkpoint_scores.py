@@ -25,7 +25,7 @@ import tyro
 from genie_gym.evaluation.evaluate import infer_actions_windowed, open_clips, pick_clips, token_accuracy
 from genie_gym.evaluation.metrics import gradient_energy, psnr
 from genie_gym.models.frames import to_float
-from genie_gym.models.world_model import FORMAT_NAME, WorldModel
+from genie_gym.models.world_model import WorldModel, is_world_model_file
 from genie_gym.training.checkpoint import load_checkpoint
 
 
@@ -53,11 +53,7 @@ class Args:
 
 def tokenizer_state(path: Path) -> dict[str, torch.Tensor]:
     """The tokenizer weights of a world-model file or of a training checkpoint holding a tokenizer."""
-    try:  # a world-model file's header loads as plain tensors; a training checkpoint holds RNG states too
-        header = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
-        header = None
-    if isinstance(header, dict) and header.get("format") == FORMAT_NAME:
+    if is_world_model_file(path):
         return WorldModel.load(path).tokenizer.state_dict()
     return load_checkpoint(path)["model"]["tokenizer"]
 

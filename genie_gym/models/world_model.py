@@ -80,6 +80,16 @@ def build_heads(config: GenieConfig) -> EventHeads | None:
     return EventHeads(config.heads, config.dynamics.d_model) if config.heads.enabled else None
 
 
+
+def is_world_model_file(path: str | os.PathLike) -> bool:
+    """Whether `path` holds a genie-gym world-model file (its header, read by mmap without the weights), as
+    opposed to a training checkpoint or anything unreadable (whose own loader then names the problem)."""
+    try:
+        header = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # damaged, or a training checkpoint (it holds RNG states weights_only refuses)
+        return False
+    return isinstance(header, dict) and header.get("format") == FORMAT_NAME
+
 class WorldModel(nn.Module):
     """Tokenizer, LAM and dynamics of one Genie world model (and, when trained, the reward / episode-end heads).
     At play time the LAM is unused (user actions).

@@ -365,13 +365,9 @@ class Trainer:
             raise ConfigError(f"--init-parts of phase {phase} takes {' and/or '.join(allowed)}, got {list(parts)}")
         if not path.is_file():
             raise CheckpointError(f"--init-from {path} does not exist; pass a world_model.pt or a {phase} last.pt")
-        from genie_gym.models.world_model import FORMAT_NAME, WorldModel
+        from genie_gym.models.world_model import WorldModel, is_world_model_file
 
-        try:  # mmap: peek at the header without reading the weights a second time
-            header = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception:  # damaged, or a training checkpoint: load_checkpoint below names the problem
-            header = None
-        if isinstance(header, dict) and header.get("format") == FORMAT_NAME:
+        if is_world_model_file(path):
             wm = WorldModel.load(path)
             states = {name: getattr(wm, name).state_dict() for name in allowed}
             source_steps = wm.metadata.get("steps")
