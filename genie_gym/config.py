@@ -90,6 +90,8 @@ class DynamicsConfig:
     mask_rate_max: float = 1.0
     per_frame_mask: bool = False  # False: one rate per clip (the paper); True: an independent rate per frame
     context_noise: float = 0.0  # > 0: unmasked tokens replaced by random codes at a per-frame rate ~ U(0, this)
+    cell_autoregressive: bool = False  # with G > 1 tokens per grid cell: predict a cell's tokens in sequence, each
+    # conditioned on the ones before it (models/dynamics.py, CellHead); False: independently from one hidden state
 
 
 @dataclass

@@ -20,7 +20,9 @@ def test_pack_dataset_copies_whole_shards_bit_for_bit(tiny_data: Path, tmp_path:
     from pack_dataset import Args, main
 
     out = tmp_path / "packed"
-    main(Args(src=tiny_data, out=out, splits=("train", "validation")))
+    with pytest.raises(SystemExit, match="--level 0"):
+        main(Args(src=tiny_data, out=out, level=0))
+    main(Args(src=tiny_data, out=out, splits=("train", "validation"), level=3))  # level 19 (the default): ~9x slower
     src_manifest, manifest = load_manifest(tiny_data), load_manifest(out)
     for split in ("train", "validation"):
         a, b = EpisodeStore(out, split), EpisodeStore(tiny_data, split)  # sha256 of every shard checked on read
@@ -29,13 +31,14 @@ def test_pack_dataset_copies_whole_shards_bit_for_bit(tiny_data: Path, tmp_path:
             for get in (a.frames, a.actions, a.rewards, a.dones):
                 assert np.array_equal(get(i), getattr(b, get.__name__)(i))
         assert manifest["splits"][split]["frames"] == src_manifest["splits"][split]["frames"]
+    assert manifest["packed_from"]["zstd_level"] == 3
     assert manifest["splits"]["test"]["episodes"] == 0 and not list((out / "shards").glob("test-*"))
     assert sum(e["bytes"] for e in manifest["shards"]) < sum(e["bytes"] for e in src_manifest["shards"]
                                                              if e["split"] != "test")
     with pytest.raises(SystemExit, match="exists"):
         main(Args(src=tiny_data, out=out))
     capped = tmp_path / "capped"
-    main(Args(src=tiny_data, out=capped, max_mib=1e-3))  # no whole shard fits: none is copied, none is cut
+    main(Args(src=tiny_data, out=capped, max_mib=1e-3, level=1))  # no whole shard fits: none is copied, none is cut
     assert load_manifest(capped)["splits"]["train"]["episodes"] == 0
 
 
@@ -51,7 +54,7 @@ def test_device_train_script_runs_on_cpu_and_assembles(tiny_data: Path, tiny_mod
     from genie_gym.training.checkpoint import load_checkpoint
 
     packed, out = tmp_path / "packed", tmp_path / "out"
-    pack(PackArgs(src=tiny_data, out=packed))
+    pack(PackArgs(src=tiny_data, out=packed, level=3))
     env = {**os.environ, "OUT": str(out), "DATA": str(packed), "RUN": str(tmp_path / "run"),
            "MODEL": str(tiny_model_file), "PRESET": "tiny", "PYTHON": sys.executable, "DEVICE": "cpu", "BATCH": "2",
            "PROBE": "3", "TOK_S": "1", "DYN_S": "1", "SPEED": "0", "CACHE_MIB": "64"}

@@ -89,3 +89,38 @@ def test_readme_and_model_card_quote_the_shipped_models_measured_quality():
         text = doc.read_text()
         missing = {name: value for name, value in figures.items() if value not in text}
         assert not missing, f"{doc.name} does not quote the measured {missing}"
+
+
+def test_readme_speed_and_agent_figures_are_the_benchmark_results():
+    """README's speed, data and agent figures are the committed benchmark results (`benchmarks/results/*.json`),
+    formatted as the README writes them: a re-run benchmark without re-written docs fails here."""
+    import json
+
+    root = Path(__file__).resolve().parent.parent
+    res = {name: json.loads((root / "benchmarks" / "results" / f"{name}.json").read_text())
+           for name in ("env_speed", "ppo_speed", "data_speed", "bc_coinrun")}
+    env = res["env_speed"]
+    row = {(r["maskgit_steps"], r["precision"], r["compiled"]): r for r in env["rows"]}
+    default = row[(1, "float32", False)]
+    best_batched = max(max(v for v in r["batched_fps"].values() if v) for r in env["rows"])
+    ppo = {r["precision"]: r for r in res["ppo_speed"]["rows"]}
+    data, bc = res["data_speed"], res["bc_coinrun"]
+    figures = {
+        "one env, default settings": f"**{default['single_fps']:.1f} frames/s**",
+        "one env, 25 steps": f"25 steps {row[(25, 'float32', False)]['single_fps']:.1f}",
+        "batched, best": f"at most {best_batched:.0f} frames/s",
+        "default rollout PSNR": f"{default['rollout_psnr']:.2f}",
+        "matmul float32": f"{env['matmul_gflops']['float32']:.0f} GFLOP/s",
+        "PPO float32": f"{ppo['float32']['ppo_frames_per_s']:.1f} env frames/s",
+        "PPO bfloat16": f"{ppo['bfloat16']['ppo_frames_per_s']:.1f}",
+        "data end to end": f"{data['frames_per_s']:,.0f} frames/s recorded",
+        "data loader": f"loader {data['loader_frames_per_s']:,.0f} frames/s",
+        "expert": f"expert {bc['expert']['solved']:.1f}%",
+        "oracle BC": f"oracle BC {bc['oracle']['solved']:.1f}%",
+        "run-right": f"run-right {bc['run_right']['solved']:.1f}%",
+        "random": f"random {bc['random']['solved']:.1f}%",
+        "latent BC N=200": f"latent BC {bc['latent_bc']['200']['solved']:.1f}% at N = 200",
+    }
+    text = (root / "README.md").read_text()
+    missing = {name: value for name, value in figures.items() if value not in text}
+    assert not missing, f"README.md does not quote the benchmark results {missing}"

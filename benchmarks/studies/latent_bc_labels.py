@@ -81,6 +81,8 @@ class Args:
     """which rows to run (oracle, movement, idm, movement_noisy, lam, motion, pooled)"""
     num_levels: int = 100
     """held-out evaluation levels (200000..)"""
+    max_steps: int = 1000
+    """per-episode step limit in evaluation (CoinRun's own limit is 1000; --quick: 120)"""
     seeds: int = 5
     """evaluation seeds (each plays every level once)"""
     seed: int = 0
@@ -210,8 +212,8 @@ class PooledActions:
 
 def main(args: Args) -> dict:
     if args.quick:
-        args = replace(args, expert_episodes=8, n_labelled=20, policy_steps=5, idm_steps=5, num_levels=4, seeds=2,
-                       out=args.out or Path("runs/bench_quick"))
+        args = replace(args, expert_episodes=8, n_labelled=20, policy_steps=5, idm_steps=5, num_levels=4,
+                       max_steps=120, seeds=2, out=args.out or Path("runs/bench_quick"))
     out = args.out or Path("benchmarks/results")
     if args.report_only:
         result = json.loads((out / "latent_bc_labels.json").read_text())
@@ -232,7 +234,8 @@ def main(args: Args) -> dict:
     u = np.concatenate([ep.actions[: ep.length - 1] for ep in data.episodes]).astype(np.int64)
     moves = movement_class(u)
     n = min(args.n_labelled, len(u))
-    ev = dict(num_levels=args.num_levels, seeds=list(range(args.seeds)), distribution_mode="easy")
+    ev = dict(num_levels=args.num_levels, seeds=list(range(args.seeds)), distribution_mode="easy",
+              max_steps=args.max_steps)
     idm_info: dict[str, float] = {}
     rows: dict[str, dict[str, Any]] = {}
     for name in ROWS:  # in this order, so the IDM's error rate is known before the noisy row
@@ -303,6 +306,8 @@ def write_report(result: dict, path: Path, extra: str = "") -> None:
     rows = dict(sorted(result["rows"].items(), key=lambda kv: (order[kv[0].rsplit("_", 1)[0]]
                                                                 if kv[0] not in order else order[kv[0]], kv[0])))
     oracle = rows.get("oracle", {}).get("solved")
+    max_steps = cfg.get("max_steps", 1000)  # results written before the option existed used CoinRun's 1000
+    steps_line = "" if max_steps == 1000 else f", at most {max_steps} steps per episode"
     table = "\n".join(
         f"| {name} | {row['what']} | {_pct(row.get('movement_accuracy'))} | {row['nmi_movement']:.3f} | "
         f"{row['solved']:.1f} ± {row['solved_ci95']:.1f} | "
@@ -321,7 +326,7 @@ def write_report(result: dict, path: Path, extra: str = "") -> None:
 Command: `{result['command']}` ({result['seconds'] / 60:.0f} min). {result['expert_data']['episodes']} PPO-expert
 episodes ({result['expert_data']['transitions']} transitions) on easy CoinRun levels 100000+. Every policy:
 {cfg['policy_steps']} steps of the IMPALA CNN on single frames; table D from N = {n} labelled transitions drawn per
-seed; {cfg['num_levels']} held-out levels (200000+) x {cfg['seeds']} seeds.{idm_line}
+seed; {cfg['num_levels']} held-out levels (200000+) x {cfg['seeds']} seeds{steps_line}.{idm_line}
 
 | labels | what | agrees with movement class | NMI with movement class | % levels solved (95% CI) | of the oracle |
 |---|---|---|---|---|---|

@@ -28,8 +28,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from genie_gym.envs.worlds import InvalidActionError, WorldBatch, WorldSettings
-from genie_gym.models.world_model import WorldModel
+from genie_gym.envs.worlds import InvalidActionError, WorldBatch, WorldSettings, WorldsView
 
 # Keyboard layout for `get_keys_to_action` / `genie-gym play`: keys 1..8 always select latent actions 0..7; the
 # arrow keys go to the actions the model's metadata names left/right/up(jump)/down, else to actions 0..3; z x c v
@@ -67,7 +66,7 @@ def key_legend(action_meanings: list[str]) -> list[str]:
     return [f"{'/'.join(by_action[a]):<12} -> action {a} ({name})" for a, name in enumerate(action_meanings)]
 
 
-class GenieEnv(gym.Env[np.ndarray, np.int64]):
+class GenieEnv(WorldsView, gym.Env[np.ndarray, np.int64]):
     """One generated world. See the module docstring; make-time arguments below.
 
     Make-time arguments: `render_mode` (None, "rgb_array": `render()` returns the frame, or "human": a pygame
@@ -94,14 +93,6 @@ class GenieEnv(gym.Env[np.ndarray, np.int64]):
         self.prompt_source: str | None = None
         self._window = None
         self._clock = None
-
-    @property
-    def world_model(self) -> WorldModel:
-        return self.worlds.world_model
-
-    @property
-    def simulator(self):
-        return self.worlds.sim
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:

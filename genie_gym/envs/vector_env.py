@@ -22,11 +22,10 @@ from gymnasium.vector.utils import batch_space
 
 from genie_gym.envs.genie_env import GenieEnv
 from genie_gym.envs.prompts import PromptError
-from genie_gym.envs.worlds import WorldBatch, WorldSettings
-from genie_gym.models.world_model import WorldModel
+from genie_gym.envs.worlds import WorldBatch, WorldSettings, WorldsView
 
 
-class GenieVectorEnv(VectorEnv):
+class GenieVectorEnv(WorldsView, VectorEnv):
     """N Genie worlds as one `gymnasium.vector.VectorEnv`. Make-time arguments are `GenieEnv`'s plus `num_envs`."""
 
     metadata = {
@@ -54,14 +53,6 @@ class GenieVectorEnv(VectorEnv):
         self.max_episode_steps = self.worlds.max_episode_steps
         self._rngs: list[np.random.Generator | None] = [None] * self.num_envs
         self._autoreset_B = np.zeros(self.num_envs, dtype=bool)
-
-    @property
-    def world_model(self) -> WorldModel:
-        return self.worlds.world_model
-
-    @property
-    def simulator(self):
-        return self.worlds.sim
 
     # --- reset --------------------------------------------------------------------------------------------------
     def _per_world_prompts(self, options: dict[str, Any], idx: np.ndarray) -> list:

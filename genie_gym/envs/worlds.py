@@ -285,3 +285,17 @@ class WorldBatch:
         if isinstance(names, (list, tuple)) and len(names) == self.num_actions:
             return [str(n) for n in names]
         return [f"a{i}" for i in range(self.num_actions)]
+
+
+class WorldsView:
+    """What every env class (single, vector, SB3) exposes of the `WorldBatch` it holds as `self.worlds`."""
+
+    worlds: WorldBatch
+
+    @property
+    def world_model(self) -> WorldModel:
+        return self.worlds.world_model
+
+    @property
+    def simulator(self) -> Simulator:
+        return self.worlds.sim

@@ -41,14 +41,27 @@ def _uniforms(generators: list[torch.Generator] | None, batch_size: int, shape: 
     return torch.stack([torch.rand(shape, generator=g, device=g.device) for g in generators]).to(device)
 
 
+def draw_tokens(logits_BNV: torch.Tensor, temperature: float, u_BN: torch.Tensor | None) -> torch.Tensor:
+    """One token per row: argmax at temperature 0, else the inverse CDF of softmax(logits / temperature) at the
+    uniforms `u_BN` (the same draw wherever it is made: MaskGIT here, a cell's earlier tokens in models/dynamics)."""
+    if temperature <= 0 or u_BN is None:
+        return logits_BNV.argmax(-1)
+    cdf_BNV = torch.softmax(logits_BNV.float() / temperature, dim=-1).cumsum(-1)
+    sampled_BN = torch.searchsorted(cdf_BNV, u_BN[..., None].contiguous().to(cdf_BNV.dtype), right=True)[..., 0]
+    return sampled_BN.clamp_(max=logits_BNV.shape[-1] - 1)
+
+
 @torch.no_grad()
-def maskgit_sample(logits_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], batch_size: int,
-                   num_tokens_N: int, steps: int = 25, temperature: float = 1.0,
+def maskgit_sample(logits_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor],
+                   batch_size: int, num_tokens_N: int, steps: int = 25, temperature: float = 1.0,
                    generators: list[torch.Generator] | None = None, mask_token_id: int = 0,
                    device: torch.device | str = "cpu", choice_temperature: float = 0.0) -> torch.Tensor:
-    """Decode one frame -> tokens (B, N); calls `logits_fn(tokens_BN, mask_BN) -> logits_BNV` `steps` times.
+    """Decode one frame -> tokens (B, N); calls `logits_fn(tokens_BN, mask_BN, u_BN) -> logits_BNV` `steps` times.
 
-    Masked positions in the `tokens_BN` passed to `logits_fn` hold `mask_token_id`.
+    Masked positions in the `tokens_BN` passed to `logits_fn` hold `mask_token_id`. `u_BN` (None for argmax) are the
+    uniforms this step draws its tokens with: a model that conditions some tokens on others drawn in the same pass
+    (a within-cell autoregressive head) draws those with `draw_tokens(logits, temperature, u_BN)`, so they are the
+    tokens sampled here.
     """
     if steps < 1:
         raise ValueError(f"maskgit steps must be >= 1, got {steps}")
@@ -60,16 +73,10 @@ def maskgit_sample(logits_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tenso
     tokens_BN = torch.full((B, N), mask_token_id, dtype=torch.long, device=device)
     mask_BN = torch.ones(B, N, dtype=torch.bool, device=device)
     for s, n_keep_masked in enumerate(mask_schedule(N, steps)):
-        logits_BNV = logits_fn(tokens_BN, mask_BN).float()
-        if temperature > 0:
-            probs_BNV = torch.softmax(logits_BNV / temperature, dim=-1)
-            cdf_BNV = probs_BNV.cumsum(-1)
-            u_BN1 = u_BS2N[:, s, 0, :, None].contiguous()
-            sampled_BN = torch.searchsorted(cdf_BNV, u_BN1, right=True)[..., 0]
-            sampled_BN = sampled_BN.clamp_(max=logits_BNV.shape[-1] - 1)
-        else:
-            probs_BNV = torch.softmax(logits_BNV, dim=-1)
-            sampled_BN = logits_BNV.argmax(-1)
+        u_BN = u_BS2N[:, s, 0] if temperature > 0 else None
+        logits_BNV = logits_fn(tokens_BN, mask_BN, u_BN).float()
+        sampled_BN = draw_tokens(logits_BNV, temperature, u_BN)
+        probs_BNV = torch.softmax(logits_BNV / temperature if temperature > 0 else logits_BNV, dim=-1)
         score_BN = probs_BNV.gather(-1, sampled_BN[..., None])[..., 0].clamp_min(1e-30).log()
         if choice_temperature > 0:
             gumbel_BN = -torch.log(-torch.log(u_BS2N[:, s, 1].clamp(1e-20, 1 - 1e-7)))

@@ -274,8 +274,9 @@ class Simulator:
                               mask_token_id=self.mask_token_id, device=self.device)
 
     def _step_cached(self, actions_B: torch.Tensor) -> torch.Tensor:
-        def logits_fn(tokens_BN: torch.Tensor, mask_BN: torch.Tensor) -> torch.Tensor:
-            return self._dyn_step(tokens_BN, actions_B, mask_BN, self.dyn_cache, commit=False)
+        def logits_fn(tokens_BN: torch.Tensor, mask_BN: torch.Tensor, u_BN: torch.Tensor | None) -> torch.Tensor:
+            return self._dyn_step(tokens_BN, actions_B, mask_BN, self.dyn_cache, commit=False,
+                                  temperature=self.temperature, u_BN=u_BN)
 
         tokens_BN = self._sample(logits_fn, self.num_worlds, self.generators)
         self.features_BND = self._dyn_commit(tokens_BN, actions_B, self.dyn_cache)
@@ -293,12 +294,13 @@ class Simulator:
             # actions_gL[:, t] leads frame t to t+1 within the window; the window's first frame gets "no action".
             actions_gL = torch.cat([self.hist_actions_BW[g, 1:L], actions_B[g, None]], dim=1)
 
-            def logits_fn(tokens_BN: torch.Tensor, mask_BN: torch.Tensor, hist_gLN=hist_gLN,
-                          actions_gL=actions_gL) -> torch.Tensor:
+            def logits_fn(tokens_BN: torch.Tensor, mask_BN: torch.Tensor, u_BN: torch.Tensor | None,
+                          hist_gLN=hist_gLN, actions_gL=actions_gL) -> torch.Tensor:
                 tokens_BTN = torch.cat([hist_gLN, tokens_BN[:, None]], dim=1)
                 mask_BTN = torch.zeros_like(tokens_BTN, dtype=torch.bool)
                 mask_BTN[:, -1] = mask_BN
-                return self.model.dynamics(tokens_BTN, actions_gL, mask_BTN)[:, -1]
+                u_BTN = None if u_BN is None else u_BN[:, None].expand(-1, tokens_BTN.shape[1], -1)
+                return self.model.dynamics(tokens_BTN, actions_gL, mask_BTN, self.temperature, u_BTN)[:, -1]
 
             tokens_gN = self._sample(logits_fn, len(g), [self.generators[i] for i in g.tolist()])
             window_gLN = torch.cat([hist_gLN, tokens_gN[:, None]], dim=1)
