@@ -37,6 +37,8 @@ class Args(PPOSettings):
     """cut a dream episode after this many steps (a world that never ends its episodes still resets)"""
     maskgit_steps: int | None = None
     """MaskGIT steps per dream frame (default: the model's)"""
+    maskgit_schedule: str | None = None
+    """frame or cell (see Genie-v0's maskgit_schedule; default: the model's)"""
     precision: str = "float32"
     """Genie-v0 generation precision: float32 or bfloat16"""
     out: str = "runs/dream_ppo"
@@ -51,6 +53,7 @@ def main(args: Args) -> None:
     venv = GenieSB3VecEnv(args.num_envs, checkpoint=args.world_model, learned_rewards=True,
                           prompt_levels=tuple(args.prompt_levels), prompt_mode=args.prompt_mode,
                           max_episode_steps=args.max_episode_steps, maskgit_steps=args.maskgit_steps,
+                          maskgit_schedule=args.maskgit_schedule,
                           precision=args.precision, device=args.device if args.device != "auto" else "cpu")
     venv.seed(args.seed)
     train_ppo(args, venv, export=False)

@@ -90,8 +90,6 @@ class DynamicsConfig:
     mask_rate_max: float = 1.0
     per_frame_mask: bool = False  # False: one rate per clip (the paper); True: an independent rate per frame
     context_noise: float = 0.0  # > 0: unmasked tokens replaced by random codes at a per-frame rate ~ U(0, this)
-    cell_autoregressive: bool = False  # with G > 1 tokens per grid cell: predict a cell's tokens in sequence, each
-    # conditioned on the ones before it (models/dynamics.py, CellHead); False: independently from one hidden state
 
 
 @dataclass
@@ -130,6 +128,8 @@ class SamplingConfig:
     maskgit_steps: int = 25
     temperature: float = 1.0
     context_frames: int = 16
+    schedule: str = "frame"  # "frame": MaskGIT's confidence ranking over the whole frame (the paper); "cell": each
+    # step decides a share of every grid cell's tokens (models/maskgit.py; needs maskgit_steps <= tokens per cell)
 
 
 @dataclass

@@ -279,12 +279,15 @@ def test_entry_points_print_no_gym_banner_and_dream_ppo_lists_only_its_own_optio
     import sys
 
     root = Path(__file__).resolve().parent.parent
-    for code in ("import genie_gym.envs.sb3", "import agents.ppo_expert",
-                 "from genie_gym.envs.procgen_prompt import procgen_start_frame; procgen_start_frame('coinrun', 0)"):
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
-        assert r.returncode == 0 and "unmaintained" not in r.stderr + r.stdout, (code, r.stderr[-300:])
-    r = subprocess.run([sys.executable, "-m", "agents.dream_ppo", "--help"], capture_output=True, text=True,
-                       cwd=root, timeout=120)
-    assert r.returncode == 0 and "unmaintained" not in r.stderr + r.stdout
-    assert "--world-model" in r.stdout and "--learning-rate" in r.stdout
-    assert not any(flag in r.stdout for flag in ("--num-levels", "--start-level", "--env-name"))
+    commands = [[sys.executable, "-c", code] for code in (
+        "import genie_gym.envs.sb3", "import agents.ppo_expert",
+        "from genie_gym.envs.procgen_prompt import procgen_start_frame; procgen_start_frame('coinrun', 0)")]
+    commands.append([sys.executable, "-m", "agents.dream_ppo", "--help"])
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root)
+             for c in commands]  # each in its own process (the first gym import is the one that would print)
+    outputs = [p.communicate(timeout=120) for p in procs]
+    for command, proc, (out, err) in zip(commands, procs, outputs, strict=True):
+        assert proc.returncode == 0 and "unmaintained" not in out + err, (command, err[-300:])
+    help_text = outputs[-1][0]
+    assert "--world-model" in help_text and "--learning-rate" in help_text
+    assert not any(flag in help_text for flag in ("--num-levels", "--start-level", "--env-name"))

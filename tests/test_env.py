@@ -225,9 +225,11 @@ def test_bad_make_arguments(ckpt, tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="corrupt"):
         GenieEnv(checkpoint=tmp_path / "bad.pt")
     for kwargs in ({"prompt_game": "pong"}, {"prompt_levels": (5, 5)}, {"max_episode_steps": 0},
-                   {"maskgit_steps": 0}, {"reward_fn": 3}):
+                   {"maskgit_steps": 0}, {"reward_fn": 3}, {"maskgit_schedule": "pixel"}):
         with pytest.raises(ConfigError):
             GenieEnv(checkpoint=ckpt, **kwargs)
+    with pytest.raises(ConfigError, match=r"maskgit_steps must be 1\.\.2, got 3"):  # tiny: 2 tokens per grid cell
+        GenieEnv(checkpoint=ckpt, maskgit_schedule="cell", maskgit_steps=3)
     with pytest.raises(gym.error.UnsupportedMode):
         GenieEnv(checkpoint=ckpt, render_mode="ansi")
     with pytest.raises(ConfigError, match=r"unknown make-time argument\(s\) \['maskgit_step'\].*'maskgit_steps'"):

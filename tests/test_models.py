@@ -391,53 +391,6 @@ def test_dynamics_cached_steps_equal_full(cfg):
             torch.testing.assert_close(step, full[:, t], atol=1e-5, rtol=0)
 
 
-def test_cell_head_starts_as_the_plain_head_then_conditions_on_the_tokens_it_draws(cfg):
-    from genie_gym.models.maskgit import draw_tokens
-    from genie_gym.training.trainer import load_grown
-
-    tok, _, plain = _models(cfg)
-    V, N, G, A = tok.codebook_size, tok.tokens_per_frame, tok.groups, cfg.lam.num_actions
-    assert G > 1
-    dcfg = dataclasses.replace(cfg.dynamics, cell_autoregressive=True)
-    cell = DynamicsModel(dcfg, V, N, A, max_frames=T, groups=G).eval()
-    plain.eval()
-    for p in cell.cell_head.parameters():  # what it was built with must not survive the load's zeroing
-        torch.nn.init.normal_(p, std=0.5)
-    with pytest.raises(RuntimeError):
-        load_grown(plain, cell.state_dict())  # a model cannot shed its cell head
-    cell = DynamicsModel(dcfg, V, N, A, max_frames=T, groups=G).eval()
-    assert load_grown(cell, plain.state_dict()) == ["cell_head: new"]
-    g = torch.Generator().manual_seed(4)
-    tokens = torch.randint(0, V, (2, T, N), generator=g)
-    actions = torch.randint(0, A, (2, T - 1), generator=g)
-    mask = torch.rand(2, T, N, generator=g) < 0.5
-    with torch.no_grad():
-        torch.testing.assert_close(cell(tokens, actions, mask), plain(tokens, actions, mask), atol=0, rtol=0)
-        assert cell.loss(tokens, actions, torch.Generator().manual_seed(0))[0].item() == \
-            plain.loss(tokens, actions, torch.Generator().manual_seed(0))[0].item()
-        for p in cell.cell_head.parameters():  # a trained head: later groups now read the earlier ones
-            torch.nn.init.normal_(p, std=0.5)
-        all_masked = torch.ones_like(mask)
-        def by_group(x):
-            return (x.unflatten(2, (N // G, G)))
-        out = cell(tokens, actions, all_masked)
-        torch.testing.assert_close(by_group(out)[:, :, :, 0], by_group(plain(tokens, actions, all_masked))[:, :, :, 0])
-        assert not torch.allclose(by_group(out)[:, :, :, 1], by_group(plain(tokens, actions, all_masked))[:, :, :, 1])
-        h = cell.features(tokens, actions, all_masked)
-        teacher = cell._logits(h, out.argmax(-1))  # argmax chain = teacher forcing on its own argmax tokens
-        torch.testing.assert_close(teacher, out)
-        u = torch.rand(2, T, N, generator=g)
-        sampled = cell(tokens, actions, all_masked, temperature=1.0, u_BTN=u)
-        drawn = draw_tokens(sampled, 1.0, u)  # what MaskGIT keeps from these logits with the same uniforms
-        torch.testing.assert_close(cell._logits(h, drawn), sampled)
-        assert not torch.equal(drawn, out.argmax(-1))
-        given = tokens.clone()  # an unmasked earlier group is read as given
-        given[..., 0] = (given[..., 0] + 1) % V
-        none = torch.zeros_like(mask)
-        assert not torch.allclose(by_group(cell(given, actions, none))[:, 1:, :, 1],
-                                  by_group(cell(tokens, actions, none))[:, 1:, :, 1])
-
-
 # --- MaskGIT ------------------------------------------------------------------------------------------------
 def test_mask_schedule_is_cosine_and_ends_at_zero():
     assert mask_schedule(64, 4) == [59, 45, 24, 0]
@@ -449,7 +402,7 @@ def _toy_logits_fn(V: int):
     """Deterministic per-element logits that depend on which tokens are already fixed (like a real model)."""
     W = torch.randn(V + 1, V, generator=torch.Generator().manual_seed(3))
 
-    def fn(tokens_BN: torch.Tensor, mask_BN: torch.Tensor, u_BN: torch.Tensor | None) -> torch.Tensor:
+    def fn(tokens_BN: torch.Tensor, mask_BN: torch.Tensor) -> torch.Tensor:
         ctx_BV = W[tokens_BN].mean(1, keepdim=True)
         return 2.0 * W[tokens_BN] + ctx_BV
     return fn
@@ -481,12 +434,34 @@ def test_maskgit_greedy_and_call_count():
     target = torch.randint(0, V, (N,), generator=torch.Generator().manual_seed(0))
     calls = []
 
-    def fn(tokens_BN, mask_BN, u_BN):
+    def fn(tokens_BN, mask_BN):
         calls.append(int(mask_BN.sum()))
         return torch.nn.functional.one_hot(target, V).float().expand(2, N, V) * 5.0
     out = maskgit_sample(fn, 2, N, steps=5, temperature=0.0, mask_token_id=V)
     assert torch.equal(out, target.expand(2, N))
     assert calls == [2 * N] + [2 * n for n in mask_schedule(N, 5)[:-1]]
+
+
+def test_maskgit_per_cell_schedule_decides_a_share_of_every_cell_each_step():
+    V, N, G = 8, 24, 4
+    seen = []
+
+    def fn(tokens_BN, mask_BN):
+        seen.append(mask_BN.clone())
+        g = torch.Generator().manual_seed(int(mask_BN.sum()))
+        return torch.randn(1, N, V, generator=g) * 3.0
+
+    out = maskgit_sample(fn, 1, N, steps=4, temperature=0.0, mask_token_id=V, cell_size=G)
+    assert (out < V).all()
+    for k, m in enumerate(seen):  # before pass k, groups 0..k-1 of every cell are decided, the rest masked
+        assert torch.equal(m.view(N // G, G), (torch.arange(G) >= k).expand(N // G, G)), k
+    seen.clear()
+    frame = maskgit_sample(fn, 1, N, steps=4, temperature=0.0, mask_token_id=V)  # frame-wide: cells left uneven
+    assert len({int(c) for c in seen[1].view(N // G, G).sum(-1)}) > 1 and (frame < V).all()
+    assert torch.equal(maskgit_sample(fn, 1, N, steps=1, temperature=0.0, mask_token_id=V, cell_size=G),
+                       maskgit_sample(fn, 1, N, steps=1, temperature=0.0, mask_token_id=V))  # one pass: the same
+    with pytest.raises(ValueError, match="steps must be 1..4"):
+        maskgit_sample(fn, 1, N, steps=5, temperature=0.0, mask_token_id=V, cell_size=G)
 
 
 # --- tiny models learn: LAM + dynamics co-training ----------------------------------------------------------
@@ -529,13 +504,13 @@ def test_dynamics_context_noise_keeps_frame0_clean_and_rates_are_per_frame(cfg):
     _, _, dyn = _models(cfg)
     dyn.cfg = dataclasses.replace(dyn.cfg, context_noise=0.5, per_frame_mask=True, mask_rate_min=0.0)
     seen = {}
-    features = dyn.features
+    forward = dyn.forward
 
     def spy(tokens_BTN, actions_BT, mask_BTN=None):
         seen["tokens"], seen["mask"] = tokens_BTN.clone(), mask_BTN.clone()
-        return features(tokens_BTN, actions_BT, mask_BTN)
+        return forward(tokens_BTN, actions_BT, mask_BTN)
 
-    dyn.features = spy
+    dyn.forward = spy
     tokens = torch.randint(0, dyn.num_tokens, (16, T, dyn.tokens_per_frame))
     loss, stats = dyn.loss(tokens, torch.randint(0, 8, (16, T - 1)), generator=torch.Generator().manual_seed(0))
     inputs, mask = seen["tokens"], seen["mask"]

@@ -329,7 +329,7 @@ def test_init_from_a_shallower_dynamics_deepens_it_as_the_identity(tiny_data: Pa
                             set=(f"dynamics.num_layers={n + 2}",)))
     deep = trainer.model.parts()["dynamics"].eval()
     assert len(deep.transformer.blocks) == n + 2
-    assert trainer.init_from["grown"] == [f"dynamics.transformer: {n} -> {n + 2} blocks"]
+    assert trainer.init_from["deepened"] == [f"dynamics.transformer: {n} -> {n + 2} blocks"]
     g = torch.Generator().manual_seed(0)
     tokens_BTN = torch.randint(0, ref.num_tokens, (2, 4, ref.tokens_per_frame), generator=g)
     actions_BT = torch.randint(0, ref.num_actions, (2, 3), generator=g)

@@ -211,6 +211,18 @@ def test_cached_path_equals_full_recompute_within_the_window(tiny, prompts):
     assert not np.array_equal(cached[W - 1:], full[W - 1:])
 
 
+def test_cell_schedule_is_one_keyword_and_its_own_rollout(tiny, prompts):
+    """maskgit_schedule='cell' (each pass decides a share of every grid cell) runs through the same Simulator, is
+    deterministic per seed, and decodes other frames than the frame-wide schedule with as many passes."""
+    actions_SB = np.random.default_rng(3).integers(0, 8, (4, 3))
+    cell = _rollout(Simulator(tiny, 3, maskgit_steps=2, maskgit_schedule="cell"), prompts, [1, 2, 3], actions_SB)
+    again = _rollout(Simulator(tiny, 3, maskgit_steps=2, maskgit_schedule="cell"), prompts, [1, 2, 3], actions_SB)
+    frame = _rollout(Simulator(tiny, 3, maskgit_steps=2, maskgit_schedule="frame"), prompts, [1, 2, 3], actions_SB)
+    assert np.array_equal(cell, again) and not np.array_equal(cell, frame)
+    with pytest.raises(ConfigError, match="maskgit_schedule must be one of"):
+        Simulator(tiny, 1, maskgit_schedule="rows")
+
+
 def test_a_world_is_the_same_alone_or_in_a_batch_and_after_partial_reset(tiny, prompts):
     actions_SB = np.random.default_rng(2).integers(0, 8, (6, 3))
     batch = _rollout(Simulator(tiny, 3, context_frames=4), prompts, [1, 2, 3], actions_SB)

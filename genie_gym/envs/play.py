@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -56,6 +56,9 @@ class Args:
     """Window / video upscaling of the 64x64 frames (nearest neighbour)."""
     maskgit_steps: int | None = None
     """MaskGIT steps per frame; default: the model's (Genie: 25)."""
+    maskgit_schedule: Literal["frame", "cell"] | None = None
+    """frame: MaskGIT ranks the whole frame; cell: each step decides a share of every grid cell's tokens (sharper
+    long rollouts; steps <= tokens per cell); default: the model's."""
     temperature: float | None = None
     """Sampling temperature; default: the model's (CoinRun: 1.0)."""
     context_frames: int | None = None
@@ -285,7 +288,8 @@ def main(args: Args) -> None:
     if args.headless and args.actions:
         parse_actions(args.actions, num_actions=2**31)  # the syntax now; the range once the model is loaded
     env = GenieEnv(checkpoint=args.checkpoint, maskgit_steps=args.maskgit_steps, temperature=args.temperature,
-                   context_frames=args.context_frames, device=args.device, max_episode_steps=None)
+                   context_frames=args.context_frames, device=args.device, max_episode_steps=None,
+                   maskgit_schedule=args.maskgit_schedule)
     if args.headless:
         if not args.actions:
             raise SystemExit("genie-gym play --headless needs --actions, e.g. --actions 7,7,3,3")

@@ -32,7 +32,7 @@ from genie_gym.envs.vector_env import GenieVectorEnv  # noqa: E402
 
 # Attributes `get_attr` / `set_attr` understand. They are shared by all worlds, so `set_attr` sets them for all.
 _READABLE = ("render_mode", "max_episode_steps", "reward_fn", "observation_space", "action_space", "metadata",
-             "spec", "num_actions", "world_model", "maskgit_steps", "temperature", "context_frames",
+             "spec", "num_actions", "world_model", "maskgit_steps", "maskgit_schedule", "temperature", "context_frames",
              "prompt_game", "prompt_levels", "prompt_mode")
 _WRITABLE = ("reward_fn", "max_episode_steps", "temperature", "maskgit_steps")
 
@@ -126,6 +126,7 @@ class GenieSB3VecEnv(VecEnv):
             "num_actions": lambda: w.num_actions,
             "world_model": lambda: w.world_model,
             "maskgit_steps": lambda: w.sim.maskgit_steps,
+            "maskgit_schedule": lambda: w.sim.maskgit_schedule,
             "temperature": lambda: w.sim.temperature,
             "context_frames": lambda: w.sim.context_frames,
             "prompt_game": lambda: w.prompt_game,

@@ -75,6 +75,9 @@ class WorldSettings:
     """sampling temperature, 0 = argmax (default: the model's; Genie: 1.0)"""
     context_frames: int | None = None
     """frames the model sees, the new one included (default: the model's; Genie: 16)"""
+    maskgit_schedule: str | None = None
+    """"frame" (MaskGIT over the whole frame, the paper) or "cell" (every pass decides a share of each grid cell's
+    tokens: sharper long rollouts, needs maskgit_steps <= tokens per cell; default: the model's)"""
     device: str = "cpu"
     """"cpu", "cuda" or "auto" (the device the model runs on)"""
     reward_fn: RewardFn | None = None
@@ -161,7 +164,8 @@ class WorldBatch:
             _warn_no_heads_once()
         self.sim = Simulator(self.world_model, int(num_worlds), settings.maskgit_steps, settings.temperature,
                              settings.context_frames, self.device, use_cache=settings.use_cache,
-                             precision=settings.precision, compile=settings.compile)
+                             precision=settings.precision, compile=settings.compile,
+                             maskgit_schedule=settings.maskgit_schedule)
         self.num_worlds = int(num_worlds)
         self.num_actions = self.world_model.num_actions
         self.frame_shape = (self.world_model.image_size, self.world_model.image_size, 3)

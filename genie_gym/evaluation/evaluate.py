@@ -63,6 +63,9 @@ class Args:
     """MaskGIT steps per frame (default: the model's sampling config)"""
     temperature: float | None = None
     """MaskGIT sampling temperature (default: the model's sampling config; 0 = greedy)"""
+    maskgit_schedule: Literal["frame", "cell"] | None = None
+    """frame: MaskGIT ranks the whole frame (the paper); cell: every step decides a share of each grid cell's tokens
+    (steps <= tokens per cell; default: the model's sampling config)"""
     precision: Literal["float32", "bfloat16"] = "float32"
     """generation precision (bfloat16: autocast, as Genie-v0's precision setting)"""
     batch_size: int = 16
@@ -151,6 +154,7 @@ def simulate(
     prompt_actions: np.ndarray | None = None,
     keep: list[int] | None = None,
     precision: str = "float32",
+    schedule: str | None = None,
 ) -> torch.Tensor:
     """Generated frames (B, K, H, W, C) float in [0, 1], through the env's Simulator.
 
@@ -160,7 +164,8 @@ def simulate(
 
     C = prompts_BHWC_u8.shape[1] if prompts_BHWC_u8.ndim == 5 else 1
     sim = Simulator(wm, num_worlds=len(seeds), maskgit_steps=maskgit_steps, temperature=temperature, device=device,
-                    context_frames=max(wm.config.sampling.context_frames, C + 1), precision=precision)
+                    context_frames=max(wm.config.sampling.context_frames, C + 1), precision=precision,
+                    maskgit_schedule=schedule)
     sim.reset(None, prompts_BHWC_u8, seeds, prompt_actions)
     frames = []
     for k in range(actions_BK.shape[1]):
@@ -250,7 +255,7 @@ def evaluate(args: Args) -> dict:
             prompts = u8[:, first:Cmax].numpy()
             gen = simulate(wm, prompts, acts_all[:, Cmax - 1 :].numpy(), seeds, args.maskgit_steps, device,
                             args.temperature, prompt_actions=acts_all[:, first : Cmax - 1].numpy(),
-                            precision=args.precision)
+                            precision=args.precision, schedule=args.maskgit_schedule)
             still = real[:, Cmax - 1 : Cmax].cpu().expand_as(target)
             p_gen[c].append(psnr(gen, target))
             s_gen[c].append(ssim(gen, target))
@@ -261,7 +266,7 @@ def evaluate(args: Args) -> dict:
                 acts_rand = torch.randint(0, A, (len(batch), K), generator=g_rand)
                 gen_rand = simulate(wm, prompts, acts_rand.numpy(), seeds, args.maskgit_steps, device,
                                      args.temperature, prompt_actions=acts_all[:, first : Cmax - 1].numpy(),
-                            precision=args.precision)
+                            precision=args.precision, schedule=args.maskgit_schedule)
                 psnr_rand.append(psnr(gen_rand, target))
                 for b in range(min(len(batch), 4 - len(grid_rows) // 2)):
                     grid_rows += [real[b, Cmax - 1 :].cpu(), torch.cat([real[b, Cmax - 1 : Cmax].cpu(), gen[b]])]
@@ -313,7 +318,8 @@ def evaluate(args: Args) -> dict:
             u8 = torch.stack([ds_long[i] for i in batch])
             acts = torch.randint(0, A, (len(batch), L), generator=g_long)
             gen = simulate(wm, u8[:, 0].numpy(), acts.numpy(), [args.seed * 7 + i for i in batch],
-                            args.maskgit_steps, device, args.temperature, keep=marks, precision=args.precision)
+                            args.maskgit_steps, device, args.temperature, keep=marks, precision=args.precision,
+                            schedule=args.maskgit_schedule)
             real_marks = to_float(u8[:, marks])
             ge_gen.append(gradient_energy(gen))
             ge_real.append(gradient_energy(real_marks))
@@ -338,7 +344,7 @@ def evaluate(args: Args) -> dict:
     strip_acts = np.repeat(np.arange(A)[:, None], args.strip_steps, axis=1)
     strip = simulate(
         wm, np.repeat(prompt[None], A, axis=0), strip_acts, [args.seed] * A, args.maskgit_steps, device,
-        args.temperature, precision=args.precision,
+        args.temperature, precision=args.precision, schedule=args.maskgit_schedule,
     )
     prompt_f = to_float(torch.as_tensor(prompt))[None]
     strip_img = clip_strip([torch.cat([prompt_f, strip[a]]) for a in range(A)])
@@ -354,6 +360,7 @@ def evaluate(args: Args) -> dict:
         "num_clips": len(roll_idx),
         "seed": args.seed,
         "maskgit_steps": args.maskgit_steps or cfg.sampling.maskgit_steps,
+        "maskgit_schedule": args.maskgit_schedule or cfg.sampling.schedule,
         "temperature": cfg.sampling.temperature if args.temperature is None else args.temperature,
         "context_frames": cfg.sampling.context_frames,
         "tokenizer_psnr": float(torch.cat(psnrs).mean()),

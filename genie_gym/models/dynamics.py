@@ -12,14 +12,6 @@ embeddings (one table per group, each with its own MASK entry), and the head pre
 codes per position. To MaskGIT and to everything outside this file a frame is still a flat row of N*G tokens
 (cell-major), each masked and sampled on its own.
 
-Within-cell autoregression (`cell_autoregressive`, `CellHead`): the G tokens of a cell are G views of one small
-patch and must agree, yet one hidden state gives G independent distributions, so where the frame is uncertain
-(the agent moved one pixel or two) each token may pick another option and the decoder draws a mixture: soft edges
-that compound over a long rollout. With the cell head, group g's logits also read the embeddings of the cell's
-tokens of groups < g: the true ones in training (teacher forcing), the ones just drawn at inference (argmax, or
-`maskgit.draw_tokens` with MaskGIT's own uniforms, so MaskGIT keeps exactly the tokens the chain conditioned on).
-It costs G - 1 small residual MLP passes over the positions, not G transformer passes.
-
 Training (`loss`): tokens of frames 1..T-1 are masked with probability r (frame 0 never); r ~ U(mask_rate_min,
 mask_rate_max) once per clip (the paper) or, with `per_frame_mask`, once per frame, so that the model also
 sees frames whose past is (nearly) clean, as at inference, where the context is real or already generated
@@ -35,31 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from genie_gym.config import DynamicsConfig
-from genie_gym.models.maskgit import draw_tokens
-from genie_gym.models.st_transformer import MLP, STTransformer, TemporalKVCache, init_weights
-
-
-class CellHead(nn.Module):
-    """Features of group g of a cell from the position's features and the cell's tokens of groups < g. The token
-    embeddings and the MLP's output projection start at zero: a new head predicts exactly what the plain head did
-    (so `--init-from` a model without it fine-tunes from that model)."""
-
-    def __init__(self, d_model: int, num_tokens_V: int, groups: int):
-        super().__init__()
-        self.num_tokens = num_tokens_V
-        self.tok_emb = nn.Embedding((groups - 1) * num_tokens_V, d_model)  # group g's code v: row g * V + v
-        self.norm = nn.LayerNorm(d_model)
-        self.mlp = MLP(d_model, mult=2)
-        init_weights(self.mlp)
-        nn.init.zeros_(self.tok_emb.weight)
-        nn.init.zeros_(self.mlp.proj.weight)
-
-    def embed(self, tokens_BN: torch.Tensor, group: int) -> torch.Tensor:
-        return self.tok_emb(tokens_BN + group * self.num_tokens)
-
-    def forward(self, h_BND: torch.Tensor, prev_BND: torch.Tensor) -> torch.Tensor:
-        z_BND = h_BND + prev_BND
-        return z_BND + self.mlp(self.norm(z_BND))
+from genie_gym.models.st_transformer import STTransformer, TemporalKVCache, init_weights
 
 
 class DynamicsModel(nn.Module):
@@ -82,7 +50,6 @@ class DynamicsModel(nn.Module):
         self.act_emb = nn.Embedding(num_actions_A + 1, D)
         self.transformer = STTransformer(D, cfg.num_layers, cfg.num_heads, cfg.qk_norm, max_frames)
         self.head = nn.Linear(D, groups * num_tokens_V)
-        self.cell_head = CellHead(D, num_tokens_V, groups) if cfg.cell_autoregressive and groups > 1 else None
         self.register_buffer("group_offset", torch.arange(groups) * (num_tokens_V + 1), persistent=False)
         for m in (self.tok_emb, self.act_emb, self.head):
             init_weights(m)
@@ -95,40 +62,13 @@ class DynamicsModel(nn.Module):
         rows = tokens.unflatten(-1, (self.positions, self.groups)) + self.group_offset
         return self.tok_emb(rows).sum(-2) + self.pos_emb + self.act_emb(actions)[..., None, :]
 
-    def _logits(self, h: torch.Tensor, tokens: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-                temperature: float = 0.0, u: torch.Tensor | None = None) -> torch.Tensor:
-        """Transformer output (..., N, D) -> logits (..., N*G, V). With the cell head, group g conditions on the
-        cell's groups < g: `tokens` (..., N*G) where `mask` is False (or everywhere when `mask` is None: teacher
-        forcing), and where it is True the token drawn from the logits just computed (`draw_tokens` with
-        `temperature` and the uniforms `u`, (..., N*G); argmax at temperature 0)."""
-        if self.cell_head is None:
-            return self.head(h).unflatten(-1, (self.groups, self.num_tokens)).flatten(-3, -2)
-        G, V = self.groups, self.num_tokens
-        weight_GVD = self.head.weight.view(G, V, -1)
-        bias_GV = self.head.bias.view(G, V)
-        tokens_PG, mask_PG, u_PG = (None if x is None else x.unflatten(-1, (self.positions, G))
-                                    for x in (tokens, mask, u))
-        prev = torch.zeros_like(h)
-        logits = []
-        for g in range(G):
-            z = h if g == 0 else self.cell_head(h, prev)
-            logits_g = F.linear(z, weight_GVD[g], bias_GV[g])
-            logits.append(logits_g)
-            if g == G - 1:
-                break
-            if mask_PG is None:
-                chosen = tokens_PG[..., g]
-            else:
-                drawn = draw_tokens(logits_g, temperature, None if u_PG is None else u_PG[..., g])
-                chosen = torch.where(mask_PG[..., g], drawn, tokens_PG[..., g])
-            prev = prev + self.cell_head.embed(chosen, g)
-        return torch.stack(logits, dim=-2).flatten(-3, -2)
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Transformer output (..., N, D) -> logits (..., N*G, V)."""
+        return self.head(h).unflatten(-1, (self.groups, self.num_tokens)).flatten(-3, -2)
 
-    def forward(self, tokens_BTN: torch.Tensor, actions_BT: torch.Tensor, mask_BTN: torch.Tensor | None = None,
-                temperature: float = 0.0, u_BTN: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (B, T, N, V). `actions_BT` is (B, T-1): a_t leads from frame t to frame t+1. With the cell head, a
-        masked token's later groups condition on the token drawn for it (`_logits`: argmax unless `temperature` and
-        uniforms `u_BTN` are given)."""
+    def forward(self, tokens_BTN: torch.Tensor, actions_BT: torch.Tensor, mask_BTN: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """Logits (B, T, N, V). `actions_BT` is (B, T-1): a_t leads from frame t to frame t+1."""
         B, T, N = tokens_BTN.shape
         if N != self.tokens_per_frame:
             raise ValueError(f"expected {self.tokens_per_frame} tokens per frame, got tokens of shape "
@@ -138,10 +78,7 @@ class DynamicsModel(nn.Module):
             raise ValueError(f"actions_BT must have shape (B, T-1) = ({B}, {T - 1}) for tokens "
                              f"{tuple(tokens_BTN.shape)}, got {tuple(actions_BT.shape)}; actions[:, t] "
                              "is the action from frame t to t+1")
-        h = self.features(tokens_BTN, actions_BT, mask_BTN)
-        if mask_BTN is None:
-            mask_BTN = torch.zeros_like(tokens_BTN, dtype=torch.bool)
-        return self._logits(h, tokens_BTN, mask_BTN, temperature, u_BTN)
+        return self._logits(self.features(tokens_BTN, actions_BT, mask_BTN))
 
     def features(self, tokens_BTN: torch.Tensor, actions_BT: torch.Tensor, mask_BTN: torch.Tensor | None = None
                  ) -> torch.Tensor:
@@ -172,8 +109,7 @@ class DynamicsModel(nn.Module):
             inputs_BTN = torch.where(noisy_BTN, rand_BTN.to(tokens_BTN.device), tokens_BTN)
         else:
             inputs_BTN = tokens_BTN
-        h = self.features(inputs_BTN, actions_BT, mask_BTN)
-        logits_BTNV = self._logits(h, tokens_BTN)  # the cell head reads the cell's true earlier tokens
+        logits_BTNV = self.forward(inputs_BTN, actions_BT, mask_BTN)
         logits_MV, target_M = logits_BTNV[mask_BTN].float(), tokens_BTN[mask_BTN]
         if target_M.numel() == 0:
             raise ValueError("no token was masked: clips need at least 2 frames (frame 0 is never masked)")
@@ -191,15 +127,10 @@ class DynamicsModel(nn.Module):
         return self.transformer.new_cache(batch_size, None, device, dtype)
 
     def forward_step(self, tokens_BN: torch.Tensor, actions_B: torch.Tensor, mask_BN: torch.Tensor | None,
-                     cache: TemporalKVCache, commit: bool = False, temperature: float = 0.0,
-                     u_BN: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (B, N, V) for one new frame; `actions_B` led to this frame (A = no action: first frame).
-        `temperature` and `u_BN`: how the cell head draws a masked token's earlier groups (see `forward`)."""
+                     cache: TemporalKVCache, commit: bool = False) -> torch.Tensor:
+        """Logits (B, N, V) for one new frame; `actions_B` led to this frame (A = no action: first frame)."""
         x_BND = self._embed(tokens_BN, mask_BN, actions_B.long())
-        h_BND = self.transformer.forward_step(x_BND, cache, commit)
-        if mask_BN is None:
-            mask_BN = torch.zeros_like(tokens_BN, dtype=torch.bool)
-        return self._logits(h_BND, tokens_BN, mask_BN, temperature, u_BN)
+        return self._logits(self.transformer.forward_step(x_BND, cache, commit))
 
     def commit_step(self, tokens_BN: torch.Tensor, actions_B: torch.Tensor, cache: TemporalKVCache) -> torch.Tensor:
         """Append a decided frame to the cached history without computing logits (the head is ~30% of a pass);

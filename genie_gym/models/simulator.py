@@ -43,6 +43,7 @@ from genie_gym.utils.device import available_memory_bytes, resolve_device
 # precision -> autocast dtype (None: plain float32). bf16 runs the dynamics matmuls in half the bytes; its speed-up
 # on this CPU is measured by `python benchmarks/env_speed.py` (`single_env_fps_bf16`).
 PRECISIONS: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16}
+SCHEDULES = ("frame", "cell")  # MaskGIT's ranking over the frame (the paper), or inside each grid cell (maskgit.py)
 
 
 class CompiledOrEager:
@@ -112,11 +113,13 @@ class Simulator:
     def __init__(self, world_model: WorldModel, num_worlds: int = 1, maskgit_steps: int | None = None,
                  temperature: float | None = None, context_frames: int | None = None,
                  device: str | torch.device = "cpu", use_cache: bool = True, precision: str = "float32",
-                 compile: bool = False):
+                 compile: bool = False, maskgit_schedule: str | None = None):
         sampling = world_model.config.sampling
         maskgit_steps = sampling.maskgit_steps if maskgit_steps is None else maskgit_steps
         temperature = sampling.temperature if temperature is None else temperature
         context_frames = sampling.context_frames if context_frames is None else context_frames
+        maskgit_schedule = sampling.schedule if maskgit_schedule is None else maskgit_schedule
+        cell = world_model.config.tokenizer.groups  # tokens per grid cell
         if not isinstance(num_worlds, (int, np.integer)) or num_worlds < 1:
             raise ConfigError(f"num_worlds must be a positive int, got {num_worlds!r}")
         if not isinstance(maskgit_steps, (int, np.integer)) or maskgit_steps < 1:
@@ -126,6 +129,12 @@ class Simulator:
         if not isinstance(context_frames, (int, np.integer)) or not 2 <= context_frames <= MAX_FRAMES:
             raise ConfigError(f"context_frames must be an int in [2, {MAX_FRAMES}] (frames the model sees, the "
                               f"new one included; Genie uses 16), got {context_frames!r}")
+        if maskgit_schedule not in SCHEDULES:
+            raise ConfigError(f"maskgit_schedule must be one of {list(SCHEDULES)}, got {maskgit_schedule!r}")
+        if maskgit_schedule == "cell" and isinstance(maskgit_steps, (int, np.integer)) and maskgit_steps > cell:
+            raise ConfigError(f"maskgit_schedule='cell' decides at least one of a grid cell's {cell} tokens per step: "
+                              f"maskgit_steps must be 1..{cell}, got {maskgit_steps} (or use maskgit_schedule="
+                              "'frame')")
         if precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         if not isinstance(compile, bool):
@@ -139,6 +148,8 @@ class Simulator:
         self.maskgit_steps = int(maskgit_steps)
         self.temperature = float(temperature)
         self.context_frames = int(context_frames)
+        self.maskgit_schedule = maskgit_schedule
+        self._cell_size = cell if maskgit_schedule == "cell" else 1
         self.use_cache = bool(use_cache)
         self.compile = compile
         dyn, tok = world_model.dynamics, world_model.tokenizer
@@ -271,12 +282,11 @@ class Simulator:
     def _sample(self, logits_fn, batch_size: int, generators: list[torch.Generator]) -> torch.Tensor:
         return maskgit_sample(logits_fn, batch_size, self.tokens_per_frame, steps=self.maskgit_steps,
                               temperature=self.temperature, generators=generators,
-                              mask_token_id=self.mask_token_id, device=self.device)
+                              mask_token_id=self.mask_token_id, device=self.device, cell_size=self._cell_size)
 
     def _step_cached(self, actions_B: torch.Tensor) -> torch.Tensor:
-        def logits_fn(tokens_BN: torch.Tensor, mask_BN: torch.Tensor, u_BN: torch.Tensor | None) -> torch.Tensor:
-            return self._dyn_step(tokens_BN, actions_B, mask_BN, self.dyn_cache, commit=False,
-                                  temperature=self.temperature, u_BN=u_BN)
+        def logits_fn(tokens_BN: torch.Tensor, mask_BN: torch.Tensor) -> torch.Tensor:
+            return self._dyn_step(tokens_BN, actions_B, mask_BN, self.dyn_cache, commit=False)
 
         tokens_BN = self._sample(logits_fn, self.num_worlds, self.generators)
         self.features_BND = self._dyn_commit(tokens_BN, actions_B, self.dyn_cache)
@@ -294,13 +304,12 @@ class Simulator:
             # actions_gL[:, t] leads frame t to t+1 within the window; the window's first frame gets "no action".
             actions_gL = torch.cat([self.hist_actions_BW[g, 1:L], actions_B[g, None]], dim=1)
 
-            def logits_fn(tokens_BN: torch.Tensor, mask_BN: torch.Tensor, u_BN: torch.Tensor | None,
-                          hist_gLN=hist_gLN, actions_gL=actions_gL) -> torch.Tensor:
+            def logits_fn(tokens_BN: torch.Tensor, mask_BN: torch.Tensor, hist_gLN=hist_gLN,
+                          actions_gL=actions_gL) -> torch.Tensor:
                 tokens_BTN = torch.cat([hist_gLN, tokens_BN[:, None]], dim=1)
                 mask_BTN = torch.zeros_like(tokens_BTN, dtype=torch.bool)
                 mask_BTN[:, -1] = mask_BN
-                u_BTN = None if u_BN is None else u_BN[:, None].expand(-1, tokens_BTN.shape[1], -1)
-                return self.model.dynamics(tokens_BTN, actions_gL, mask_BTN, self.temperature, u_BTN)[:, -1]
+                return self.model.dynamics(tokens_BTN, actions_gL, mask_BTN)[:, -1]
 
             tokens_gN = self._sample(logits_fn, len(g), [self.generators[i] for i in g.tolist()])
             window_gLN = torch.cat([hist_gLN, tokens_gN[:, None]], dim=1)

@@ -64,8 +64,8 @@ class Args:
     init_from: Path | None = None
     """start from the weights of this world-model file or checkpoint of the same phase (fine-tuning; ignored when
     --resume finds a checkpoint of this run); recorded in the checkpoints and the world model's metadata. A model
-    with fewer layers than this run's (e.g. --set dynamics.num_layers=6) is deepened, and one without the cell head
-    (--set dynamics.cell_autoregressive=true) gains it: the new parts start as the identity"""
+    with fewer layers than this run's (e.g. --set dynamics.num_layers=6) is deepened: the new blocks start as the
+    identity"""
     init_parts: tuple[str, ...] = ()
     """which parts --init-from loads (default: the phase's own: tokenizer; or lam and dynamics; or just lam)"""
     freeze_encoder: bool = False

@@ -58,42 +58,36 @@ PHASES = ("tokenizer", "dynamics")
 PHASE_PARTS = {"tokenizer": ("tokenizer",), "dynamics": ("lam", "dynamics")}  # what --init-from can load
 
 
-def load_grown(module: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
-    """`module.load_state_dict(state)`, where `state` may come from a smaller model of the same width: fewer blocks
-    in some ST transformer (`--set dynamics.num_layers=...` above the --init-from model's), or a dynamics without
-    the within-cell head (`--set dynamics.cell_autoregressive=true`). Its blocks fill the first ones; the others
-    keep their initialisation with their residual projections zeroed, so each starts as the identity, and a new
-    cell head starts at zero (models/dynamics.py, CellHead): the loaded model computes exactly what the source did.
-    Returns what grew ("blocks: 4 -> 6", "cell head"); any other mismatch raises load_state_dict's RuntimeError."""
-    from genie_gym.models.dynamics import CellHead
+def load_deepened(module: nn.Module, state: dict[str, torch.Tensor]) -> list[tuple[str, int, int]]:
+    """`module.load_state_dict(state)`, where `state` may come from a model with fewer blocks in some ST
+    transformer (`--set dynamics.num_layers=...` above the --init-from model's). Its blocks fill the first ones;
+    the others keep their initialisation with their residual projections zeroed, so each starts as the identity
+    and the loaded model computes exactly what the source did. Returns (transformer, blocks in state, blocks now)
+    for each transformer deepened; any other mismatch raises load_state_dict's RuntimeError."""
     from genie_gym.models.st_transformer import STTransformer
 
-    grown, deepened, expected_missing = [], [], set()
+    added, expected_missing = [], set()
     for where, sub in module.named_modules():
-        prefix = f"{where}." if where else ""
-        if isinstance(sub, CellHead) and not any(k.startswith(prefix) for k in state):
-            grown.append(f"{where}: new")
-            expected_missing |= {prefix + k for k in sub.state_dict()}
         if not isinstance(sub, STTransformer):
             continue
-        n_state = len({k[len(prefix + "blocks."):].split(".")[0] for k in state if k.startswith(prefix + "blocks.")})
+        prefix = f"{where}.blocks." if where else "blocks."
+        n_state = len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix)})
         if 0 < n_state < len(sub.blocks):
-            grown.append(f"{where or 'transformer'}: {n_state} -> {len(sub.blocks)} blocks")
-            deepened.append((sub, n_state))
-            expected_missing |= {f"{prefix}blocks.{i}.{k}" for i in range(n_state, len(sub.blocks))
+            added.append((where, n_state, len(sub.blocks)))
+            expected_missing |= {f"{prefix}{i}.{k}" for i in range(n_state, len(sub.blocks))
                                  for k in sub.blocks[i].state_dict()}
-    if not grown:
+    if not added:
         module.load_state_dict(state)
         return []
     missing, unexpected = module.load_state_dict(state, strict=False)
     if unexpected or set(missing) != expected_missing:
         module.load_state_dict(state)  # raises with the full list of mismatched keys
-    for transformer, n_state in deepened:
-        for block in list(transformer.blocks)[n_state:]:
+    for where, n_state, n_now in added:
+        for block in list(module.get_submodule(where).blocks)[n_state:n_now]:
             for proj in (block.spatial.proj, block.temporal.proj, block.mlp.proj):
                 nn.init.zeros_(proj.weight)
                 nn.init.zeros_(proj.bias)
-    return grown
+    return added
 
 
 class NonFiniteLossError(GenieError, RuntimeError):
@@ -387,18 +381,20 @@ class Trainer:
         grown: list[str] = []
         for name in parts:
             try:
-                grown += [f"{name}.{what}" for what in load_grown(model_parts[name], states[name])]
+                added = load_deepened(model_parts[name], states[name])
             except RuntimeError as e:
                 raise CheckpointError(f"--init-from {path}: its {name} does not fit preset '{self.cfg.preset}' "
                                       f"({str(e).splitlines()[0]}); use a model of the same preset, or a "
                                       "shallower one of the same width (it is deepened)") from e
+            grown += [f"{'.'.join(filter(None, (name, where)))}: {n_from} -> {n_to} blocks"
+                      for where, n_from, n_to in added]
         self.init_from = {"path": str(path), "sha256": sha256_file(path), "parts": list(parts),
                           "steps": source_steps}
         if grown:
-            self.init_from["grown"] = grown
+            self.init_from["deepened"] = grown
         if self.dist.is_main:
             print(f"--init-from: loaded {', '.join(parts)} from {path} (trained {source_steps} steps)"
-                  + (f"; grown {', '.join(grown)} (new parts start as the identity)" if grown else ""))
+                  + (f"; deepened {', '.join(grown)} (the new blocks start as the identity)" if grown else ""))
 
     def _resume(self) -> bool:
         """Load RUN/<phase>/last.pt if it exists; returns whether it did."""
