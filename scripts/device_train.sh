@@ -8,8 +8,10 @@
 #   DEVICE=cpu TOK_S=20 DYN_S=20 BATCH=2 PROBE=4 SPEED=0 OUT=/tmp/out bash scripts/device_train.sh   # rehearsal
 #
 # Settings (environment): DATA, RUN, MODEL, PRESET (MODEL's), PYTHON, DEVICE, BATCH (clips per step), TOK_S / DYN_S
-# (training seconds per phase), TOK_LR / DYN_LR, PROBE (steps of each speed probe), CACHE_MIB (decompressed frames
-# per data worker), SPEED (1: run benchmarks/env_speed.py on the device afterwards).
+# (training seconds per phase), TOK_STEPS / DYN_STEPS (train exactly this many steps instead: no probe for that
+# phase), TOK_LR / DYN_LR, PROBE (steps of each speed probe), DYN_SET (config overrides of the dynamics phase, as
+# `genie-gym train --set`, e.g. DYN_SET="dynamics.num_layers=8": a deeper dynamics grown from MODEL's), CACHE_MIB
+# (decompressed frames per data worker), SPEED (1: run benchmarks/env_speed.py on the device afterwards).
 set -uo pipefail
 OUT=${OUT:?set OUT to the folder that receives the results}
 DATA=${DATA:-data/coinrun_device}
@@ -24,6 +26,9 @@ DYN_S=${DYN_S:-190}
 TOK_LR=${TOK_LR:-1e-3}
 DYN_LR=${DYN_LR:-6e-4}
 PROBE=${PROBE:-60}
+TOK_STEPS=${TOK_STEPS:-}
+DYN_STEPS=${DYN_STEPS:-}
+DYN_SET=${DYN_SET:-}
 CACHE_MIB=${CACHE_MIB:-2048}
 SPEED=${SPEED:-1}
 mkdir -p "$OUT"
@@ -35,10 +40,11 @@ if ! "$PYTHON" -c "import tyro, zstandard, gymnasium" 2>/dev/null; then
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-"$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
-torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
-
-SEQ_LEN=$("$PYTHON" -c "from genie_gym.config import get_preset; print(get_preset('$PRESET').seq_len)") || exit 1
+# One interpreter start for both: the device (to the log) and the preset's clip length.
+SEQ_LEN=$("$PYTHON" -c "import sys, torch; from genie_gym.config import get_preset
+print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
+      torch.cuda.get_device_name() if torch.cuda.is_available() else '', file=sys.stderr)
+print(get_preset('$PRESET').seq_len)") || exit 1
 common=(--preset "$PRESET" --data "$DATA" --device "$DEVICE" --batch-size "$BATCH" --no-tensorboard --image-every 0
         --ckpt-every 1000 --cache-mib "$CACHE_MIB" --log-every 10)
 
@@ -54,12 +60,16 @@ print(f"probe: {fps:.0f} frames/s -> {steps} steps", file=sys.stderr)
 EOF
 }
 
-phase() {  # phase NAME SECONDS LR EXTRA...
-  local name=$1 seconds=$2 lr=$3; shift 3
-  rm -rf "$RUN/probe_$name"
-  "$PYTHON" -m genie_gym.cli train --phase "$name" "${common[@]}" --out "$RUN/probe_$name" --steps "$PROBE" \
-    --lr "$lr" "$@" > "$OUT/${name}_probe.log" 2>&1 || { tail -30 "$OUT/${name}_probe.log"; return 1; }
-  local steps; steps=$(steps_for "$name" "$seconds" 2> >(tee -a "$OUT/${name}_probe.log" >&2)) || return 1
+phase() {  # phase NAME SECONDS LR STEPS EXTRA... (STEPS empty: as many as the probe's speed fits in SECONDS)
+  local name=$1 seconds=$2 lr=$3 steps=$4; shift 4
+  if [ -n "$steps" ]; then
+    echo "no probe: $steps steps set" > "$OUT/${name}_probe.log"
+  else
+    rm -rf "$RUN/probe_$name"
+    "$PYTHON" -m genie_gym.cli train --phase "$name" "${common[@]}" --out "$RUN/probe_$name" --steps "$PROBE" \
+      --lr "$lr" "$@" > "$OUT/${name}_probe.log" 2>&1 || { tail -30 "$OUT/${name}_probe.log"; return 1; }
+    steps=$(steps_for "$name" "$seconds" 2> >(tee -a "$OUT/${name}_probe.log" >&2)) || return 1
+  fi
   local limit; limit=$("$PYTHON" -c "print(round($seconds * 1.15 / 60 + 0.5, 2))")
   echo "phase $name: $steps steps of $BATCH clips (time limit $limit min)"
   "$PYTHON" -m genie_gym.cli train --phase "$name" "${common[@]}" --out "$RUN" --steps "$steps" --lr "$lr" \
@@ -88,10 +98,13 @@ EOF
 }
 
 t0=$(date +%s)
-phase tokenizer "$TOK_S" "$TOK_LR" --init-from "$MODEL" && slim tokenizer || exit 1
+phase tokenizer "$TOK_S" "$TOK_LR" "$TOK_STEPS" --init-from "$MODEL" && slim tokenizer || exit 1
 echo "tokenizer done after $(( $(date +%s) - t0 )) s"
 status=0
-phase dynamics "$DYN_S" "$DYN_LR" --tokenizer-ckpt "$RUN/tokenizer/last.pt" --init-from "$MODEL" --freeze-lam \
+dyn_set=()
+[ -n "$DYN_SET" ] && read -r -a dyn_set <<< "--set $DYN_SET"
+phase dynamics "$DYN_S" "$DYN_LR" "$DYN_STEPS" --tokenizer-ckpt "$RUN/tokenizer/last.pt" --init-from "$MODEL" \
+  --freeze-lam "${dyn_set[@]}" \
   && slim dynamics || status=1
 echo "dynamics done after $(( $(date +%s) - t0 )) s"
 for f in "$OUT"/*.log; do tr '\r' '\n' < "$f" | grep -v -E "it/s|s/it" | tail -c 100000 > "$f.tmp"; mv "$f.tmp" "$f"; done

@@ -27,7 +27,7 @@ def test_bc_benchmark_quick_writes_results(tmp_path: Path) -> None:
     conf = res["lam"]["confusion_codes_x_actions"]
     assert len(conf) == res["lam"]["num_codes"] and len(conf[0]) == 15
     assert sum(map(sum, conf)) == res["lam"]["transitions"]
-    assert res["run_right"]["solved"] > 0  # run-right solves some of the 4 easy levels within 120 steps
+    assert res["run_right"]["solved"] > 0  # run-right solves one of the 4 easy levels within 60 steps (seed 0)
     md = (tmp_path / "bc_coinrun.md").read_text()
     assert "| oracle |" in md and "N=20" in md
     for name in ("bc_coinrun.png", "bc_coinrun_confusion.png"):

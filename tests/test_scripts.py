@@ -57,7 +57,8 @@ def test_device_train_script_runs_on_cpu_and_assembles(tiny_data: Path, tiny_mod
     pack(PackArgs(src=tiny_data, out=packed, level=3))
     env = {**os.environ, "OUT": str(out), "DATA": str(packed), "RUN": str(tmp_path / "run"),
            "MODEL": str(tiny_model_file), "PRESET": "tiny", "PYTHON": sys.executable, "DEVICE": "cpu", "BATCH": "2",
-           "PROBE": "3", "TOK_S": "1", "DYN_S": "1", "SPEED": "0", "CACHE_MIB": "64"}
+           "PROBE": "3", "TOK_S": "1", "DYN_STEPS": "7", "SPEED": "0", "CACHE_MIB": "64",
+           "DYN_SET": "dynamics_optim.min_lr=1e-5"}  # the tokenizer's steps from its probe, the dynamics' set
     r = subprocess.run(["bash", "scripts/device_train.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -70,7 +71,8 @@ def test_device_train_script_runs_on_cpu_and_assembles(tiny_data: Path, tiny_mod
         assert set(ckpt["model"]) == {phase} and ckpt["optimizer"] is None
         assert ckpt["init_from"]["path"] == str(tiny_model_file)
         steps[phase] = ckpt["step"]
-    assert min(steps.values()) >= 20  # the probe's speed sets the steps (at least 20)
+    assert ckpt["config"]["dynamics_optim"]["min_lr"] == 1e-5  # DYN_SET reached the dynamics phase's --set
+    assert steps["tokenizer"] >= 20 and steps["dynamics"] == 7  # the probe's speed sets >= 20; DYN_STEPS sets 7
     wm = WorldModel.load(assemble(AssembleArgs(returned=out, run=tmp_path / "assembled")))
     assert wm.metadata["steps"] == steps
     source = WorldModel.load(tiny_model_file)
