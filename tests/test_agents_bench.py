@@ -149,3 +149,13 @@ def test_step_profile_times_every_stage(tiny_model_file: Path, tmp_path: Path):
     row = json.loads(out.with_suffix(".json").read_text())["rows"]["float32"]
     assert set(row["share"]) == set(step_profile.STAGES) and all(v > 0 for v in row["share"].values())
     assert 0.5 < sum(row["share"].values()) <= 1.0 and row["frames_per_s"] > 0
+
+
+def test_int8_linears_times_every_shape_in_three_precisions(tmp_path: Path):
+    """benchmarks/studies/int8_linears.py: one row per (rows, shape), positive GFLOP/s for each precision."""
+    import int8_linears
+
+    res = int8_linears.main(int8_linears.Args(rows=(64,), repeats=1, out=tmp_path))
+    assert [r["shape"] for r in res["rows"]] == [list(s) for s in int8_linears.SHAPES]
+    assert all(v > 0 for r in res["rows"] for v in r["gflops"].values())
+    assert "| 64 (1) | 192 -> 4000 |" in (tmp_path / "int8_linears.md").read_text()

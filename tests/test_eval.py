@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genie_gym.errors import CheckpointError, DatasetError
+from genie_gym.errors import CheckpointError, ConfigError, DatasetError
 from genie_gym.evaluation.evaluate import Args, evaluate
 
 KEYS = {
@@ -104,6 +104,9 @@ def test_eval_bad_inputs(tiny_data: Path, model_file: Path, tmp_path: Path):
         evaluate(Args(model=model_file, data=tiny_data, out=tmp_path, num_clips=2, device="cpu", context=(0,)))
     with pytest.raises(CheckpointError, match="does not exist"):
         evaluate(Args(model=tmp_path / "missing.pt", data=tiny_data, out=tmp_path, device="cpu"))
+    with pytest.raises(ConfigError, match="maskgit_steps must be 1..2"):  # before any clip is read
+        evaluate(Args(model=model_file, data=tmp_path / "no-data", out=tmp_path, device="cpu",
+                      maskgit_schedule="cell", maskgit_steps=3))
 
 
 def test_checkpoint_scores_match_genie_gym_eval(tiny_data: Path, tiny_model_file: Path, tmp_path: Path):
