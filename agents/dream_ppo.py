@@ -13,6 +13,7 @@ real CoinRun actions is `agents.dream_transfer`'s job (table D of the latent-BC 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from agents.ppo_expert import PPOSettings, train_ppo
 
@@ -37,7 +38,7 @@ class Args(PPOSettings):
     """cut a dream episode after this many steps (a world that never ends its episodes still resets)"""
     maskgit_steps: int | None = None
     """MaskGIT steps per dream frame (default: the model's)"""
-    maskgit_schedule: str | None = None
+    maskgit_schedule: Literal["frame", "cell"] | None = None
     """frame or cell (see Genie-v0's maskgit_schedule; default: the model's)"""
     precision: str = "float32"
     """Genie-v0 generation precision: float32 or bfloat16"""

@@ -90,8 +90,6 @@ class DynamicsConfig:
     mask_rate_max: float = 1.0
     per_frame_mask: bool = False  # False: one rate per clip (the paper); True: an independent rate per frame
     context_noise: float = 0.0  # > 0: unmasked tokens replaced by random codes at a per-frame rate ~ U(0, this)
-    cell_mask: float = 0.0  # share of training frames masked as the "cell" MaskGIT schedule leaves them (groups g..
-    # of every cell masked, g ~ U{0..G-1}) instead of token by token
 
 
 @dataclass

@@ -8,9 +8,10 @@
 #   DEVICE=cpu TOK_S=20 DYN_S=20 BATCH=2 PROBE=4 SPEED=0 OUT=/tmp/out bash scripts/device_train.sh   # rehearsal
 #
 # Settings (environment): DATA, RUN, MODEL, PRESET (MODEL's), PYTHON, DEVICE, BATCH (clips per step), TOK_S / DYN_S
-# (training seconds per phase), TOK_STEPS / DYN_STEPS (train exactly this many steps instead: no probe for that
-# phase), TOK_LR / DYN_LR, PROBE (steps of each speed probe), DYN_SET (config overrides of the dynamics phase, as
-# `genie-gym train --set`, e.g. DYN_SET="dynamics.num_layers=8": a deeper dynamics grown from MODEL's), CACHE_MIB
+# (training seconds per phase), TOK_STEPS / DYN_STEPS (this many steps instead of the probe's estimate; the phase's
+# time limit, TOK_S / DYN_S x 1.15 + 30 s, still stops it), TOK_LR / DYN_LR, PROBE (steps of each speed probe),
+# DYN_SET (config overrides of the dynamics phase, as `genie-gym train --set`, space-separated FIELD=VALUE words, e.g.
+# DYN_SET="dynamics.num_layers=8": a deeper dynamics grown from MODEL's), CACHE_MIB
 # (decompressed frames per data worker), SPEED (1: run benchmarks/env_speed.py on the device afterwards).
 set -uo pipefail
 OUT=${OUT:?set OUT to the folder that receives the results}
@@ -63,6 +64,7 @@ EOF
 phase() {  # phase NAME SECONDS LR STEPS EXTRA... (STEPS empty: as many as the probe's speed fits in SECONDS)
   local name=$1 seconds=$2 lr=$3 steps=$4; shift 4
   if [ -n "$steps" ]; then
+    [[ "$steps" =~ ^[1-9][0-9]*$ ]] || { echo "${name} steps must be a positive integer, got '$steps'"; return 1; }
     echo "no probe: $steps steps set" > "$OUT/${name}_probe.log"
   else
     rm -rf "$RUN/probe_$name"
@@ -104,7 +106,7 @@ status=0
 dyn_set=()
 [ -n "$DYN_SET" ] && read -r -a dyn_set <<< "--set $DYN_SET"
 phase dynamics "$DYN_S" "$DYN_LR" "$DYN_STEPS" --tokenizer-ckpt "$RUN/tokenizer/last.pt" --init-from "$MODEL" \
-  --freeze-lam "${dyn_set[@]}" \
+  --freeze-lam ${dyn_set[@]+"${dyn_set[@]}"} \
   && slim dynamics || status=1
 echo "dynamics done after $(( $(date +%s) - t0 )) s"
 for f in "$OUT"/*.log; do tr '\r' '\n' < "$f" | grep -v -E "it/s|s/it" | tail -c 100000 > "$f.tmp"; mv "$f.tmp" "$f"; done

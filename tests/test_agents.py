@@ -285,7 +285,11 @@ def test_entry_points_print_no_gym_banner_and_dream_ppo_lists_only_its_own_optio
     commands.append([sys.executable, "-m", "agents.dream_ppo", "--help"])
     procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root)
              for c in commands]  # each in its own process (the first gym import is the one that would print)
-    outputs = [p.communicate(timeout=120) for p in procs]
+    try:
+        outputs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()  # a no-op for the ones that finished
     for command, proc, (out, err) in zip(commands, procs, outputs, strict=True):
         assert proc.returncode == 0 and "unmaintained" not in out + err, (command, err[-300:])
     help_text = outputs[-1][0]

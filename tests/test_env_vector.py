@@ -137,6 +137,10 @@ def test_sb3_adapter_semantics(ckpt):
         venv.set_attr("temperature", 0.5, indices=[0])
     with pytest.raises(AttributeError):
         venv.get_attr("no_such_attr")
+    assert venv.get_attr("maskgit_schedule") == ["frame", "frame"]  # the tiny model's default
+    cell = GenieSB3VecEnv(1, checkpoint=ckpt, prompt_levels=LEVELS, maskgit_schedule="cell", maskgit_steps=2)
+    with pytest.raises(ValueError, match=r"maskgit_steps must be 1\.\.2"):  # tiny: 2 tokens per grid cell
+        cell.set_attr("maskgit_steps", 3)
     assert venv.env_is_wrapped(gym.Wrapper) == [False, False]
     assert len(venv.env_method("get_action_meanings")[0]) == 8
     with pytest.raises(gym.error.InvalidAction):

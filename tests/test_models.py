@@ -391,32 +391,6 @@ def test_dynamics_cached_steps_equal_full(cfg):
             torch.testing.assert_close(step, full[:, t], atol=1e-5, rtol=0)
 
 
-def test_dynamics_cell_mask_hides_the_later_groups_of_every_cell(cfg):
-    """`cell_mask` 1.0: every later frame is masked as the cell schedule leaves it (groups g.. of each cell)."""
-    _, _, dyn = _models(cfg)
-    dyn.cfg = dataclasses.replace(dyn.cfg, cell_mask=1.0)
-    seen = {}
-    features = dyn.features
-
-    def spy(tokens_BTN, actions_BT, mask_BTN=None):
-        seen["mask"] = mask_BTN.clone()
-        return features(tokens_BTN, actions_BT, mask_BTN)
-
-    dyn.features = spy
-    G, N = dyn.groups, dyn.tokens_per_frame
-    tokens = torch.randint(0, dyn.num_tokens, (8, T, N))
-    dyn.loss(tokens, torch.randint(0, 8, (8, T - 1)), generator=torch.Generator().manual_seed(0))
-    cells = seen["mask"].view(8, T, N // G, G)
-    assert not cells[:, 0].any()  # the prompt frame stays real
-    firsts = set()
-    for b in range(8):
-        for t in range(1, T):
-            first = int((~cells[b, t, 0]).sum())  # groups before `first` seen, the rest masked, in every cell
-            assert torch.equal(cells[b, t], (torch.arange(G) >= first).expand(N // G, G))
-            firsts.add(first)
-    assert firsts == set(range(G))  # from the fully masked frame (MaskGIT's first pass) to only the last group
-
-
 # --- MaskGIT ------------------------------------------------------------------------------------------------
 def test_mask_schedule_is_cosine_and_ends_at_zero():
     assert mask_schedule(64, 4) == [59, 45, 24, 0]

@@ -72,6 +72,8 @@ def test_device_train_script_runs_on_cpu_and_assembles(tiny_data: Path, tiny_mod
         assert ckpt["init_from"]["path"] == str(tiny_model_file)
         steps[phase] = ckpt["step"]
     assert ckpt["config"]["dynamics_optim"]["min_lr"] == 1e-5  # DYN_SET reached the dynamics phase's --set
+    tok_cfg = load_checkpoint(out / "tokenizer_weights.pt")["config"]
+    assert tok_cfg["dynamics_optim"]["min_lr"] != 1e-5  # ... and only that phase
     assert steps["tokenizer"] >= 20 and steps["dynamics"] == 7  # the probe's speed sets >= 20; DYN_STEPS sets 7
     wm = WorldModel.load(assemble(AssembleArgs(returned=out, run=tmp_path / "assembled")))
     assert wm.metadata["steps"] == steps

@@ -78,7 +78,13 @@ def test_readme_and_model_card_quote_the_shipped_models_measured_quality():
     assert results["model_file_sha256"] == sha256_file(WorldModel.default_path()), (
         "benchmarks/results/world_model_quality.json was measured on another file: run "
         "`python benchmarks/world_model_quality.py --data DIR` on the shipped model")
+    cells = json.loads((root / "benchmarks" / "results" / "cell_order" / "cell_order.json").read_text())
+    assert cells["model_sha256"] == WorldModel.load().payload_sha256, (
+        "benchmarks/results/cell_order/ was measured on another model: run benchmarks/studies/cell_order.py --force")
+    cell4 = cells["rows"]["cell4"]
     figures = {
+        "cell schedule stability": f"{cell4['stability'][-1]:.2f}",
+        "cell schedule rollout PSNR": f"{cell4['rollout_psnr']:.2f} dB",
         "tokenizer PSNR": f"{results['tokenizer_psnr']:.2f} dB",
         "rollout PSNR": f"{results['rollout_psnr_mean']:.2f} dB",
         "token accuracy": f"{results['token_accuracy']:.1%}",

@@ -214,11 +214,16 @@ def test_cached_path_equals_full_recompute_within_the_window(tiny, prompts):
 def test_cell_schedule_is_one_keyword_and_its_own_rollout(tiny, prompts):
     """maskgit_schedule='cell' (each pass decides a share of every grid cell) runs through the same Simulator, is
     deterministic per seed, and decodes other frames than the frame-wide schedule with as many passes."""
-    actions_SB = np.random.default_rng(3).integers(0, 8, (4, 3))
-    cell = _rollout(Simulator(tiny, 3, maskgit_steps=2, maskgit_schedule="cell"), prompts, [1, 2, 3], actions_SB)
-    again = _rollout(Simulator(tiny, 3, maskgit_steps=2, maskgit_schedule="cell"), prompts, [1, 2, 3], actions_SB)
-    frame = _rollout(Simulator(tiny, 3, maskgit_steps=2, maskgit_schedule="frame"), prompts, [1, 2, 3], actions_SB)
-    assert np.array_equal(cell, again) and not np.array_equal(cell, frame)
+    W = 4
+    actions_SB = np.random.default_rng(3).integers(0, 8, (W - 1, 3))
+
+    def run(schedule: str, **kw) -> np.ndarray:
+        sim = Simulator(tiny, 3, maskgit_steps=2, maskgit_schedule=schedule, context_frames=W, **kw)
+        return _rollout(sim, prompts, [1, 2, 3], actions_SB)
+
+    cell, frame = run("cell"), run("frame")
+    assert np.array_equal(cell, run("cell")) and not np.array_equal(cell, frame)
+    assert_same_frames(cell, run("cell", use_cache=False))  # within the window: the cached path's frames
     with pytest.raises(ConfigError, match="maskgit_schedule must be one of"):
         Simulator(tiny, 1, maskgit_schedule="rows")
 

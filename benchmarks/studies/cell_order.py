@@ -90,7 +90,7 @@ def main(args: Args) -> dict:
         "the whole frame by confidence (the paper's MaskGIT, the shipped default at 1 pass); `cell` decides group g "
         "of every cell in pass g (4 passes; 2 passes: groups 0-1, then 2-3).\n",
         "| schedule | passes | rollout PSNR (dB) | delta-PSNR t=4 | stability step 1 / 50 / 100 / 200 "
-        "| mean of steps 50-200 |",
+        "| mean of steps 50, 100, 200 |",
         "|---|---|---|---|---|---|"]
     for r in rows.values():
         by_step = dict(zip(r["stability_steps"], r["stability"], strict=True))

@@ -51,7 +51,15 @@ def seconds_per_call(fn, repeats: int) -> float:
 
 
 def main(args: Args) -> dict:
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        return measure(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def measure(args: Args) -> dict:
     torch.manual_seed(0)
     rows_out = []
     for n in args.rows:

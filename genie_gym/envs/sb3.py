@@ -161,6 +161,10 @@ class GenieSB3VecEnv(VecEnv):
         else:
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"maskgit_steps must be an int >= 1, got {value!r}")
+            cell = self.worlds.world_model.config.tokenizer.groups
+            if self.worlds.sim.maskgit_schedule == "cell" and value > cell:
+                raise ValueError(f"maskgit_schedule='cell' decides at least one of a grid cell's {cell} tokens per "
+                                 f"step: maskgit_steps must be 1..{cell}, got {value}")
             self.worlds.sim.maskgit_steps = int(value)
 
     def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None,

@@ -34,8 +34,6 @@ class DynamicsModel(nn.Module):
     def __init__(self, cfg: DynamicsConfig, num_tokens_V: int, tokens_per_frame_N: int, num_actions_A: int,
                  max_frames: int = 16, groups: int = 1):
         super().__init__()
-        if not 0.0 <= cfg.cell_mask <= 1.0:
-            raise ValueError(f"dynamics.cell_mask is a share of frames in [0, 1], got {cfg.cell_mask}")
         if tokens_per_frame_N % groups:
             raise ValueError(f"{tokens_per_frame_N} tokens per frame do not split into groups of {groups}")
         self.cfg = cfg
@@ -101,12 +99,6 @@ class DynamicsModel(nn.Module):
         rate_BT = (lo + (hi - lo) * rate_BT).to(tokens_BTN.device)
         u_BTN = torch.rand(B, T, N, generator=generator, device=dev).to(tokens_BTN.device)
         mask_BTN = u_BTN < rate_BT[:, :, None]
-        if self.cfg.cell_mask > 0 and self.groups > 1:  # some frames masked as MaskGIT's cell schedule leaves them
-            pick_BT = (torch.rand(B, T, generator=generator, device=dev) < self.cfg.cell_mask).to(tokens_BTN.device)
-            first_BT = torch.randint(0, self.groups, (B, T), generator=generator, device=dev).to(tokens_BTN.device)
-            group_N = torch.arange(N, device=tokens_BTN.device) % self.groups
-            cell_BTN = group_N >= first_BT[:, :, None]  # groups first.. of every cell masked, the earlier ones seen
-            mask_BTN = torch.where(pick_BT[:, :, None], cell_BTN, mask_BTN)
         mask_BTN[:, 0] = False
         if self.cfg.context_noise > 0:
             noise_BT = self.cfg.context_noise * torch.rand(B, T, generator=generator, device=dev)

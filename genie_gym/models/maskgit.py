@@ -11,8 +11,8 @@ schedule runs over the groups instead, in a fixed order: after step s the first 
 (s+1)/steps)) groups of every cell are decided (4 steps: one group a pass). Every pass then decides a share of every
 cell, so a cell's later tokens are predicted knowing its first ones and its neighbours', where the frame-wide ranking
 leaves the uncertain cells to one last pass that picks each of their tokens independently: soft edges that compound
-over long rollouts. A fixed order (the same group of every cell at once) kept sharper worlds than ranking by
-confidence inside each cell (`benchmarks/results/cell_order.md`). steps <= G; no confidence ranking.
+over long rollouts (`benchmarks/results/cell_order.md`). steps <= G; no confidence ranking, so no
+`choice_temperature`.
 
 Randomness: each batch element draws its own uniforms from its own generator (one call per element per frame),
 so element i produces the same frame whether it runs alone or inside a batch (given the same logits). Argmax
@@ -61,6 +61,8 @@ def maskgit_sample(logits_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tenso
     """
     if steps < 1:
         raise ValueError(f"maskgit steps must be >= 1, got {steps}")
+    if cell_size > 1 and choice_temperature > 0:
+        raise ValueError("choice_temperature ranks tokens by confidence: the per-cell schedule has no ranking")
     if cell_size > 1 and (steps > cell_size or num_tokens_N % cell_size):
         raise ValueError(f"a per-cell schedule decides at least one of a cell's {cell_size} tokens per step: steps "
                          f"must be 1..{cell_size} and the {num_tokens_N} tokens whole cells, got steps {steps}")
@@ -74,6 +76,7 @@ def maskgit_sample(logits_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tenso
     G = cell_size if cell_size > 1 else N  # the unit the schedule runs in: a cell's groups, or the frame's tokens
     for s, n_keep_masked in enumerate(mask_schedule(G, steps)):
         logits_BNV = logits_fn(tokens_BN, mask_BN).float()
+        probs_BNV = None
         if temperature > 0:
             probs_BNV = torch.softmax(logits_BNV / temperature, dim=-1)
             cdf_BNV = probs_BNV.cumsum(-1)
@@ -81,12 +84,13 @@ def maskgit_sample(logits_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tenso
             sampled_BN = torch.searchsorted(cdf_BNV, u_BN1, right=True)[..., 0]
             sampled_BN = sampled_BN.clamp_(max=logits_BNV.shape[-1] - 1)
         else:
-            probs_BNV = torch.softmax(logits_BNV, dim=-1)
             sampled_BN = logits_BNV.argmax(-1)
         tokens_BN = torch.where(mask_BN, sampled_BN, tokens_BN)
         if cell_size > 1:  # the last n_keep_masked groups of every cell stay masked
-            mask_BN = (torch.arange(N, device=device) % G >= G - n_keep_masked).expand(B, N)
+            mask_BN = (torch.arange(N, device=device) % G >= G - n_keep_masked).expand(B, N).contiguous()
         else:  # the n_keep_masked least confident tokens of the frame stay masked
+            if probs_BNV is None:
+                probs_BNV = torch.softmax(logits_BNV, dim=-1)
             score_BN = probs_BNV.gather(-1, sampled_BN[..., None])[..., 0].clamp_min(1e-30).log()
             if choice_temperature > 0:
                 gumbel_BN = -torch.log(-torch.log(u_BS2N[:, s, 1].clamp(1e-20, 1 - 1e-7)))
