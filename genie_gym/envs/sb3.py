@@ -29,6 +29,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvO
 
 from genie_gym.envs.genie_env import GenieEnv, keys_to_action  # noqa: E402
 from genie_gym.envs.vector_env import GenieVectorEnv  # noqa: E402
+from genie_gym.models.simulator import check_maskgit  # noqa: E402
 
 # Attributes `get_attr` / `set_attr` understand. They are shared by all worlds, so `set_attr` sets them for all.
 _READABLE = ("render_mode", "max_episode_steps", "reward_fn", "observation_space", "action_space", "metadata",
@@ -159,12 +160,7 @@ class GenieSB3VecEnv(VecEnv):
                 raise ValueError(f"temperature must be a finite float >= 0, got {value!r}")
             self.worlds.sim.temperature = float(value)
         else:
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"maskgit_steps must be an int >= 1, got {value!r}")
-            cell = self.worlds.world_model.config.tokenizer.groups
-            if self.worlds.sim.maskgit_schedule == "cell" and value > cell:
-                raise ValueError(f"maskgit_schedule='cell' decides at least one of a grid cell's {cell} tokens per "
-                                 f"step: maskgit_steps must be 1..{cell}, got {value}")
+            check_maskgit(value, self.worlds.sim.maskgit_schedule, self.worlds.world_model.config.tokenizer.groups)
             self.worlds.sim.maskgit_steps = int(value)
 
     def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None,

@@ -86,7 +86,9 @@ def maskgit_sample(logits_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tenso
         else:
             sampled_BN = logits_BNV.argmax(-1)
         tokens_BN = torch.where(mask_BN, sampled_BN, tokens_BN)
-        if cell_size > 1:  # the last n_keep_masked groups of every cell stay masked
+        if n_keep_masked == 0:  # the last pass decides everything: no ranking (1-step decoding is all last pass)
+            mask_BN = torch.zeros_like(mask_BN)
+        elif cell_size > 1:  # the last n_keep_masked groups of every cell stay masked
             mask_BN = (torch.arange(N, device=device) % G >= G - n_keep_masked).expand(B, N).contiguous()
         else:  # the n_keep_masked least confident tokens of the frame stay masked
             if probs_BNV is None:

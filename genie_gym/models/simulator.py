@@ -85,6 +85,18 @@ def _load_into(cache: TemporalKVCache, idx_K: torch.Tensor, sub: TemporalKVCache
     cache.t_B[idx_K] = sub.t_B
 
 
+def check_maskgit(steps: object, schedule: object, cell: int) -> None:
+    """MaskGIT passes per frame and schedule for a tokenizer of `cell` tokens per grid cell (a clear ConfigError);
+    the Simulator checks them when built and the SB3 adapter when `set_attr` changes the steps."""
+    if not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ConfigError(f"maskgit_steps must be an int >= 1 (Genie uses 25), got {steps!r}")
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"maskgit_schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
+    if schedule == "cell" and steps > cell:
+        raise ConfigError(f"maskgit_schedule='cell' decides at least one of a grid cell's {cell} tokens per step: "
+                          f"maskgit_steps must be 1..{cell}, got {steps} (or use maskgit_schedule='frame')")
+
+
 def bytes_per_world(world_model: WorldModel, context_frames: int) -> int:
     """What one world holds while stepping, float32: the dynamics and decoder key/value caches, one MaskGIT pass's
     activations and logits, and its frames (an estimate for the up-front memory check)."""
@@ -122,19 +134,12 @@ class Simulator:
         cell = world_model.config.tokenizer.groups  # tokens per grid cell
         if not isinstance(num_worlds, (int, np.integer)) or num_worlds < 1:
             raise ConfigError(f"num_worlds must be a positive int, got {num_worlds!r}")
-        if not isinstance(maskgit_steps, (int, np.integer)) or maskgit_steps < 1:
-            raise ConfigError(f"maskgit_steps must be an int >= 1 (Genie uses 25), got {maskgit_steps!r}")
+        check_maskgit(maskgit_steps, maskgit_schedule, cell)
         if not isinstance(temperature, (int, float)) or not np.isfinite(temperature) or temperature < 0:
             raise ConfigError(f"temperature must be a finite float >= 0 (0 = greedy), got {temperature!r}")
         if not isinstance(context_frames, (int, np.integer)) or not 2 <= context_frames <= MAX_FRAMES:
             raise ConfigError(f"context_frames must be an int in [2, {MAX_FRAMES}] (frames the model sees, the "
                               f"new one included; Genie uses 16), got {context_frames!r}")
-        if maskgit_schedule not in SCHEDULES:
-            raise ConfigError(f"maskgit_schedule must be one of {list(SCHEDULES)}, got {maskgit_schedule!r}")
-        if maskgit_schedule == "cell" and isinstance(maskgit_steps, (int, np.integer)) and maskgit_steps > cell:
-            raise ConfigError(f"maskgit_schedule='cell' decides at least one of a grid cell's {cell} tokens per step: "
-                              f"maskgit_steps must be 1..{cell}, got {maskgit_steps} (or use maskgit_schedule="
-                              "'frame')")
         if precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         if not isinstance(compile, bool):
