@@ -76,26 +76,39 @@ class ExpertSet:
 def run_policy_episodes(policy: Policy, num_episodes: int, seed: int = 0, num_envs: int = 16,
                         start_level: int = EXPERT_START_LEVEL, num_levels: int = EXPERT_NUM_LEVELS,
                         distribution_mode: str = "easy", env_name: str = "coinrun",
-                        progress: bool = True) -> ExpertSet:
-    """Runs `policy` on a batch of Procgen envs until `num_episodes` episodes have finished (in finishing order)."""
+                        progress: bool = True, paint_vel_info: bool = False) -> ExpertSet:
+    """Runs `policy` on a batch of Procgen envs until `num_episodes` episodes have finished (in finishing order).
+
+    `paint_vel_info`: the recorded frames carry Procgen's velocity bar, while the policy still sees plain frames
+    (the expert was trained on those): a twin env with the same seeds, stepped with the same actions, paints them.
+    Procgen's game does not depend on the painting, so both play the same episodes (checked every step).
+    """
     from procgen import ProcgenGym3Env
 
     if num_episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {num_episodes}")
     rng = np.random.default_rng(seed)
-    env = ProcgenGym3Env(num=num_envs, env_name=env_name, start_level=start_level, num_levels=num_levels,
-                         distribution_mode=distribution_mode, rand_seed=seed)
+    kw = dict(num=num_envs, env_name=env_name, start_level=start_level, num_levels=num_levels,
+              distribution_mode=distribution_mode, rand_seed=seed)
+    env = ProcgenGym3Env(**kw)
+    painted = ProcgenGym3Env(paint_vel_info=True, **kw) if paint_vel_info else None
     _, obs, _ = env.observe()
     bufs: list[dict[str, list]] = [dict(f=[], a=[], r=[]) for _ in range(num_envs)]
     level = [int(info["level_seed"]) for info in env.get_info()]
     out = ExpertSet()
     bar = tqdm(total=num_episodes, desc="collect", unit="ep", disable=not progress)
     while len(out) < num_episodes:
-        frames = obs["rgb"]
-        actions = policy.act(frames, rng)
+        actions = policy.act(obs["rgb"], rng)
+        frames = obs["rgb"] if painted is None else painted.observe()[1]["rgb"]
         env.act(actions.astype(np.int32))
         rew, obs, first = env.observe()
         infos = env.get_info()
+        if painted is not None:
+            painted.act(actions.astype(np.int32))
+            if not np.array_equal(painted.observe()[2], first):
+                raise RuntimeError("the velocity-painted twin env left the plain env's episodes; this procgen "
+                                   "build's game depends on paint_vel_info, so record with the policy on "
+                                   "painted frames instead")
         for i in range(num_envs):
             bufs[i]["f"].append(frames[i].copy())
             bufs[i]["a"].append(int(actions[i]))
@@ -189,6 +202,8 @@ class Args:
     """number of level seeds to draw from"""
     distribution_mode: str = "easy"
     """Procgen difficulty"""
+    paint_vel_info: bool = False
+    """record frames with Procgen's velocity bar (the policy still acts on plain frames, see run_policy_episodes)"""
     num_envs: int = 16
     """parallel Procgen envs"""
     seed: int = 0
@@ -204,7 +219,7 @@ def main(args: Args) -> None:
     policy = make_collect_policy(args.policy, args.expert)
     t0 = time.perf_counter()
     data = run_policy_episodes(policy, args.episodes, args.seed, args.num_envs, args.start_level, args.num_levels,
-                               args.distribution_mode)
+                               args.distribution_mode, paint_vel_info=args.paint_vel_info)
     save_expert_set(data, args.out, settings=asdict(args))
     rets = [float(ep.rewards.sum()) for ep in data.episodes]
     print(json.dumps({"episodes": len(data), "frames": data.num_frames, "mean_return": float(np.mean(rets)),

@@ -63,11 +63,11 @@ class EvalResult:
         return d
 
 
-def _make_level_env(level: int, seed: int, distribution_mode: str, env_name: str) -> Any:
+def _make_level_env(level: int, seed: int, distribution_mode: str, env_name: str, paint_vel_info: bool) -> Any:
     from procgen import ProcgenGym3Env
 
     return ProcgenGym3Env(num=1, env_name=env_name, start_level=int(level), num_levels=1,
-                          distribution_mode=distribution_mode, rand_seed=int(seed))
+                          distribution_mode=distribution_mode, rand_seed=int(seed), paint_vel_info=paint_vel_info)
 
 
 def run_levels(
@@ -79,8 +79,10 @@ def run_levels(
     env_name: str = "coinrun",
     chunk: int = 64,
     rng: np.random.Generator | None = None,
+    paint_vel_info: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One episode per level: returns (episode returns, episode lengths), one entry per level, in order."""
+    """One episode per level: returns (episode returns, episode lengths), one entry per level, in order.
+    `paint_vel_info`: the policy sees frames with Procgen's velocity bar (the same game otherwise)."""
     import gym3
 
     rng = np.random.default_rng(seed) if rng is None else rng
@@ -88,7 +90,8 @@ def run_levels(
     lengths = np.full(len(levels), max_steps, dtype=np.int64)
     for c0 in range(0, len(levels), chunk):
         lv = list(levels[c0 : c0 + chunk])
-        env = gym3.ConcatEnv([_make_level_env(level, seed, distribution_mode, env_name) for level in lv])
+        env = gym3.ConcatEnv([_make_level_env(level, seed, distribution_mode, env_name, paint_vel_info)
+                               for level in lv])
         n = len(lv)
         active = np.ones(n, dtype=bool)
         ret = np.zeros(n, dtype=np.float64)
@@ -120,6 +123,7 @@ def evaluate_policy(
     env_name: str = "coinrun",
     progress: bool = True,
     desc: str = "eval",
+    paint_vel_info: bool = False,
 ) -> EvalResult:
     """Runs `policy` once per (seed, level); default levels are `EVAL_START_LEVEL + range(num_levels)`.
 
@@ -134,7 +138,7 @@ def evaluate_policy(
     rets, lens = [], []
     for s in tqdm(list(seeds), desc=desc, disable=not progress, leave=False):
         pol = policy if hasattr(policy, "act") else policy(int(s))  # type: ignore[operator]
-        r, ln = run_levels(pol, levels, s, distribution_mode, max_steps, env_name)
+        r, ln = run_levels(pol, levels, s, distribution_mode, max_steps, env_name, paint_vel_info=paint_vel_info)
         rets.append(r)
         lens.append(ln)
     solved_ps = [100.0 * float((r > 0).sum()) / len(r) for r in rets]

@@ -74,8 +74,9 @@ def label_expert_set(lam: nn.Module, data: ExpertSet, window: int, progress: boo
             for ep in tqdm(data.episodes, desc="label", disable=not progress, leave=False)]
 
 
-def load_lam(world_model: str | None) -> tuple[nn.Module, int]:
-    """The LAM of a world-model file (default: the shipped model) and its clip length."""
+def load_lam(world_model: str | None, paint_vel_info: bool | None = None) -> tuple[nn.Module, int]:
+    """The LAM of a world-model file (default: the shipped model) and its clip length. With `paint_vel_info` given,
+    the frames it will label must be of the kind its LAM was trained on (the file's metadata; older files: plain)."""
     from genie_gym.models.world_model import WorldModel
 
     try:
@@ -84,6 +85,12 @@ def load_lam(world_model: str | None) -> tuple[nn.Module, int]:
         if world_model is not None:
             raise
         raise CheckpointError(f"{e}. Or pass --world-model PATH (a world model trained with `genie-gym train`)") from e
+    painted = bool(wm.metadata.get("paint_vel_info", False))
+    if paint_vel_info is not None and painted != paint_vel_info:
+        kind = {True: "velocity-painted", False: "plain"}
+        raise ConfigError(f"the LAM of {world_model or 'the shipped model'} was trained on {kind[painted]} frames "
+                          f"but is asked to label {kind[paint_vel_info]} ones; use a world model trained on "
+                          f"{kind[paint_vel_info]} data (or {'drop' if paint_vel_info else 'pass'} --paint-vel-info)")
     return wm.lam.eval(), int(wm.config.seq_len)
 
 
@@ -263,8 +270,11 @@ def main(args: Args) -> None:
         raise ConfigError(f"--mapping {args.mapping!r} is unknown; use table or learned")
     torch.set_num_threads(1)
     t0 = time.perf_counter()
+    from genie_gym.data.dataset import EpisodeStore
+
+    # The expert set's manifest says whether its frames are velocity-painted; the LAM must have seen the same kind.
+    lam, seq_len = load_lam(args.world_model, paint_vel_info=EpisodeStore(args.data, "train").paint_vel_info)
     data = load_expert_set(args.data)
-    lam, seq_len = load_lam(args.world_model)
     codes = label_expert_set(lam, data, seq_len)
     frames, c, u = transitions(data, codes)
     A = int(lam.num_actions)

@@ -43,7 +43,10 @@ from agents.latent_bc import (
 from genie_gym.data.games import COINRUN_ACTION_NAMES
 from genie_gym.errors import ConfigError
 from genie_gym.evaluation.metrics import nmi
-from genie_gym.utils.io import atomic_write_bytes, atomic_write_json
+from genie_gym.utils.io import atomic_write_bytes, atomic_write_json, write_markdown
+
+# LAPO's published offline-decoding returns on CoinRun (labelled frames, mean return), cited beside ours.
+LAPO_OFFLINE = ((128, "5.7"), (256, "6.4"), ("512 and more", "6.7-6.8"))
 
 
 @dataclass
@@ -56,6 +59,10 @@ class Args:
     """world model whose LAM labels the expert videos (default: the shipped model)"""
     distribution_mode: str = "easy"
     """Procgen difficulty (easy required; hard a plus)"""
+    paint_vel_info: bool = False
+    """ablation: Procgen's velocity bar in the expert's recorded frames and in the games of the policies that learn
+    from them (oracle, latent BC); the expert still acts on plain frames, random and run-right never look; the LAM
+    must have been trained on painted frames (`lam_ablation.py --data <painted> --save-dir`)"""
     expert_episodes: int = 300
     """expert episodes recorded for the oracle and latent BC"""
     n_values: tuple[int, ...] = (20, 50, 100, 200, 500, 1000)
@@ -78,11 +85,14 @@ class Args:
     """seed for data collection and training"""
     threads: int = 1
     """torch CPU threads (2 when the machine's cores are free)"""
+    report_only: bool = False
+    """rebuild <out>/bc_coinrun.md from <out>/bc_coinrun.json without running anything"""
 
 
 def _quick(args: Args) -> Args:
     return Args(quick=True, expert=args.expert, world_model=args.world_model,
-                distribution_mode=args.distribution_mode, expert_episodes=8, n_values=(5, 10, 20),
+                distribution_mode=args.distribution_mode, paint_vel_info=args.paint_vel_info, expert_episodes=8,
+                n_values=(5, 10, 20),
                 greedy_n_values=(10,), learned_mapping_n=10, num_levels=4, seeds=2, bc_steps=5, max_steps=60,
                 out=args.out, seed=args.seed,
                 threads=args.threads)
@@ -105,15 +115,51 @@ def _resolve_inputs(args: Args, notes: list[str]) -> tuple[str, str | None]:
         tmp = Path(args.out or "runs/bench_quick") / "tiny_random_wm.pt"
         tmp.parent.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(args.seed)
-        WorldModel(get_preset("tiny")).save(tmp)
+        WorldModel(get_preset("tiny")).save(tmp, {"paint_vel_info": args.paint_vel_info})
         wm = str(tmp)
         notes.append(f"world model {wm_path} missing: a random-init tiny LAM labels the data (quick mode)")
     return kind, wm
 
 
-def _row(name: str, r: EvalResult) -> str:
-    return (f"| {name} | {r.solved:.1f} ± {r.solved_ci95:.1f} | {r.mean_return:.2f} ± {r.return_ci95:.2f} | "
-            f"{len(r.seeds)} × {len(r.levels)} |")
+def _row(name: str, r: dict[str, Any]) -> str:
+    """A table row from an `EvalResult.summary()`."""
+    return (f"| {name} | {r['solved']:.1f} ± {r['solved_ci95']:.1f} | {r['mean_return']:.2f} ± "
+            f"{r['return_ci95']:.2f} | {len(r['seeds'])} × {r['num_levels']} |")
+
+
+def write_report(results: dict[str, Any], path: Path) -> None:
+    """`bc_coinrun.md` from the results dict (`--report-only` rebuilds it from bc_coinrun.json)."""
+    a, data = results["settings"], results["expert_data"]
+    lines = [
+        "# Latent-action behaviour cloning on CoinRun",
+        "",
+        f"Command: `{results['command']}`. "
+        f"{a['distribution_mode']} mode, {a['num_levels']} held-out levels (200000..) × {a['seeds']} seeds; "
+        f"expert data: {data['episodes']} episodes / {data['frames']} frames on levels 100000.. ({data['policy']}). "
+        + ("Velocity-painted frames (Procgen's `paint_vel_info`) for the LAM, the expert's recordings, the oracle "
+           "and latent BC; the expert acts on plain frames, random and run-right never look. "
+           if a.get("paint_vel_info") else "")
+        + f"Total {results['timings_s']['total_s']:.0f} s.",
+        "",
+        "| policy | % levels solved (95% CI) | mean return (95% CI) | seeds × levels |",
+        "|---|---|---|---|",
+    ]
+    lines += [_row(k, results[k]) for k in ("random", "run_right", "expert", "oracle")]
+    for key, label in (("latent_bc", "table D"), ("latent_bc_greedy", "table D greedy (ablation)"),
+                       ("latent_bc_learned_mapping", "learned map")):
+        by_n = sorted(results[key].items(), key=lambda kv: int(kv[0]))  # JSON keys are strings
+        lines += [_row(f"latent BC, {label}, N={n}", r) for n, r in by_n]
+    lines += ["", "Published reference, not re-run here (other expert, other levels, other network; read it as a "
+              "scale): LAPO (Schmidt & Jiang, ICLR 2024), offline decoding of its latent policy with labelled "
+              "expert frames on CoinRun easy, mean return " + ", ".join(f"≈{r} at {n}" for n, r in LAPO_OFFLINE)
+              + " labelled frames (return 10 = solved; its latent is 2 codebooks x 4 latents x 64 entries, "
+              "read from o_{t-1}, o_t, o_{t+1})."]
+    lam = results["lam"]
+    lines += ["", f"LAM codes vs real actions on the expert data: NMI = {lam['nmi_codes_vs_actions']:.3f} "
+              f"({lam['transitions']} transitions, {lam['num_codes']} codes). Confusion matrix: "
+              "`bc_coinrun_confusion.png`; levels solved vs N: `bc_coinrun.png`.", ""]
+    lines += [f"Note: {n}" for n in results["notes"]]
+    write_markdown(path, lines)
 
 
 def _plot(results: dict[str, Any], path: Path) -> None:
@@ -191,6 +237,9 @@ def main(args: Args) -> None:
     if args.quick:
         args = _quick(args)
     out = Path(args.out or ("runs/bench_quick" if args.quick else "benchmarks/results"))
+    if args.report_only:
+        write_report(json.loads((out / "bc_coinrun.json").read_text()), out / "bc_coinrun.md")
+        return
     notes: list[str] = []
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
@@ -198,9 +247,10 @@ def main(args: Args) -> None:
     expert = make_collect_policy(kind, args.expert)  # missing checkpoint -> CheckpointError naming the fix
 
     t = time.perf_counter()
-    data = run_policy_episodes(expert, args.expert_episodes, args.seed, distribution_mode=args.distribution_mode)
+    lam, seq_len = load_lam(wm, paint_vel_info=args.paint_vel_info)  # a LAM of the other kind: error before work
+    data = run_policy_episodes(expert, args.expert_episodes, args.seed, distribution_mode=args.distribution_mode,
+                               paint_vel_info=args.paint_vel_info)
     timings["collect_s"] = time.perf_counter() - t
-    lam, seq_len = load_lam(wm)
     A = int(lam.num_actions)
     t = time.perf_counter()
     codes = label_expert_set(lam, data, seq_len)
@@ -222,9 +272,10 @@ def main(args: Args) -> None:
     res: dict[str, EvalResult] = {
         "random": evaluate_policy(RandomPolicy(), desc="random", **ev),
         "run_right": evaluate_policy(RunRightPolicy(), desc="run_right", **ev),
-        "oracle": evaluate_policy(CategoricalTorchPolicy(oracle), desc="oracle", **ev),
         "expert": evaluate_policy(expert, desc="expert", **ev),
     }
+    ev["paint_vel_info"] = args.paint_vel_info  # the policies below learnt from the recorded frames
+    res["oracle"] = evaluate_policy(CategoricalTorchPolicy(oracle), desc="oracle", **ev)
     latent_res = {}
     for n in args.n_values:
         def table_for_seed(s: int, n: int = n) -> LatentBCPolicy:
@@ -267,32 +318,12 @@ def main(args: Args) -> None:
     results["settings"] = asdict(args)
     results["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
     results["notes"] = notes
+    results["command"] = " ".join([".venv/bin/python", "benchmarks/bc_coinrun.py", *sys.argv[1:]])
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "bc_coinrun.json", results)
     _plot(results, out / "bc_coinrun.png")
     _confusion_png(conf, out / "bc_coinrun_confusion.png")
-
-    lines = [
-        "# Latent-action behaviour cloning on CoinRun",
-        "",
-        f"Command: `{' '.join(['.venv/bin/python', 'benchmarks/bc_coinrun.py', *sys.argv[1:]])}`. "
-        f"{args.distribution_mode} mode, {args.num_levels} held-out levels (200000..) × {args.seeds} seeds; "
-        f"expert data: {len(data)} episodes / {data.num_frames} frames on levels 100000.. ({kind}). "
-        f"Total {timings['total_s']:.0f} s.",
-        "",
-        "| policy | % levels solved (95% CI) | mean return (95% CI) | seeds × levels |",
-        "|---|---|---|---|",
-    ]
-    lines += [_row(k, v) for k, v in res.items()]
-    lines += [_row(f"latent BC, table D, N={k}", v) for k, v in latent_res.items()]
-    lines += [_row(f"latent BC, table D greedy (ablation), N={k}", v) for k, v in greedy_res.items()]
-    lines += [_row(f"latent BC, learned map, N={k}", v) for k, v in learned_res.items()]
-    lines += ["", f"LAM codes vs real actions on the expert data: NMI = {results['lam']['nmi_codes_vs_actions']:.3f} "
-              f"({len(c)} transitions, {A} codes). Confusion matrix: `bc_coinrun_confusion.png`; levels solved vs N:"
-              " `bc_coinrun.png`.", ""]
-    lines += [f"Note: {n}" for n in notes]
-    atomic_write_bytes(out / "bc_coinrun.md", ("\n".join(lines) + "\n").encode())
-    print("\n".join(lines))
+    write_report(results, out / "bc_coinrun.md")
     print(json.dumps({"out": str(out), "timings_s": results["timings_s"]}))
 
 

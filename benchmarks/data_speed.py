@@ -26,7 +26,7 @@ from genie_gym.data import shards as S
 from genie_gym.data.dataset import ClipDataset
 from genie_gym.data.recorder import Args as RecordArgs
 from genie_gym.data.recorder import record
-from genie_gym.utils.io import atomic_write_bytes, atomic_write_json
+from genie_gym.utils.io import atomic_write_json, write_markdown
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -207,7 +207,7 @@ def main(args: Args) -> None:
     ]
     if "note" in res:
         md += ["", f"Note: {res['note']}."]
-    atomic_write_bytes(args.out / "data_speed.md", ("\n".join(md) + "\n").encode())
+    write_markdown(args.out / "data_speed.md", md, echo=False)
     print(json.dumps(res, indent=2))
 
 

@@ -26,7 +26,7 @@ import tyro
 from agents import dream_ppo
 from agents.ppo_expert import make_model
 from genie_gym.errors import ConfigError
-from genie_gym.utils.io import atomic_write_json
+from genie_gym.utils.io import atomic_write_json, write_markdown
 
 
 @dataclass
@@ -106,7 +106,7 @@ def main(args: Args) -> dict[str, Any]:
               "150 |" for r in rows]
     lines += ["", "The env alone is timed over one PPO rollout (num_envs x n_steps frames), PPO over --frames; a share "
               "near 0 means learning cost less than the run-to-run noise of a shared machine."]
-    (out / "ppo_speed.md").write_text("\n".join(lines) + "\n")
+    write_markdown(out / "ppo_speed.md", lines, echo=False)
     print(json.dumps(rows))
     return report
 

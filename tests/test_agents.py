@@ -129,6 +129,49 @@ def test_collect_roundtrip_and_determinism(tiny_setup: dict) -> None:
     assert [e.level_seed for e in other.episodes] != [e.level_seed for e in data.episodes]
 
 
+class SeenFrames(RunRightPolicy):
+    """Run-right that keeps every observation it was shown."""
+
+    def __init__(self) -> None:
+        self.seen: list[np.ndarray] = []
+
+    def act(self, obs_BHWC: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        self.seen.append(obs_BHWC.copy())
+        return super().act(obs_BHWC, rng)
+
+
+def test_painted_collection_and_evaluation(tiny_setup: dict, tmp_path: Path) -> None:
+    """paint_vel_info: the expert's recordings carry the velocity bar while the policy is shown exactly the plain
+    frames it is shown without it (same episodes, same actions); evaluation shows the policy painted frames."""
+    plain_pol, painted_pol = SeenFrames(), SeenFrames()
+    plain = run_policy_episodes(plain_pol, num_episodes=6, seed=3, num_envs=4, progress=False)
+    painted = run_policy_episodes(painted_pol, num_episodes=6, seed=3, num_envs=4, progress=False,
+                                  paint_vel_info=True)
+    assert len(plain_pol.seen) == len(painted_pol.seen)
+    assert all(np.array_equal(a, b) for a, b in zip(plain_pol.seen, painted_pol.seen, strict=True))
+    for a, b in zip(plain.episodes, painted.episodes, strict=True):
+        assert np.array_equal(a.actions, b.actions) and a.level_seed == b.level_seed
+        differ_HW = (a.frames != b.frames).any(axis=(0, 3))
+        assert differ_HW.any() and not differ_HW[16:].any() and not differ_HW[:, 32:].any()  # the bar only
+    shown = {}
+    for paint in (False, True):
+        pol = SeenFrames()
+        evaluate_policy(pol, levels=LEVELS[:2], seeds=[0], max_steps=10, progress=False, paint_vel_info=paint)
+        shown[paint] = np.stack(pol.seen)
+    differ_HW = (shown[False] != shown[True]).any(axis=(0, 1, 4))
+    assert differ_HW.any() and not differ_HW[16:].any()
+    # A LAM labels only frames of the kind it was trained on (the world-model file's metadata; older files: plain).
+    from genie_gym.config import get_preset
+    from genie_gym.models.world_model import WorldModel
+
+    WorldModel(get_preset("tiny")).save(tmp_path / "painted_wm.pt", {"paint_vel_info": True})
+    assert load_lam(str(tmp_path / "painted_wm.pt"), paint_vel_info=True)[1] == 4
+    with pytest.raises(ConfigError, match="trained on velocity-painted frames but is asked to label plain"):
+        load_lam(str(tmp_path / "painted_wm.pt"), paint_vel_info=False)
+    with pytest.raises(ConfigError, match="trained on plain frames.*drop --paint-vel-info"):
+        load_lam(str(tiny_setup["wm"]), paint_vel_info=True)
+
+
 def test_latent_bc_end_to_end_tiny(tiny_setup: dict, tmp_path: Path) -> None:
     data: ExpertSet = tiny_setup["data"]
     lam, seq_len = load_lam(str(tiny_setup["wm"]))
@@ -243,6 +286,9 @@ def test_scripts_save_load_and_code_count_mismatch(tiny_setup: dict, tmp_path: P
         assert isinstance(agent.mapping, CodeActionTable if mapping == "table" else LearnedMapping)
     with pytest.raises(ConfigError, match="n-labelled"):
         latent_bc.main(latent_bc.Args(data=data_dir, world_model=wm, out=str(tmp_path / "x"), n_labelled=10**6))
+    painted = save_expert_set(tiny_setup["data"], tmp_path / "painted", settings={"paint_vel_info": True})
+    with pytest.raises(ConfigError, match="trained on plain frames but is asked to label velocity-painted"):
+        latent_bc.main(latent_bc.Args(data=str(painted), world_model=wm, out=str(tmp_path / "y")))
     cfg = get_preset("tiny")
     cfg.lam.num_actions = 6
     WorldModel(cfg).save(tmp_path / "wm6.pt")

@@ -29,7 +29,10 @@ def test_bc_benchmark_quick_writes_results(tmp_path: Path) -> None:
     assert sum(map(sum, conf)) == res["lam"]["transitions"]
     assert res["run_right"]["solved"] > 0  # run-right solves one of the 4 easy levels within 60 steps (seed 0)
     md = (tmp_path / "bc_coinrun.md").read_text()
-    assert "| oracle |" in md and "N=20" in md
+    assert "| oracle |" in md and "N=20" in md and "LAPO" in md
+    (tmp_path / "bc_coinrun.md").unlink()  # --report-only rebuilds the same report from the JSON
+    bc_coinrun.main(bc_coinrun.Args(report_only=True, out=str(tmp_path)))
+    assert (tmp_path / "bc_coinrun.md").read_text() == md
     for name in ("bc_coinrun.png", "bc_coinrun_confusion.png"):
         with Image.open(tmp_path / name) as im:
             assert im.size[0] > 100 and im.size[1] > 100
@@ -57,6 +60,7 @@ def test_latent_bc_labels_helpers() -> None:
 
     idx = context_indices(4, 3)  # frames t-1, t, t+1 for transitions 0..2, clamped at the start
     assert idx.tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3]]
+    assert context_indices(4, 2, future=2).tolist() == [[0, 1, 2, 3], [1, 2, 3, 3], [2, 3, 3, 3]]  # to the end
     labels = np.arange(1000) % 6
     assert (noisy(labels, 0.0, 6, seed=0) == labels).all()
     changed = (noisy(labels, 0.5, 6, seed=0) != labels).mean()

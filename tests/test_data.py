@@ -252,6 +252,11 @@ def test_velocity_painted_recording_round_trips_and_never_mixes(coinrun: Path, t
     a, b = EpisodeStore(painted, "train").frames(0), EpisodeStore(coinrun, "train").frames(0)
     differ_HW = (a[:8] != b[:8]).any(axis=(0, 3))  # same levels, same actions: only the bar differs
     assert differ_HW.any() and not differ_HW[16:, 16:].any()
+    assert EpisodeStore(painted, "train").paint_vel_info and not EpisodeStore(coinrun, "train").paint_vel_info
+    from genie_gym.training.export import world_model_metadata  # a LAM trained on it says so in its file
+
+    assert world_model_metadata(painted, {}, {}, {}, "tiny", None, 0)["paint_vel_info"] is True
+    assert world_model_metadata(coinrun, {}, {}, {}, "tiny", None, 0)["paint_vel_info"] is False
     with pytest.raises(DatasetError, match="paint_vel_info: True there, False now"):
         record(tiny_args(painted))
     old = json.loads(S.manifest_path(coinrun).read_text())  # a manifest from before the setting existed

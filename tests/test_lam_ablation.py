@@ -28,9 +28,18 @@ def test_ablation_runs_and_merges_variants(tmp_path: Path):
     common = dict(data=str(data), steps=2, batch_size=2, test_clips=4, threads=1, out=str(tmp_path / "abl"),
                   expert_episodes=2)
     lam_ablation.main(lam_ablation.Args(variants=["baseline"], **common))
-    lam_ablation.main(lam_ablation.Args(variants=["idm_mean"], **common))
+    lam_ablation.main(lam_ablation.Args(variants=["idm_mean", "warmup_raw_flatten_kernel5_nohist"],
+                                        save_dir=str(tmp_path / "lams"), **common))
     report = json.loads((tmp_path / "abl.json").read_text())
-    assert list(report["variants"]) == ["baseline", "idm_mean"]
+    assert list(report["variants"]) == ["baseline", "idm_mean", "warmup_raw_flatten_kernel5_nohist"]
+    # Only the library's design is kept as a world-model file, and it says which frames its LAM saw.
+    assert [p.name for p in (tmp_path / "lams").iterdir()] == ["warmup_raw_flatten_kernel5_nohist.pt"]
+    from agents.latent_bc import load_lam
+
+    lam, _ = load_lam(str(tmp_path / "lams" / "warmup_raw_flatten_kernel5_nohist.pt"), paint_vel_info=False)
+    assert lam.num_actions == 8
+    library = report["variants"]["warmup_raw_flatten_kernel5_nohist"]
+    assert len(library["action_names"]) == 8 and set(library["directions"]["best"]) == {"left", "right", "up"}
     base = report["variants"]["baseline"]
     assert 1.0 <= base["perplexity"] <= 8.0 and 0.0 <= base["nmi_movement"] <= 1.0
     assert sum(map(sum, base["code_by_movement"])) == sum(base["histogram"])
@@ -82,3 +91,12 @@ def test_variant_lams_keep_shapes_and_causality(variant):
         a_q = lam.vq.lookup(torch.zeros(2, 3, dtype=torch.long))
         r0, r1 = lam.decode(frames[:, :-1], a_q), lam.decode(changed[:, :-1], a_q)
     assert torch.equal(r0[:, :2], r1[:, :2])  # predictions of frames 1 and 2 read frames <= 1 only
+
+
+def test_direction_shares_of_a_hand_built_table():
+    """Columns LEFT, LEFT+UP, NONE, NONE+UP, RIGHT, RIGHT+UP; a code labelling under 2% of transitions is left out
+    of the best shares (code 3 presses UP every time, but only once)."""
+    table = [[80, 0, 20, 0, 0, 0], [0, 0, 0, 0, 10, 90], [0] * 6, [0, 0, 0, 0, 0, 1]]
+    shares = lam_ablation.direction_shares(np.array(table))
+    assert shares["best"] == pytest.approx({"left": 0.8, "right": 1.0, "up": 0.9})
+    assert shares["per_code"]["up"] == [0.0, 0.9, 0.0, 1.0]

@@ -127,6 +127,21 @@ def test_readme_speed_and_agent_figures_are_the_benchmark_results():
         "random": f"random {bc['random']['solved']:.1f}%",
         "latent BC N=200": f"latent BC {bc['latent_bc']['200']['solved']:.1f}% at N = 200",
     }
+    results = root / "benchmarks" / "results"
+    painted_bc = json.loads((results / "bc_coinrun_vel" / "bc_coinrun.json").read_text())
+    painted_labels = json.loads((results / "latent_bc_labels_vel" / "latent_bc_labels.json").read_text())
+    figures |= {
+        "painted: latent BC N=200": f"the LAM ignores the bar ({painted_bc['latent_bc']['200']['solved']:.1f}%",
+        "painted: IDM accuracy": f"right {100 * painted_labels['idm_probe']['held_out_accuracy']:.1f}% of the time",
+        "painted: IDM labels": f"reach only {painted_labels['rows']['idm']['solved']:.1f}%",
+    }
+    bar_bc = json.loads((results / "bc_coinrun_vel_bar" / "bc_coinrun.json").read_text())
+    bar_lam = json.loads((results / "lam_ablation_vel.json").read_text())["variants"]
+    bar_lam = bar_lam["warmup_raw_flatten_kernel5_nohist_bar10"]
+    figures |= {
+        "bar-weighted LAM: expert NMI": f"expert NMI {bar_lam['expert_nmi_movement']:.3f}",
+        "bar-weighted LAM: latent BC": f"latent BC still scores {bar_bc['latent_bc']['200']['solved']:.1f}%",
+    }
     text = (root / "README.md").read_text()
     missing = {name: value for name, value in figures.items() if value not in text}
     assert not missing, f"README.md does not quote the benchmark results {missing}"

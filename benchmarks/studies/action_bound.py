@@ -138,7 +138,7 @@ def score(arm: str, wm, args: Args) -> dict:
 
 def main(args: Args) -> None:
     from genie_gym.models.world_model import WorldModel
-    from genie_gym.utils.io import atomic_write_bytes, atomic_write_json
+    from genie_gym.utils.io import atomic_write_json, write_markdown
 
     unknown = set(args.arms) - set(ARMS)
     if unknown:
@@ -174,8 +174,7 @@ def main(args: Args) -> None:
     lines += [f"| {k} | {v.get('steps', 0)} | {v['token_accuracy']:.1%} | {v['copy_token_accuracy']:.1%} | "
               f"{100 * (v['token_accuracy'] - v['copy_token_accuracy']):+.1f} | {v['rollout_psnr_mean']:.2f} | "
               f"{v['rollout_psnr_step1']:.2f} | {v['still_psnr_mean']:.2f} |" for k, v in results.items()]
-    atomic_write_bytes(args.out.with_suffix(".md"), ("\n".join(lines) + "\n").encode())
-    print("\n".join(lines))
+    write_markdown(args.out.with_suffix(".md"), lines)
 
 
 if __name__ == "__main__":

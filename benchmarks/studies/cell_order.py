@@ -28,7 +28,7 @@ import tyro
 from genie_gym.evaluation.evaluate import Args as EvalArgs
 from genie_gym.evaluation.evaluate import evaluate
 from genie_gym.models.world_model import WorldModel
-from genie_gym.utils.io import atomic_write_bytes, atomic_write_json
+from genie_gym.utils.io import atomic_write_json, write_markdown
 
 Variant = Literal["frame1", "frame4", "cell2", "cell4"]
 SETTINGS = {"frame1": ("frame", 1), "frame4": ("frame", 4), "cell2": ("cell", 2), "cell4": ("cell", 4)}
@@ -101,8 +101,7 @@ def main(args: Args) -> dict:
     lines.append(f"\nBaselines on the same clips: the first frame repeated scores {still['still_psnr_mean']:.2f} dB "
                  f"(as the tokenizer draws it: {still['still_tokens_psnr_mean']:.2f} dB); the real frames' "
                  "gradient-energy ratio is 1.0 by definition.")
-    atomic_write_bytes(args.out / "cell_order.md", ("\n".join(lines) + "\n").encode())
-    print("\n".join(lines))
+    write_markdown(args.out / "cell_order.md", lines)
     return out
 
 

@@ -27,6 +27,7 @@ from genie_gym.evaluation.metrics import gradient_energy, psnr
 from genie_gym.models.frames import to_float
 from genie_gym.models.world_model import WorldModel, is_world_model_file
 from genie_gym.training.checkpoint import load_checkpoint
+from genie_gym.utils.io import write_markdown
 
 
 @dataclass
@@ -102,11 +103,11 @@ def main(args: Args) -> dict:
               f"{r['copy_token_accuracy']:.4f}, gain {r['gain_over_copy']:+.4f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    write_markdown(results, args.out.with_suffix(".md"))
+    write_report(results, args.out.with_suffix(".md"))
     return results
 
 
-def write_markdown(results: dict, path: Path) -> None:
+def write_report(results: dict, path: Path) -> None:
     a = results["args"]
     lines = ["# Checkpoint scores", "", "`python benchmarks/studies/checkpoint_scores.py` (see the JSON's `args`); "
              f"data `{a['data']}`, {a['num_clips']} clips per score.", ""]
@@ -121,7 +122,7 @@ def write_markdown(results: dict, path: Path) -> None:
                   "| world model | token accuracy | copy last frame | gain (points) |", "|---|---|---|---|"]
         lines += [f"| `{k}` | {v['token_accuracy']:.2%} | {v['copy_token_accuracy']:.2%} | "
                   f"{100 * v['gain_over_copy']:+.2f} |" for k, v in results["models"].items()]
-    path.write_text("\n".join(lines) + "\n")
+    write_markdown(path, lines, echo=False)
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def main(args: Args) -> None:
     from genie_gym.evaluation.evaluate import evaluate
     from genie_gym.training.train import Args as TrainArgs
     from genie_gym.training.trainer import Trainer
-    from genie_gym.utils.io import atomic_write_bytes, atomic_write_json
+    from genie_gym.utils.io import atomic_write_json, write_markdown
 
     unknown = set(args.variants) - set(VARIANTS)
     if unknown:
@@ -126,7 +126,7 @@ def main(args: Args) -> None:
                   f"{v['rollout_psnr_mean']:.2f} | {v['rollout_psnr_step1']:.2f} | {v['still_psnr_mean']:.2f} | "
                   f"{v['delta_psnr_t4']:+.2f} |" for k, v in results.items()]
         lines += ["", "Variants: " + "; ".join(f"`{k}` = {v}" for k, v in VARIANTS.items())]
-        atomic_write_bytes(args.out.with_suffix(".md"), ("\n".join(lines) + "\n").encode())
+        write_markdown(args.out.with_suffix(".md"), lines, echo=False)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def main(args: Args) -> None:
         raise SystemExit("benchmarks/studies/file_format.py compares against safetensors: "
                          "pip install safetensors") from None
     from genie_gym.models.world_model import WorldModel
-    from genie_gym.utils.io import atomic_write_bytes, atomic_write_json, sha256_bytes
+    from genie_gym.utils.io import atomic_write_json, sha256_bytes, write_markdown
 
     path = Path(args.model or WorldModel.default_path())
     if path.resolve().is_relative_to(Path.cwd()):
@@ -88,8 +88,7 @@ def main(args: Args) -> None:
              "verify, build the modules, median of " + f"{args.repeats}.", "",
              "| format | MiB | load + verify (s) |", "|---|---|---|"]
     lines += [f"| {name} | {r['bytes'] / 2**20:.2f} | {r['load_s']:.3f} |" for name, r in rows.items()]
-    atomic_write_bytes(args.out.with_suffix(".md"), ("\n".join(lines) + "\n").encode())
-    print("\n".join(lines))
+    write_markdown(args.out.with_suffix(".md"), lines)
 
 
 if __name__ == "__main__":

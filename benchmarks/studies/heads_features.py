@@ -26,7 +26,7 @@ import tyro
 import genie_gym.training.heads as heads_module
 from genie_gym.models.frames import to_float
 from genie_gym.training.train import Args as TrainArgs
-from genie_gym.utils.io import atomic_write_bytes, atomic_write_json
+from genie_gym.utils.io import atomic_write_json, write_markdown
 
 Variant = Literal["dynamics", "tokenizer", "both"]
 
@@ -112,8 +112,7 @@ def main(args: Args) -> dict:
         lines.append(f"| {name} | {s['terminal']['precision']:.2f} / {s['terminal']['recall']:.2f} "
                      f"({s['terminal']['events']} events) | {s['reward']['precision']:.2f} / "
                      f"{s['reward']['recall']:.2f} ({s['reward']['events']} events) |")
-    atomic_write_bytes(args.out / "heads_features.md", ("\n".join(lines) + "\n").encode())
-    print("\n".join(lines))
+    write_markdown(args.out / "heads_features.md", lines)
     return result
 
 

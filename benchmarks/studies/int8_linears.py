@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import tyro
 
-from genie_gym.utils.io import atomic_write_bytes, atomic_write_json
+from genie_gym.utils.io import atomic_write_json, write_markdown
 
 SHAPES = ((192, 576), (192, 192), (192, 768), (768, 192), (192, 4000))  # qkv, attention out, MLP up, down, head
 
@@ -91,8 +91,7 @@ def measure(args: Args) -> dict:
         g = r["gflops"]
         lines.append(f"| {r['rows']} ({r['rows'] // 64}) | {r['shape'][0]} -> {r['shape'][1]} | {g['float32']:.0f} | "
                      f"{g['bfloat16']:.0f} | {g['int8']:.0f} | {g['int8'] / g['bfloat16']:.2f}x |")
-    atomic_write_bytes(args.out / "int8_linears.md", ("\n".join(lines) + "\n").encode())
-    print("\n".join(lines))
+    write_markdown(args.out / "int8_linears.md", lines)
     return result
 
 

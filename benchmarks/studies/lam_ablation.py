@@ -12,7 +12,14 @@ all it learns from), then labels every transition of `--test-clips` held-out tes
   most of the 15 actions are synonyms in CoinRun, so the movement NMI is the one that says whether a code means
   "move right" or "jump";
 - the code x movement-class table (which class each code fires on);
-- LAM reconstruction MSE next to the "copy the last frame" MSE (how much the codes tell the decoder).
+- LAM reconstruction MSE next to the "copy the last frame" MSE (how much the codes tell the decoder);
+- per code, the share of its transitions that moved left, moved right and pressed UP, the best code of each
+  (the playable-codes targets: >= 0.6, >= 0.6, >= 0.8) and the names `name_actions` gives the codes.
+A dataset recorded with `--paint-vel-info` (Procgen's velocity bar in the frame) is read as such: the expert
+episodes are then recorded painted too (the expert still acts on plain frames, `run_policy_episodes`).
+`--save-dir DIR` keeps every trained LAM of the library's design as DIR/<variant>.pt, a world-model file: the
+shipped model with its LAM replaced, for `benchmarks/bc_coinrun.py --world-model` (only its LAM is meaningful:
+the dynamics was trained on the shipped LAM's codes).
 Two reference rows are not LAMs: `idm_mean` / `idm_flatten` train the same encoder with the true movement classes
 (an inverse-dynamics model), the ceiling of what that encoder reads from frame pairs in as many steps.
 Writes `benchmarks/results/lam_ablation.{json,md}`. Run it alone: two torch jobs on 2 cores are 20x slower.
@@ -35,16 +42,16 @@ from tqdm import tqdm
 
 from agents.collect import ExpertSet
 from agents.latent_bc import label_expert_set, transitions
-from genie_gym.config import LAMConfig, OptimConfig, get_preset
+from genie_gym.config import LEGACY_LAM_FIELDS, LAMConfig, OptimConfig, get_preset
 from genie_gym.data.dataset import ClipDataset
-from genie_gym.data.games import MOVEMENT_NAMES, movement_class
+from genie_gym.data.games import MOVEMENT_NAMES, movement_class, name_actions
 from genie_gym.evaluation.metrics import best_shift, code_stats, nmi
 from genie_gym.models.frames import patchify, unpatchify
 from genie_gym.models.lam import LatentActionModel
 from genie_gym.models.st_transformer import init_weights
 from genie_gym.models.vq import VectorQuantizer
 from genie_gym.training.schedule import make_scheduler
-from genie_gym.utils.io import atomic_write_json
+from genie_gym.utils.io import atomic_write_json, write_markdown
 from genie_gym.utils.seeding import seed_everything
 
 
@@ -57,6 +64,7 @@ class VariantConfig(LAMConfig):
     predict_residual: bool = False  # pixel head predicts frame t+1 - frame t
     latent_pool: str = "mean"  # per-frame feature: "mean" of the encoder tokens, or "flatten" (the library)
     decoder_history: bool = True  # the decoder attends to frames <= t (the paper); the library: frame t only
+    bar_loss_weight: float = 0.0  # > 0: extra MSE on Procgen's velocity bar (rows 0-12, cols 0-25 of painted frames)
     # decoder_kernel = 0: a sigmoid pixel head instead of the library's shift kernel
 
 
@@ -107,6 +115,14 @@ class VariantLAM(LatentActionModel):
         self._check(frames_BTHWC)
         return self.encoder(self.enc_patch_embed(patchify(frames_BTHWC, self.patch)) + self.enc_pos).mean(dim=2)
 
+    def forward(self, frames_BTHWC: torch.Tensor) -> dict:
+        out = super().forward(frames_BTHWC)
+        if self.cfg.bar_loss_weight:  # the bar is ~8% of the frame: weigh what it says about the velocity up
+            bar = (slice(None), slice(None), slice(0, BAR_ROWS), slice(0, BAR_COLS))
+            bar_mse = F.mse_loss(out["recon_BTHWC"][bar].float(), frames_BTHWC[:, 1:][bar].float())
+            out["loss"] = out["loss"] + self.cfg.bar_loss_weight * bar_mse
+        return out
+
     def decode(self, frames_BTHWC: torch.Tensor, a_q_BTC: torch.Tensor) -> torch.Tensor:
         if not self.cfg.decoder_history and self.cfg.decoder_kernel:
             return super().decode(frames_BTHWC, a_q_BTC)
@@ -125,6 +141,8 @@ class VariantLAM(LatentActionModel):
             return (frames_BTHWC + out_BTHWC).clamp(0, 1)
         return torch.sigmoid(out_BTHWC)
 
+
+BAR_ROWS, BAR_COLS = 13, 26  # where paint_vel_info draws in a 64x64 frame (the rows and columns that differ)
 
 # Every variant starts from the `small` preset's sizes with the LAM of the first shipped model (session 1): cosine
 # VQ, mean-pooled features, a pixel decoder with history, no warm-up. The preset now uses a variant of it.
@@ -159,6 +177,12 @@ VARIANTS: dict[str, dict] = {
     # the history can carry the velocity, so the 8 codes are free to say what the action changes.
     "warmup_raw_flatten_kernel5": {"latent_pool": "flatten", "decoder_kernel": 5, "continuous_warmup_steps": 300,
                                    "vq_normalize": False},
+    # For velocity-painted data only: the shipped design plus 10 x the velocity bar's own MSE (a bar pixel then
+    # weighs ~120 other pixels), which the plain loss leaves to the scroll (lam_ablation_vel.md): do the codes
+    # then read the action the bar shows?
+    "warmup_raw_flatten_kernel5_nohist_bar10": {"latent_pool": "flatten", "decoder_kernel": 5, "decoder_history": False,
+                                                "continuous_warmup_steps": 300, "vq_normalize": False,
+                                                "bar_loss_weight": 10.0},
     "warmup_raw_flatten_kernel5_nohist_entropy": {"latent_pool": "flatten", "decoder_kernel": 5,
                                                   "decoder_history": False, "continuous_warmup_steps": 300,
                                                   "vq_normalize": False, "usage_entropy_weight": 0.1},
@@ -205,11 +229,37 @@ class Args:
     expert's actions, what latent BC needs (0 = skip)"""
     report_only: bool = False
     """rebuild <out>.md from <out>.json without training anything"""
+    save_dir: str | None = None
+    """write each trained LAM of the library's design as DIR/<variant>.pt (the shipped world model with that LAM)"""
 
 
 def history_latents(lam: LatentActionModel, frames_BTHWC: torch.Tensor) -> torch.Tensor:
     """(B, T-1, code_dim) from h_t alone (frames <= t), the probe of `history_only_flatten`."""
     return lam.pre_quant(lam.frame_features(frames_BTHWC)[:, :-1])
+
+
+def direction_shares(code_by_movement: np.ndarray) -> dict:
+    """Per code (rows of a code x movement-class count table): shares of its transitions moving left, moving right
+    and pressing UP; and the largest of each over the codes that label at least 2% of the transitions."""
+    t = np.asarray(code_by_movement, dtype=np.float64)
+    n = t.sum(1)
+    share = {"left": t[:, 0] + t[:, 1], "right": t[:, 4] + t[:, 5], "up": t[:, 1::2].sum(1)}
+    share = {k: v / np.maximum(n, 1) for k, v in share.items()}
+    used = n >= 0.02 * max(n.sum(), 1)
+    return {"per_code": {k: v.round(3).tolist() for k, v in share.items()},
+            "best": {k: float(v[used].max()) if used.any() else 0.0 for k, v in share.items()}}
+
+
+def save_world_model(lam: LatentActionModel, path: Path, data: str, paint_vel_info: bool) -> None:
+    """The shipped world model with `lam` in place of its LAM (same sizes), written to `path`."""
+    from genie_gym.models.world_model import WorldModel
+
+    wm = WorldModel.load(None)
+    wm.lam.load_state_dict(lam.state_dict())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {k: v for k, v in wm.metadata.items() if not k.startswith("action_meanings")}  # the old LAM's names
+    wm.save(path, {**meta, "lam_from": "benchmarks/studies/lam_ablation.py", "lam_data": data,
+                   "paint_vel_info": paint_vel_info})
 
 
 def expert_nmi(lam: LatentActionModel, expert: ExpertSet | None, seq_len: int) -> dict:
@@ -313,6 +363,9 @@ def run_variant(name: str, args: Args, train: ClipDataset, test: ClipDataset, ex
     table = np.zeros((max(cfg.lam.num_actions, len(MOVE_NAMES)), len(MOVE_NAMES)), dtype=int)
     np.add.at(table, (codes_all, moves), 1)
     stats = code_stats(codes_all, cfg.lam.num_actions)
+    library_design = cfg.lam.decoder_kernel > 0 and all(getattr(cfg.lam, k) == v for k, v in LEGACY_LAM_FIELDS.items())
+    if args.save_dir and not supervised and library_design:
+        save_world_model(lam, Path(args.save_dir) / f"{name}.pt", args.data, train.store.paint_vel_info)
     return {
         "changes": VARIANTS[name],
         "train_s": round(train_s, 1),
@@ -325,6 +378,8 @@ def run_variant(name: str, args: Args, train: ClipDataset, test: ClipDataset, ex
         "warmup_train_recon_mse": float(np.mean(warmup_recon[-20:])) if warmup_recon else None,
         "copy_last_frame_mse": float(np.mean(copy)),
         "code_by_movement": table.tolist(),
+        "directions": direction_shares(table[: cfg.lam.num_actions]),
+        "action_names": None if supervised else name_actions(table[: cfg.lam.num_actions]),
         "movement_accuracy": float((codes_all == moves).mean()) if supervised else None,
         **(expert_nmi(lam, expert, cfg.seq_len) if not supervised else expert_nmi(lam, None, 0)),
     }
@@ -334,7 +389,7 @@ def _fmt(x: float | None) -> str:
     return "" if x is None else f"{x:.3f}"
 
 
-def write_markdown(report: dict, out: Path) -> None:
+def write_report(report: dict, out: Path) -> None:
     """`<out>.md`: one row per variant; the supervised probes are marked (they read the true actions)."""
     a, results = report["args"], report["variants"]
     seq_len = get_preset("small").seq_len
@@ -351,25 +406,34 @@ def write_markdown(report: dict, out: Path) -> None:
         "<= 3) that best maps frame t onto frame t+1, its MSE and the copy MSE on the central 48x48 crop.",
         "",
         "| variant | changes | perplexity | NMI (15 actions) | NMI (movement) | recon MSE | copy MSE | "
-        "expert NMI (actions) | expert NMI (movement) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "expert NMI (actions) | expert NMI (movement) | best code left / right / up |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         label = f"{name} (*probe*)" if name in SUPERVISED else f"{name} (*reference*)" if name in REFERENCES else name
         recon = "" if name in SUPERVISED else f"{r['recon_mse']:.5f}"
         ppl = "" if name in REFERENCES else f"{r['perplexity']:.2f}"
+        best = direction_shares(r["code_by_movement"])["best"] if r["code_by_movement"] else None
+        shares = "" if best is None else f"{best['left']:.2f} / {best['right']:.2f} / {best['up']:.2f}"
         lines.append(
             f"| {label} | `{r['changes']}` | {ppl} | {r['nmi_actions']:.3f} | "
             f"{r['nmi_movement']:.3f} | {recon} | {r['copy_last_frame_mse']:.5f} | "
-            f"{_fmt(r.get('expert_nmi_actions'))} | {_fmt(r.get('expert_nmi_movement'))} |"
+            f"{_fmt(r.get('expert_nmi_actions'))} | {_fmt(r.get('expert_nmi_movement'))} | {shares} |"
         )
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    tables = [r["code_by_movement"] for r in results.values() if r["code_by_movement"]]
+    base = direction_shares(np.asarray(tables[0]).sum(0, keepdims=True))["best"] if tables else None
+    lines += ["", "Best code left / right / up: over the codes that label >= 2% of the test transitions, the largest "
+              "share of a code's transitions that moved left, moved right, pressed UP (the playable-codes targets "
+              "are 0.6 / 0.6 / 0.8)."
+              + ("" if base is None else f" The test transitions as a whole: {base['left']:.2f} / "
+                 f"{base['right']:.2f} / {base['up']:.2f}, what a code that fires at random scores.")]
+    write_markdown(out.with_suffix(".md"), lines, echo=False)
 
 
 def main(args: Args) -> None:
     torch.set_num_threads(args.threads)
     if args.report_only:
-        write_markdown(json.loads(Path(args.out).with_suffix(".json").read_text()), Path(args.out))
+        write_report(json.loads(Path(args.out).with_suffix(".json").read_text()), Path(args.out))
         return
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
@@ -381,7 +445,8 @@ def main(args: Args) -> None:
     if args.expert_episodes > 0:
         from agents.collect import make_collect_policy, run_policy_episodes
 
-        expert = run_policy_episodes(make_collect_policy("expert", None), args.expert_episodes, args.seed)
+        expert = run_policy_episodes(make_collect_policy("expert", None), args.expert_episodes, args.seed,
+                                     paint_vel_info=train.store.paint_vel_info)
     results = {}
     for name in args.variants:
         results[name] = r = {**run_variant(name, args, train, test, expert), "command": command}
@@ -393,7 +458,7 @@ def main(args: Args) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     # Variants measured earlier with the same settings are kept, so the table can be built up run by run.
     same = {k: v for k, v in dataclasses.asdict(args).items()
-            if k not in ("variants", "out", "threads", "report_only", "expert_episodes")}
+            if k not in ("variants", "out", "threads", "report_only", "expert_episodes", "save_dir")}
     if out.with_suffix(".json").is_file():
         old = json.loads(out.with_suffix(".json").read_text())
         if {k: v for k, v in old.get("args", {}).items() if k in same} == same:
@@ -401,7 +466,7 @@ def main(args: Args) -> None:
             results = {**kept, **results}
     report = {"args": dataclasses.asdict(args), "movement_classes": MOVE_NAMES, "variants": results}
     atomic_write_json(out.with_suffix(".json"), report)
-    write_markdown(report, out)
+    write_report(report, out)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,12 @@ class Args:
     """optimiser steps for the inverse-dynamics probe"""
     idm_context: int = 4
     """frames the IDM reads, ending at t+1 (4: t-2, t-1, t, t+1)"""
+    idm_future: int = 0
+    """frames after t+1 the IDM also reads (an action's effect shows over the following frames, mixed with the next
+    actions): does a longer view make labels good enough?"""
+    paint_vel_info: bool = False
+    """ablation: Procgen's velocity bar in the expert's recorded frames and in every evaluated game (the expert acts
+    on plain frames); the `lam` row then needs a LAM trained on painted frames (--world-model)"""
     idm_cross_fit: bool = False
     """label each half of the episodes with an IDM trained on the other half, so no label is a fitted action"""
     noise: tuple[float, ...] = (0.1, 0.2)
@@ -97,14 +103,15 @@ class Args:
 
 
 # ------------------------------------------------------------------------------------------------ labels
-def context_indices(length: int, context: int) -> np.ndarray:
-    """(length-1, context) frame indices t-context+2 .. t+1 for each transition t, clamped at the episode's start."""
-    t = np.arange(length - 1)[:, None] + np.arange(2 - context, 2)[None]
+def context_indices(length: int, context: int, future: int = 0) -> np.ndarray:
+    """(length-1, context+future) frame indices t-context+2 .. t+1+future for each transition t, clamped to the
+    episode."""
+    t = np.arange(length - 1)[:, None] + np.arange(2 - context, 2 + future)[None]
     return np.clip(t, 0, length - 1)
 
 
 class InverseDynamicsProbe(nn.Module):
-    """IMPALA CNN over `context` stacked frames ending at t+1 -> movement class of the action at t."""
+    """IMPALA CNN over `context` stacked frames (t-context+2 .. t+1+future) -> movement class of the action at t."""
 
     def __init__(self, context: int) -> None:
         super().__init__()
@@ -118,8 +125,8 @@ class InverseDynamicsProbe(nn.Module):
         return self.head(self.encoder(x))
 
 
-def idm_labels(data: ExpertSet, context: int, steps: int, seed: int,
-               cross_fit: bool = False) -> tuple[np.ndarray, dict[str, float]]:
+def idm_labels(data: ExpertSet, context: int, steps: int, seed: int, cross_fit: bool = False,
+               future: int = 0) -> tuple[np.ndarray, dict[str, float]]:
     """Train the probe on the first half of the episodes' real actions; label every transition with its argmax.
     Also returns its accuracy and NMI on the other half, which it never trained on.
 
@@ -127,7 +134,7 @@ def idm_labels(data: ExpertSet, context: int, steps: int, seed: int,
     it, so no label repeats an action the probe fitted (twice the training time)."""
     eps = data.episodes
     half = max(1, len(eps) // 2)
-    idx = [context_indices(ep.length, context) for ep in eps]
+    idx = [context_indices(ep.length, context, future) for ep in eps]
     moves = [movement_class(ep.actions[: ep.length - 1]) for ep in eps]
     pairs = [(e, t) for e in range(len(eps)) for t in range(eps[e].length - 1)]
     first = [p for p in pairs if p[0] < half]
@@ -139,7 +146,7 @@ def idm_labels(data: ExpertSet, context: int, steps: int, seed: int,
     def train(on: list[tuple[int, int]], desc: str) -> InverseDynamicsProbe:
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
-        net = InverseDynamicsProbe(context)
+        net = InverseDynamicsProbe(context + future)
         opt = torch.optim.Adam(net.parameters(), lr=5e-4)
         for _ in tqdm(range(steps), desc=desc, leave=False):
             b = [on[i] for i in rng.integers(0, len(on), 64)]
@@ -230,13 +237,16 @@ def main(args: Args) -> dict:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     expert = make_collect_policy("expert", args.expert)
-    data = run_policy_episodes(expert, args.expert_episodes, args.seed, distribution_mode="easy")
+    if "lam" in args.rows:  # a LAM trained on the other kind of frames: refused before any work
+        load_lam(args.world_model, paint_vel_info=args.paint_vel_info)
+    data = run_policy_episodes(expert, args.expert_episodes, args.seed, distribution_mode="easy",
+                               paint_vel_info=args.paint_vel_info)
     frames = np.concatenate([ep.frames[: ep.length - 1] for ep in data.episodes])
     u = np.concatenate([ep.actions[: ep.length - 1] for ep in data.episodes]).astype(np.int64)
     moves = movement_class(u)
     n = min(args.n_labelled, len(u))
     ev = dict(num_levels=args.num_levels, seeds=list(range(args.seeds)), distribution_mode="easy",
-              max_steps=args.max_steps)
+              max_steps=args.max_steps, paint_vel_info=args.paint_vel_info)
     idm_info: dict[str, float] = {}
     rows: dict[str, dict[str, Any]] = {}
     for name in ROWS:  # in this order, so the IDM's error rate is known before the noisy row
@@ -268,11 +278,12 @@ def main(args: Args) -> dict:
         if name == "movement":
             lab, k, what = moves, NUM_MOVES, "true movement class (perfect labels)"
         elif name == "idm":
-            lab, idm_info = idm_labels(data, args.idm_context, args.idm_steps, args.seed, args.idm_cross_fit)
-            k, what = NUM_MOVES, (f"supervised IDM, frames t-{args.idm_context - 2}..t+1 (probe"
+            lab, idm_info = idm_labels(data, args.idm_context, args.idm_steps, args.seed, args.idm_cross_fit,
+                                       args.idm_future)
+            k, what = NUM_MOVES, (f"supervised IDM, frames t-{args.idm_context - 2}..t+{1 + args.idm_future} (probe"
                                   + (", cross-fitted)" if args.idm_cross_fit else ")"))
         elif name == "lam":
-            lam, seq_len = load_lam(args.world_model)
+            lam, seq_len = load_lam(args.world_model, paint_vel_info=args.paint_vel_info)
             lab = np.concatenate(label_expert_set(lam, data, seq_len, progress=False))
             k, what = int(lam.num_actions), f"LAM codes ({args.world_model or 'shipped world model'})"
         else:  # motion
@@ -314,7 +325,8 @@ def write_report(result: dict, path: Path, extra: str = "") -> None:
         f"{row['solved']:.1f} ± {row['solved_ci95']:.1f} | "
         + (f"{100 * row['solved'] / max(oracle, 1e-9):.0f}% |" if oracle is not None else "— |")
         for name, row in rows.items())
-    idm_line = (f" The IDM probe (frames t-{cfg['idm_context'] - 2}..t+1, {cfg['idm_steps']} steps on the real"
+    idm_line = (f" The IDM probe (frames t-{cfg['idm_context'] - 2}..t+{1 + cfg.get('idm_future', 0)}, "
+                f"{cfg['idm_steps']} steps on the real"
                 f" actions of half the episodes) scores {100 * idm['held_out_accuracy']:.1f}% accuracy and NMI"
                 f" {idm['held_out_nmi']:.3f} with the movement class on the other half."
                 + (f" Cross-fitted: a second probe trained on the second half labels the first, so every label is"
@@ -322,12 +334,15 @@ def write_report(result: dict, path: Path, extra: str = "") -> None:
                    else " Its row labels both halves: on the half it trained on it reproduces the real actions it"
                    " fitted, so that row is an optimistic bound.") if idm else "")
     n = min(cfg["n_labelled"], result["expert_data"]["transitions"])
+    painted = (" **Velocity-painted frames** (Procgen's `paint_vel_info`: the agent's velocity drawn in the top-left"
+               " corner) in the expert's recordings and in every game played; the expert acts on plain frames."
+               if cfg.get("paint_vel_info") else "")
     md = f"""# Latent BC with labels of known quality
 
 Command: `{result['command']}` ({result['seconds'] / 60:.0f} min). {result['expert_data']['episodes']} PPO-expert
 episodes ({result['expert_data']['transitions']} transitions) on easy CoinRun levels 100000+. Every policy:
 {cfg['policy_steps']} steps of the IMPALA CNN on single frames; table D from N = {n} labelled transitions drawn per
-seed; {cfg['num_levels']} held-out levels (200000+) x {cfg['seeds']} seeds{steps_line}.{idm_line}
+seed; {cfg['num_levels']} held-out levels (200000+) x {cfg['seeds']} seeds{steps_line}.{idm_line}{painted}
 
 | labels | what | agrees with movement class | NMI with movement class | % levels solved (95% CI) | of the oracle |
 |---|---|---|---|---|---|

@@ -61,7 +61,7 @@ def main(args: Args) -> None:
     from genie_gym.evaluation.evaluate import Args as EvalArgs
     from genie_gym.evaluation.evaluate import evaluate
     from genie_gym.models.world_model import WorldModel
-    from genie_gym.utils.io import atomic_write_bytes, atomic_write_json
+    from genie_gym.utils.io import atomic_write_json, write_markdown
 
     wm = WorldModel.load(args.model)
     rows = []
@@ -92,7 +92,7 @@ def main(args: Args) -> None:
     ]
     lines += [f"| {r['maskgit_steps']} | {r['temperature']:g} | {r['rollout_psnr_mean']:.2f} | {r['step1_psnr']:.2f} | "
               f"{r['rollout_ssim_mean']:.3f} | {r['delta_psnr_t4']:+.2f} | {r['single_world_fps']:.1f} |" for r in rows]
-    atomic_write_bytes(args.out.with_suffix(".md"), ("\n".join(lines) + "\n").encode())
+    write_markdown(args.out.with_suffix(".md"), lines, echo=False)
 
 
 if __name__ == "__main__":

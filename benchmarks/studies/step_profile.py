@@ -67,7 +67,7 @@ def profile(args: Args, precision: str) -> dict:
 
 
 def main(args: Args) -> None:
-    from genie_gym.utils.io import atomic_write_bytes, atomic_write_json
+    from genie_gym.utils.io import atomic_write_json, write_markdown
 
     rows = {p: profile(args, p) for p in args.precisions}
     command = f"python benchmarks/studies/step_profile.py --num-worlds {args.num_worlds} --steps {args.steps}"
@@ -81,8 +81,7 @@ def main(args: Args) -> None:
         s = r["share"]
         lines.append(f"| {p} | {r['maskgit_steps']} | {r['frames_per_s']:.1f} | {s['dyn_step']:.0%} | "
                      f"{s['dyn_commit']:.0%} | {s['dec_step']:.0%} | {1 - sum(s.values()):.0%} |")
-    atomic_write_bytes(args.out.with_suffix(".md"), ("\n".join(lines) + "\n").encode())
-    print("\n".join(lines))
+    write_markdown(args.out.with_suffix(".md"), lines)
     print(json.dumps(rows))
 
 

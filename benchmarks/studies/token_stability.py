@@ -36,7 +36,7 @@ def main(args: Args) -> None:
     from genie_gym.data.dataset import ClipDataset
     from genie_gym.models.frames import to_float
     from genie_gym.models.world_model import WorldModel
-    from genie_gym.utils.io import atomic_write_bytes, atomic_write_json
+    from genie_gym.utils.io import atomic_write_json, write_markdown
 
     wm = WorldModel.load(args.model).eval()
     ds = ClipDataset(args.data, "test", 8)
@@ -57,8 +57,7 @@ def main(args: Args) -> None:
     lines = ["# Token stability", "", f"`{command}`: {len(idx)} held-out clips of 8 frames (test split), the shipped "
              "tokenizer unless --model.", "", "| consecutive frame pairs | pairs | tokens changed |", "|---|---|---|"]
     lines += [f"| {k} in pixels | {r['pairs']} | {100 * r['tokens_changed']:.1f}% |" for k, r in rows.items()]
-    atomic_write_bytes(args.out.with_suffix(".md"), ("\n".join(lines) + "\n").encode())
-    print("\n".join(lines))
+    write_markdown(args.out.with_suffix(".md"), lines)
 
 
 if __name__ == "__main__":

@@ -166,7 +166,7 @@ def main(args: Args) -> None:
 
 
 def write(args: Args, results: dict) -> None:
-    from genie_gym.utils.io import atomic_write_bytes, atomic_write_json
+    from genie_gym.utils.io import atomic_write_json, write_markdown
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out.with_suffix(".json"), {
@@ -194,7 +194,7 @@ def write(args: Args, results: dict) -> None:
             f"{r['tokens_equal_to_previous_frame']:.1%} | {r['decode_ms_per_frame_1thread']:.2f} | "
             f"{r['parameters_M']:.2f} |")
     lines += ["", "Variants: " + "; ".join(f"`{k}` = {v or 'the v0.2 tokenizer'}" for k, v in VARIANTS.items())]
-    atomic_write_bytes(args.out.with_suffix(".md"), ("\n".join(lines) + "\n").encode())
+    write_markdown(args.out.with_suffix(".md"), lines, echo=False)
 
 
 if __name__ == "__main__":

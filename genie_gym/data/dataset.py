@@ -54,6 +54,11 @@ class EpisodeStore:
         self.cache_bytes = int(cache_bytes)
         self._reset_caches()
 
+    @property
+    def paint_vel_info(self) -> bool:
+        """Whether the frames carry Procgen's velocity bar (manifest setting; absent in older recordings = no)."""
+        return bool(self.manifest.get("settings", {}).get("paint_vel_info", False))
+
     # Caches are per process: dropped on pickling so each DataLoader worker builds (and verifies) its own.
     def _reset_caches(self) -> None:
         self._headers: dict[int, S.ShardHeader] = {}

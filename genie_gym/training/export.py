@@ -10,6 +10,7 @@ with `--freeze-encoder` makes the same tokens):
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +41,12 @@ def world_model_metadata(data: Path | str | None, steps: dict[str, int], tokeniz
                          dynamics_metrics: dict[str, Any], preset: str, init_from: Any, seed: int) -> dict[str, Any]:
     """What a world-model file records of its training (the model card's facts)."""
     manifest = Path(data) / "manifest.json" if data else None
+    known = manifest is not None and manifest.is_file()
     return {
-        "data_manifest_sha256": sha256_file(manifest) if manifest is not None and manifest.is_file() else None,
+        "data_manifest_sha256": sha256_file(manifest) if known else None,
+        # frames with Procgen's velocity bar: a LAM trained on them labels only painted frames (agents/latent_bc.py)
+        "paint_vel_info": bool(json.loads(manifest.read_text()).get("settings", {}).get("paint_vel_info", False))
+        if known else False,
         "steps": steps,
         "metrics": {
             **{f"tokenizer/{k}": v for k, v in tokenizer_metrics.items()},

@@ -44,6 +44,14 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
+def write_markdown(path: str | os.PathLike, lines: list[str], echo: bool = True) -> None:
+    """A report's markdown lines, written atomically (one trailing newline) and, with `echo`, printed."""
+    text = "\n".join(lines)
+    atomic_write_bytes(path, (text + "\n").encode())
+    if echo:
+        print(text)
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """`torch.save` through a temporary file and a rename, so a kill never leaves a truncated checkpoint."""
     buf = io.BytesIO()
