@@ -40,6 +40,8 @@ def test_ablation_runs_and_merges_variants(tmp_path: Path):
     assert lam.num_actions == 8
     library = report["variants"]["warmup_raw_flatten_kernel5_nohist"]
     assert len(library["action_names"]) == 8 and set(library["directions"]["best"]) == {"left", "right", "up"}
+    with pytest.raises(SystemExit, match="does not have; record data with `genie-gym data --paint-vel-info`"):
+        lam_ablation.main(lam_ablation.Args(variants=["warmup_raw_flatten_kernel5_nohist_bar10"], **common))
     base = report["variants"]["baseline"]
     assert 1.0 <= base["perplexity"] <= 8.0 and 0.0 <= base["nmi_movement"] <= 1.0
     assert sum(map(sum, base["code_by_movement"])) == sum(base["histogram"])

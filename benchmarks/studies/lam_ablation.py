@@ -440,6 +440,10 @@ def main(args: Args) -> None:
         raise SystemExit(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
     seq_len = get_preset("small").seq_len
     train, test = ClipDataset(args.data, "train", seq_len), ClipDataset(args.data, "test", seq_len)
+    bar = [v for v in args.variants if VARIANTS[v].get("bar_loss_weight")]
+    if bar and not train.store.paint_vel_info:
+        raise SystemExit(f"{', '.join(bar)} weigh Procgen's velocity bar, which {args.data} does not have; record "
+                         "data with `genie-gym data --paint-vel-info` and pass it with --data")
     command = "python benchmarks/studies/lam_ablation.py " + " ".join(sys.argv[1:])
     expert = None
     if args.expert_episodes > 0:
