@@ -69,7 +69,9 @@ def test_vq_usage_entropy_bonus_spreads_a_collapsed_batch_over_the_codebook():
     assert spread[0.0] < 1.5 and spread[1.0] > 2.5, spread
 
 
-@pytest.mark.parametrize("variant", ["baseline", "flatten_residual_entropy", "warmup_flatten_kernel5"])
+@pytest.mark.parametrize("variant", ["baseline", "flatten_residual_entropy", "warmup_flatten_kernel5",
+                                     "warmup_raw_flatten_kernel5_nohist_bar10",
+                                     "warmup_raw_flatten_kernel5_nohist_center10"])
 def test_variant_lams_keep_shapes_and_causality(variant):
     """The ablation's variants (mean pooling, pixel/residual heads, a decoder with history) outside the library:
     shapes, gradients, and frame t+1 never leaks into the prediction of frame t+1 except through a_t."""
@@ -102,3 +104,26 @@ def test_direction_shares_of_a_hand_built_table():
     shares = lam_ablation.direction_shares(np.array(table))
     assert shares["best"] == pytest.approx({"left": 0.8, "right": 1.0, "up": 0.9})
     assert shares["per_code"]["up"] == [0.0, 0.9, 0.0, 1.0]
+
+
+def test_region_weighted_loss_adds_the_regions_own_mse():
+    """The centre-weighted variant's loss = the plain loss + weight x the MSE of the frame's centre."""
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    from genie_gym.config import get_preset
+
+    name = "warmup_raw_flatten_kernel5_nohist_center10"
+    cfg = lam_ablation.VariantConfig(**{**dataclasses.asdict(get_preset("tiny").lam), **lam_ablation.BASE,
+                                        **lam_ablation.VARIANTS[name]})
+    torch.manual_seed(0)
+    lam = lam_ablation.VariantLAM(cfg, 64, max_frames=4)
+    frames = torch.rand(2, 4, 64, 64, 3)
+    with torch.no_grad():
+        weighted = lam(frames)
+        lam.cfg = dataclasses.replace(cfg, center_loss_weight=0.0)
+        plain = lam(frames)
+    c = lam_ablation.CENTER
+    centre_mse = F.mse_loss(plain["recon_BTHWC"][:, :, c, c], frames[:, 1:, c, c])
+    assert torch.allclose(weighted["loss"] - plain["loss"], 10.0 * centre_mse)

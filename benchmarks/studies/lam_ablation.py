@@ -65,6 +65,7 @@ class VariantConfig(LAMConfig):
     latent_pool: str = "mean"  # per-frame feature: "mean" of the encoder tokens, or "flatten" (the library)
     decoder_history: bool = True  # the decoder attends to frames <= t (the paper); the library: frame t only
     bar_loss_weight: float = 0.0  # > 0: extra MSE on Procgen's velocity bar (rows 0-12, cols 0-25 of painted frames)
+    center_loss_weight: float = 0.0  # > 0: extra MSE on the frame's centre, where the camera keeps the agent
     # decoder_kernel = 0: a sigmoid pixel head instead of the library's shift kernel
 
 
@@ -121,6 +122,10 @@ class VariantLAM(LatentActionModel):
             bar = (slice(None), slice(None), slice(0, BAR_ROWS), slice(0, BAR_COLS))
             bar_mse = F.mse_loss(out["recon_BTHWC"][bar].float(), frames_BTHWC[:, 1:][bar].float())
             out["loss"] = out["loss"] + self.cfg.bar_loss_weight * bar_mse
+        if self.cfg.center_loss_weight:  # the agent's own pixels (its sprite turns and walks when a key is held)
+            c = (slice(None), slice(None), CENTER, CENTER)
+            center_mse = F.mse_loss(out["recon_BTHWC"][c].float(), frames_BTHWC[:, 1:][c].float())
+            out["loss"] = out["loss"] + self.cfg.center_loss_weight * center_mse
         return out
 
     def decode(self, frames_BTHWC: torch.Tensor, a_q_BTC: torch.Tensor) -> torch.Tensor:
@@ -143,6 +148,7 @@ class VariantLAM(LatentActionModel):
 
 
 BAR_ROWS, BAR_COLS = 13, 26  # where paint_vel_info draws in a 64x64 frame (the rows and columns that differ)
+CENTER = slice(24, 40)  # rows and columns of a 64x64 frame's centre, where CoinRun's camera keeps the agent
 
 # Every variant starts from the `small` preset's sizes with the LAM of the first shipped model (session 1): cosine
 # VQ, mean-pooled features, a pixel decoder with history, no warm-up. The preset now uses a variant of it.
@@ -183,6 +189,11 @@ VARIANTS: dict[str, dict] = {
     "warmup_raw_flatten_kernel5_nohist_bar10": {"latent_pool": "flatten", "decoder_kernel": 5, "decoder_history": False,
                                                 "continuous_warmup_steps": 300, "vq_normalize": False,
                                                 "bar_loss_weight": 10.0},
+    # Plain frames: the same with 10 x the MSE of the 16 x 16 centre (a centre pixel weighs ~160 others), so that
+    # the codes spend themselves on the agent rather than on the camera's scroll.
+    "warmup_raw_flatten_kernel5_nohist_center10": {"latent_pool": "flatten", "decoder_kernel": 5,
+                                                   "decoder_history": False, "continuous_warmup_steps": 300,
+                                                   "vq_normalize": False, "center_loss_weight": 10.0},
     "warmup_raw_flatten_kernel5_nohist_entropy": {"latent_pool": "flatten", "decoder_kernel": 5,
                                                   "decoder_history": False, "continuous_warmup_steps": 300,
                                                   "vq_normalize": False, "usage_entropy_weight": 0.1},
