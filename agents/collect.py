@@ -93,19 +93,21 @@ def run_policy_episodes(policy: Policy, num_episodes: int, seed: int = 0, num_en
     env = ProcgenGym3Env(**kw)
     painted = ProcgenGym3Env(paint_vel_info=True, **kw) if paint_vel_info else None
     _, obs, _ = env.observe()
+    painted_obs = None if painted is None else painted.observe()[1]
     bufs: list[dict[str, list]] = [dict(f=[], a=[], r=[]) for _ in range(num_envs)]
     level = [int(info["level_seed"]) for info in env.get_info()]
     out = ExpertSet()
     bar = tqdm(total=num_episodes, desc="collect", unit="ep", disable=not progress)
     while len(out) < num_episodes:
         actions = policy.act(obs["rgb"], rng)
-        frames = obs["rgb"] if painted is None else painted.observe()[1]["rgb"]
+        frames = obs["rgb"] if painted_obs is None else painted_obs["rgb"]
         env.act(actions.astype(np.int32))
         rew, obs, first = env.observe()
         infos = env.get_info()
         if painted is not None:
             painted.act(actions.astype(np.int32))
-            if not np.array_equal(painted.observe()[2], first):
+            _, painted_obs, painted_first = painted.observe()
+            if not np.array_equal(painted_first, first):
                 raise RuntimeError("the velocity-painted twin env left the plain env's episodes; this procgen "
                                    "build's game depends on paint_vel_info, so record with the policy on "
                                    "painted frames instead")

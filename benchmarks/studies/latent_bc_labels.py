@@ -237,8 +237,8 @@ def main(args: Args) -> dict:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     expert = make_collect_policy("expert", args.expert)
-    if "lam" in args.rows:  # a LAM trained on the other kind of frames: refused before any work
-        load_lam(args.world_model, paint_vel_info=args.paint_vel_info)
+    # a LAM trained on the other kind of frames is refused here, before any work
+    lam_seq = load_lam(args.world_model, paint_vel_info=args.paint_vel_info) if "lam" in args.rows else None
     data = run_policy_episodes(expert, args.expert_episodes, args.seed, distribution_mode="easy",
                                paint_vel_info=args.paint_vel_info)
     frames = np.concatenate([ep.frames[: ep.length - 1] for ep in data.episodes])
@@ -283,7 +283,8 @@ def main(args: Args) -> dict:
             k, what = NUM_MOVES, (f"supervised IDM, frames t-{args.idm_context - 2}..t+{1 + args.idm_future} (probe"
                                   + (", cross-fitted)" if args.idm_cross_fit else ")"))
         elif name == "lam":
-            lam, seq_len = load_lam(args.world_model, paint_vel_info=args.paint_vel_info)
+            assert lam_seq is not None
+            lam, seq_len = lam_seq
             lab = np.concatenate(label_expert_set(lam, data, seq_len, progress=False))
             k, what = int(lam.num_actions), f"LAM codes ({args.world_model or 'shipped world model'})"
         else:  # motion

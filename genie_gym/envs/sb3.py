@@ -29,7 +29,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvO
 
 from genie_gym.envs.genie_env import GenieEnv, keys_to_action  # noqa: E402
 from genie_gym.envs.vector_env import GenieVectorEnv  # noqa: E402
-from genie_gym.models.simulator import check_maskgit  # noqa: E402
+from genie_gym.models.simulator import check_sampling  # noqa: E402
 
 # Attributes `get_attr` / `set_attr` understand. They are shared by all worlds, so `set_attr` sets them for all.
 _READABLE = ("render_mode", "max_episode_steps", "reward_fn", "observation_space", "action_space", "metadata",
@@ -155,13 +155,12 @@ class GenieSB3VecEnv(VecEnv):
             if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
                 raise ValueError(f"max_episode_steps must be a positive int or None, got {value!r}")
             self.worlds.max_episode_steps = None if value is None else int(value)
-        elif attr_name == "temperature":
-            if not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
-                raise ValueError(f"temperature must be a finite float >= 0, got {value!r}")
-            self.worlds.sim.temperature = float(value)
-        else:
-            check_maskgit(value, self.worlds.sim.maskgit_schedule, self.worlds.world_model.config.tokenizer.groups)
-            self.worlds.sim.maskgit_steps = int(value)
+        else:  # temperature or maskgit_steps: checked with the other sampling settings as they are
+            sim = self.worlds.sim
+            new = {"temperature": sim.temperature, "maskgit_steps": sim.maskgit_steps, attr_name: value}
+            sim.maskgit_steps, _, sim.temperature = check_sampling(
+                self.worlds.world_model, new["maskgit_steps"], sim.maskgit_schedule, new["temperature"],
+                sim.precision)
 
     def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None,
                    **method_kwargs: Any) -> list[Any]:

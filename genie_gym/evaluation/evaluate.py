@@ -210,10 +210,9 @@ def evaluate(args: Args) -> dict:
         raise ConfigError("--name-actions writes the action names into the --model file; pass --model FILE (the "
                           "shipped model is not rewritten)")
     wm = WorldModel.load(args.model, map_location=device)
-    from genie_gym.models.simulator import Simulator
+    from genie_gym.models.simulator import check_sampling
 
-    Simulator(wm, 1, args.maskgit_steps, args.temperature, device=device, precision=args.precision,
-              maskgit_schedule=args.maskgit_schedule)  # bad sampling settings fail here, before any work
+    check_sampling(wm, args.maskgit_steps, args.maskgit_schedule, args.temperature, args.precision)  # before any work
     cfg = wm.config
     A, K, T = cfg.lam.num_actions, args.rollout_steps, cfg.seq_len
     out_dir = Path(args.out)

@@ -85,9 +85,15 @@ def _load_into(cache: TemporalKVCache, idx_K: torch.Tensor, sub: TemporalKVCache
     cache.t_B[idx_K] = sub.t_B
 
 
-def check_maskgit(steps: object, schedule: object, cell: int) -> None:
-    """MaskGIT passes per frame and schedule for a tokenizer of `cell` tokens per grid cell (a clear ConfigError);
-    the Simulator checks them when built and the SB3 adapter when `set_attr` changes the steps."""
+def check_sampling(world_model: WorldModel, maskgit_steps: object = None, schedule: object = None,
+                   temperature: object = None, precision: object = "float32") -> tuple[int, str, float]:
+    """The sampling settings (None: the model's), each checked with a clear ConfigError; returns the resolved
+    (maskgit_steps, schedule, temperature). The Simulator checks them when built, `genie-gym eval` before any work,
+    and the SB3 adapter when `set_attr` changes one (the others passed as they are)."""
+    sampling, cell = world_model.config.sampling, world_model.config.tokenizer.groups  # tokens per grid cell
+    steps = sampling.maskgit_steps if maskgit_steps is None else maskgit_steps
+    schedule = sampling.schedule if schedule is None else schedule
+    temperature = sampling.temperature if temperature is None else temperature
     if not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ConfigError(f"maskgit_steps must be an int >= 1 (Genie uses 25), got {steps!r}")
     if schedule not in SCHEDULES:
@@ -95,6 +101,11 @@ def check_maskgit(steps: object, schedule: object, cell: int) -> None:
     if schedule == "cell" and steps > cell:
         raise ConfigError(f"maskgit_schedule='cell' decides at least one of a grid cell's {cell} tokens per step: "
                           f"maskgit_steps must be 1..{cell}, got {steps} (or use maskgit_schedule='frame')")
+    if not isinstance(temperature, (int, float)) or not np.isfinite(temperature) or temperature < 0:
+        raise ConfigError(f"temperature must be a finite float >= 0 (0 = greedy), got {temperature!r}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    return int(steps), str(schedule), float(temperature)
 
 
 def bytes_per_world(world_model: WorldModel, context_frames: int) -> int:
@@ -126,22 +137,14 @@ class Simulator:
                  temperature: float | None = None, context_frames: int | None = None,
                  device: str | torch.device = "cpu", use_cache: bool = True, precision: str = "float32",
                  compile: bool = False, maskgit_schedule: str | None = None):
-        sampling = world_model.config.sampling
-        maskgit_steps = sampling.maskgit_steps if maskgit_steps is None else maskgit_steps
-        temperature = sampling.temperature if temperature is None else temperature
-        context_frames = sampling.context_frames if context_frames is None else context_frames
-        maskgit_schedule = sampling.schedule if maskgit_schedule is None else maskgit_schedule
-        cell = world_model.config.tokenizer.groups  # tokens per grid cell
+        context_frames = world_model.config.sampling.context_frames if context_frames is None else context_frames
         if not isinstance(num_worlds, (int, np.integer)) or num_worlds < 1:
             raise ConfigError(f"num_worlds must be a positive int, got {num_worlds!r}")
-        check_maskgit(maskgit_steps, maskgit_schedule, cell)
-        if not isinstance(temperature, (int, float)) or not np.isfinite(temperature) or temperature < 0:
-            raise ConfigError(f"temperature must be a finite float >= 0 (0 = greedy), got {temperature!r}")
+        maskgit_steps, maskgit_schedule, temperature = check_sampling(world_model, maskgit_steps, maskgit_schedule,
+                                                                      temperature, precision)
         if not isinstance(context_frames, (int, np.integer)) or not 2 <= context_frames <= MAX_FRAMES:
             raise ConfigError(f"context_frames must be an int in [2, {MAX_FRAMES}] (frames the model sees, the "
                               f"new one included; Genie uses 16), got {context_frames!r}")
-        if precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         if not isinstance(compile, bool):
             raise ConfigError(f"compile must be True or False, got {compile!r}")
         self.device = resolve_device(str(device))
@@ -154,7 +157,7 @@ class Simulator:
         self.temperature = float(temperature)
         self.context_frames = int(context_frames)
         self.maskgit_schedule = maskgit_schedule
-        self._cell_size = cell if maskgit_schedule == "cell" else 1
+        self._cell_size = world_model.config.tokenizer.groups if maskgit_schedule == "cell" else 1
         self.use_cache = bool(use_cache)
         self.compile = compile
         dyn, tok = world_model.dynamics, world_model.tokenizer
