@@ -117,6 +117,37 @@ def test_attention_in_chunks_equals_one_launch(monkeypatch: pytest.MonkeyPatch):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
 
 
+def test_math_attention_computes_what_sdpa_does(monkeypatch: pytest.MonkeyPatch):
+    """The CPU bf16 path (two matmuls) follows F.scaled_dot_product_attention's mask conventions exactly (float64),
+    and the ST transformer in bf16 gives the fused path's outputs within bf16 rounding, forward and cached steps."""
+    import torch.nn.functional as F
+
+    import genie_gym.models.st_transformer as st_mod
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(5, 2, L, 8, generator=g, dtype=torch.float64) for L in (3, 6, 6))
+    bool_mask = torch.rand(5, 1, 3, 6, generator=g) < 0.7
+    bool_mask[..., 0] = True  # every query sees one key at least
+    for kwargs in ({}, {"is_causal": True}, {"attn_mask": bool_mask}, {"attn_mask": torch.randn(3, 6, dtype=q.dtype)}):
+        torch.testing.assert_close(st_mod.math_attention(q, k, v, **kwargs),
+                                   F.scaled_dot_product_attention(q, k, v, **kwargs), atol=1e-12, rtol=0)
+    torch.manual_seed(0)
+    st = STTransformer(32, 2, 2, qk_norm=True, max_frames=4).eval()
+    x_BTND = torch.randn(3, 6, 5, 32)
+
+    def run() -> list[torch.Tensor]:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            cache = st.new_cache(3, dtype=torch.bfloat16)
+            steps = torch.stack([st.forward_step(x_BTND[:, t], cache, commit=True) for t in range(6)], 1)
+            return [st(x_BTND).float(), steps.float()]
+
+    math = run()
+    monkeypatch.setattr(st_mod, "MATH_ATTENTION_ON_CPU_BF16", False)
+    for a, b in zip(math, run(), strict=True):
+        torch.testing.assert_close(a, b, atol=0.1, rtol=0)  # bf16 rounding of unit-scale activations
+        assert (a - b).abs().mean() < 0.01
+
+
 def test_st_cache_per_element_reset_and_history():
     """Elements with different history lengths in one batch equal each element run alone."""
     torch.manual_seed(0)

@@ -26,12 +26,33 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 MAX_ATTENTION_BATCH = 32_768  # CUDA attention kernels launch the batch in a grid dimension capped at 65,535
+# On the CPU, PyTorch's fused attention kernel is slow in bfloat16 over our short sequences (8 frames, 64
+# positions): two matmuls and a softmax are faster there; float32 stays fused (`benchmarks/results/attention_cpu.md`).
+MATH_ATTENTION_ON_CPU_BF16 = True
+
+
+def math_attention(q_SHLd: torch.Tensor, k_SHMd: torch.Tensor, v_SHMd: torch.Tensor,
+                   attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + mask) v with plain matmuls: what `F.scaled_dot_product_attention` computes, with
+    its mask conventions (a boolean `attn_mask` marks the keys a query may attend to, a float one is added;
+    `is_causal`: query i sees keys 0..i)."""
+    L, M = q_SHLd.shape[-2], k_SHMd.shape[-2]
+    scores_SHLM = (q_SHLd @ k_SHMd.transpose(-1, -2)) * q_SHLd.shape[-1] ** -0.5
+    if is_causal:
+        attn_mask = torch.ones(L, M, dtype=torch.bool, device=q_SHLd.device).tril()
+    if attn_mask is not None:
+        scores_SHLM = scores_SHLM.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool \
+            else scores_SHLM + attn_mask
+    return scores_SHLM.softmax(-1).to(v_SHMd.dtype) @ v_SHMd
 
 
 def attention(q_SHLd: torch.Tensor, k_SHMd: torch.Tensor, v_SHMd: torch.Tensor,
               attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
     """`F.scaled_dot_product_attention` over S sequences, in chunks of at most `MAX_ATTENTION_BATCH` (1,024 worlds x
-    64 positions are 65,536 temporal sequences: one launch fails on CUDA with an invalid-argument error)."""
+    64 positions are 65,536 temporal sequences: one launch fails on CUDA with an invalid-argument error); on the
+    CPU in bfloat16, `math_attention`."""
+    if MATH_ATTENTION_ON_CPU_BF16 and q_SHLd.device.type == "cpu" and q_SHLd.dtype == torch.bfloat16:
+        return math_attention(q_SHLd, k_SHMd, v_SHMd, attn_mask, is_causal)
     S = q_SHLd.shape[0]
     if S <= MAX_ATTENTION_BATCH:
         return F.scaled_dot_product_attention(q_SHLd, k_SHMd, v_SHMd, attn_mask=attn_mask, is_causal=is_causal)
