@@ -3,9 +3,11 @@
     python -m agents.dream_ppo --world-model runs/v1/world_model.pt --total-timesteps 200000 --out runs/dream_ppo
 
 The agent acts in the world model's latent actions (Discrete(8)); every episode starts from the start frame of a
-Procgen level drawn from `--prompt-levels` (training levels: the held-out ones stay for the transfer test), and
-ends when the model's episode-end head fires or after `--max-episode-steps`. Rewards and episode ends come from the
-heads (`genie-gym train --phase heads`); a model without them is refused. Checkpoints, TensorBoard logs, progress and
+Procgen level drawn from `--prompt-levels` (training levels: the held-out ones stay for the transfer test), or with
+`--prompt-data DIR` from a frame of a recorded dataset's train split (`--prompt-data-tail N`: one of the last N
+frames of an episode that reached the coin, so that the sparse learned reward is found at all), and ends when the
+model's episode-end head fires or after `--max-episode-steps`. Rewards and episode ends come from the heads
+(`genie-gym train --phase heads`); a model without them is refused. Checkpoints, TensorBoard logs, progress and
 `--resume` are those of `agents.ppo_expert` (same PPO code, another environment). Turning the latent actions into
 real CoinRun actions is `agents.dream_transfer`'s job (table D of the latent-BC protocol).
 """
@@ -34,6 +36,10 @@ class Args(PPOSettings):
     """start frames from Procgen CoinRun levels in range(first, end) (the world model's training levels)"""
     prompt_mode: str = "hard"
     """Procgen distribution mode of the start frames (the world model's data: hard)"""
+    prompt_data: str | None = None
+    """start frames from this recorded dataset's train split instead (`genie-gym data`; replayed states)"""
+    prompt_data_tail: int | None = None
+    """with --prompt-data: only the last N frames of episodes that reached the coin (start near the reward)"""
     max_episode_steps: int = 500
     """cut a dream episode after this many steps (a world that never ends its episodes still resets)"""
     maskgit_steps: int | None = None
@@ -53,6 +59,7 @@ def main(args: Args) -> None:
 
     venv = GenieSB3VecEnv(args.num_envs, checkpoint=args.world_model, learned_rewards=True,
                           prompt_levels=tuple(args.prompt_levels), prompt_mode=args.prompt_mode,
+                          prompt_data=args.prompt_data, prompt_data_tail=args.prompt_data_tail,
                           max_episode_steps=args.max_episode_steps, maskgit_steps=args.maskgit_steps,
                           maskgit_schedule=args.maskgit_schedule,
                           precision=args.precision, device=args.device if args.device != "auto" else "cpu")

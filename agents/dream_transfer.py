@@ -7,7 +7,8 @@ The dream agent (`agents.dream_ppo`) picks one of the world model's latent actio
 latent-BC protocol's (`agents.latent_bc`, paper section 3.3): the world model's own LAM labels the expert's
 episodes, and `--n-labelled` of those transitions, with their real actions, give each code the real actions seen
 with it; acting samples one of them. Scored with the harness of `agents.evaluate` (share of held-out levels solved,
-mean return, 95% CI over seeds) beside random and run-right on the same levels; writes <out>/transfer.json.
+mean return, 95% CI over seeds) beside random codes through the same table, random actions and run-right on the
+same levels; writes <out>/transfer.json.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from genie_gym.utils.io import atomic_write_json
 
 @dataclass
 class Args:
-    """Score a dream-trained PPO agent in real CoinRun through table D, beside random and run-right."""
+    """Score a dream-trained PPO agent in real CoinRun through table D, beside random codes, random and run-right."""
 
     dream: str = "runs/dream_ppo/final.zip"
     """the dream agent (`agents.dream_ppo`'s final.zip or a checkpoint)"""
@@ -51,7 +52,7 @@ class Args:
     seed: int = 0
     """seed of the choice of the N labelled transitions"""
     baselines: bool = True
-    """also score random and run-right on the same levels"""
+    """also score random codes through table D, random actions and run-right on the same levels"""
     out: str = "runs/dream_transfer"
     """output directory: transfer.json"""
     threads: int = 2
@@ -70,6 +71,17 @@ class DreamPolicy:
 
     def act(self, obs_BHWC: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return self.table.sample(self.policy.act(obs_BHWC, rng), obs_BHWC, rng)
+
+
+class RandomCodesPolicy:
+    """Uniformly random latent codes through the same table D: what the dream agent's training adds is measured
+    against it (table D alone, built from expert transitions, already leans towards the expert's actions)."""
+
+    def __init__(self, table: CodeActionTable) -> None:
+        self.table = table
+
+    def act(self, obs_BHWC: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.table.sample(rng.integers(0, self.table.num_codes, len(obs_BHWC)), obs_BHWC, rng)
 
 
 class LabelledTransitions:
@@ -102,7 +114,7 @@ def main(args: Args) -> dict[str, Any]:
                   max_steps=args.max_steps)
     policies: dict[str, Any] = {"dream": agent}
     if args.baselines:
-        policies |= {"random": RandomPolicy(), "run_right": RunRightPolicy()}
+        policies |= {"random_codes": RandomCodesPolicy(table), "random": RandomPolicy(), "run_right": RunRightPolicy()}
     results = {}
     for name, policy in policies.items():
         res = evaluate_policy(policy, desc=name, **common)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +34,7 @@ from PIL import Image, ImageDraw
 from agents import dream_ppo
 from agents.baselines import RandomPolicy, RunRightPolicy
 from agents.collect import make_collect_policy, run_policy_episodes, save_expert_set
-from agents.dream_transfer import DreamPolicy, LabelledTransitions
+from agents.dream_transfer import DreamPolicy, LabelledTransitions, RandomCodesPolicy
 from agents.evaluate import EvalResult, SB3Policy, evaluate_policy
 from agents.ppo_expert import DEFAULT_EXPERT, load_expert
 from genie_gym.errors import ConfigError
@@ -52,6 +52,12 @@ class Args:
     """dream frames of PPO training (resumed when the work directory holds checkpoints)"""
     num_envs: int = 16
     """Genie-v0 worlds stepped together in the dream"""
+    prompt_data: str | None = None
+    """dream episodes start from frames of this recorded dataset's train split (default: Procgen start frames)"""
+    prompt_data_tail: int | None = None
+    """with --prompt-data: only the last N frames of episodes that reached the coin (start near the reward)"""
+    dream_max_episode_steps: int = 500
+    """cut a dream episode after this many steps"""
     precision: Literal["float32", "bfloat16"] = "float32"
     """Genie-v0 generation precision in the dream (bfloat16: 1.4x the frames/s on CPUs with AVX-512 bf16)"""
     dream_minutes: float | None = None
@@ -82,17 +88,19 @@ class Args:
 
 def _quick(args: Args) -> Args:
     return Args(**{**asdict(args), "dream_timesteps": 256, "num_envs": 4, "expert_episodes": 3, "n_labelled": 20,
-                   "num_levels": 3, "seeds": 2, "dream_eval_episodes": 4, "max_steps": 60})
+                   "num_levels": 3, "seeds": 2, "dream_eval_episodes": 4, "max_steps": 60,
+                   "dream_max_episode_steps": 30})
 
 
-def dream_returns(policy_fn: Any, world_model: str | None, episodes: int, num_envs: int, seed: int,
-                  max_episode_steps: int, precision: str = "float32") -> dict[str, float]:
+def dream_returns(policy_fn: Any, args: Args, seed: int, max_episode_steps: int) -> dict[str, float]:
     """Mean return and share of rewarded episodes of `policy_fn(obs_BHWC) -> latent actions` inside Genie-v0
-    (learned rewards and ends, start frames of training levels), over the first `episodes` episodes to end."""
+    (learned rewards and ends, the dream training's start frames), over the first `args.dream_eval_episodes`."""
     from genie_gym.envs.sb3 import GenieSB3VecEnv
 
-    venv = GenieSB3VecEnv(num_envs, checkpoint=world_model, learned_rewards=True, prompt_levels=(0, 10_000),
-                          prompt_mode="hard", max_episode_steps=max_episode_steps, precision=precision)
+    num_envs, episodes = args.num_envs, args.dream_eval_episodes
+    venv = GenieSB3VecEnv(num_envs, checkpoint=args.world_model, learned_rewards=True, prompt_levels=(0, 10_000),
+                          prompt_mode="hard", prompt_data=args.prompt_data, prompt_data_tail=args.prompt_data_tail,
+                          max_episode_steps=max_episode_steps, precision=args.precision)
     venv.seed(seed)
     obs = venv.reset()
     # every world plays the same number of episodes: taking the first to end would favour short (rewarded) ones
@@ -157,7 +165,8 @@ def main(args: Args) -> dict[str, Any]:
         raise ConfigError(f"{wm_path} has no reward / episode-end heads, so the dream pays nothing; train them with "
                           "`genie-gym train --phase heads --model FILE --data DIR` and pass --world-model")
     inputs = {"world_model_sha256": sha256_file(wm_path), "expert": args.expert,
-              "expert_episodes": args.expert_episodes, "seed": args.seed}
+              "expert_episodes": args.expert_episodes, "seed": args.seed, "prompt_data": args.prompt_data,
+              "prompt_data_tail": args.prompt_data_tail, "dream_max_episode_steps": args.dream_max_episode_steps}
     if (work / "inputs.json").is_file() and json.loads((work / "inputs.json").read_text()) != inputs:
         raise ConfigError(f"{work} holds a dream agent and expert data made from other inputs "
                           f"({(work / 'inputs.json').read_text().strip()}); pass another --work or delete it")
@@ -170,8 +179,10 @@ def main(args: Args) -> dict[str, Any]:
     dream_args = dream_ppo.Args(world_model=args.world_model, total_timesteps=args.dream_timesteps,
                                 num_envs=args.num_envs, out=str(work / "dream"), seed=args.seed, threads=args.threads,
                                 device="cpu", resume=True, precision=args.precision,
-                                **({"n_steps": 16, "n_minibatches": 2, "n_epochs": 1, "max_episode_steps": 30,
-                                    "checkpoint_every": 128} if args.quick else {}))
+                                prompt_data=args.prompt_data, prompt_data_tail=args.prompt_data_tail,
+                                max_episode_steps=args.dream_max_episode_steps,
+                                **({"n_steps": 16, "n_minibatches": 2, "n_epochs": 1, "checkpoint_every": 128}
+                                   if args.quick else {}))
     if args.dream_minutes is not None:
         dream_args.time_limit_min = args.dream_minutes
     dream_ppo.main(dream_args)
@@ -198,6 +209,7 @@ def main(args: Args) -> dict[str, Any]:
                   max_steps=args.max_steps)
     policies: dict[str, Any] = {
         "dream": lambda s: DreamPolicy(model, labelled.table(args.n_labelled, s)),
+        "random_codes": lambda s: RandomCodesPolicy(labelled.table(args.n_labelled, s)),
         "random": RandomPolicy(), "run_right": RunRightPolicy(),
     }
     if kind == "expert":
@@ -213,12 +225,10 @@ def main(args: Args) -> dict[str, Any]:
     n_codes = int(model.action_space.n)
     rng = np.random.default_rng(args.seed)
     in_dream = {
-        "dream": dream_returns(lambda o: model.predict(o, deterministic=False)[0], args.world_model,
-                               args.dream_eval_episodes, args.num_envs, args.seed + 1, dream_args.max_episode_steps,
-                               args.precision),
-        "random": dream_returns(lambda o: rng.integers(0, n_codes, len(o)), args.world_model,
-                                args.dream_eval_episodes, args.num_envs, args.seed + 1, dream_args.max_episode_steps,
-                                args.precision),
+        "dream": dream_returns(lambda o: model.predict(o, deterministic=False)[0], args, args.seed + 1,
+                               dream_args.max_episode_steps),
+        "random_codes": dream_returns(lambda o: rng.integers(0, n_codes, len(o)), args, args.seed + 1,
+                                      dream_args.max_episode_steps),
     }
     report = {"args": asdict(args), "dream_training": {k: info.get(k) for k in
                                                        ("frames", "wall_s_total", "frames_per_s", "device")},
@@ -231,18 +241,34 @@ def main(args: Args) -> dict[str, Any]:
     return report
 
 
+def _command(a: dict[str, Any]) -> str:
+    """The command line that ran: the arguments that differ from their defaults."""
+    words = ["python benchmarks/dream_rl.py"]
+    for f in fields(Args):
+        value = a.get(f.name, f.default)
+        if value != f.default:
+            flag = "--" + f.name.replace("_", "-")
+            words.append(flag if value is True else f"{flag} {value}")
+    return " ".join(words)
+
+
 def _markdown(r: dict[str, Any]) -> str:
     a, tr = r["args"], r["dream_training"]
+    starts = "Procgen start frames of levels 0-9999"
+    if a.get("prompt_data"):
+        starts = f"frames of {a['prompt_data']}'s train split" + (
+            f" among the last {a['prompt_data_tail']} of episodes that reached the coin" if a.get("prompt_data_tail")
+            else "")
     lines = [
         "# Dream RL: PPO trained inside Genie-v0, played in real CoinRun", "",
-        f"Command: `python benchmarks/dream_rl.py{' --quick' if a['quick'] else ''}"
-        f"{' --world-model ' + a['world_model'] if a['world_model'] else ''}"
-        f"{' --precision ' + a['precision'] if a.get('precision', 'float32') != 'float32' else ''}`", "",
+        f"Command: `{_command(a)}`", "",
         f"Dream training: {tr['frames']} frames in {tr['wall_s_total']} s ({tr['frames_per_s']} frames/s including "
-        f"learning, {a['num_envs']} worlds, {a.get('precision', 'float32')}, {tr['device']}). "
-        f"Table D: N = {a['n_labelled']} labelled expert "
-        f"transitions per seed. Real levels: {a['seeds']} seeds x {a['num_levels']} held-out easy levels "
-        "(200000+).", "",
+        f"learning, {a['num_envs']} worlds, {a.get('precision', 'float32')}, {tr['device']}); dream episodes start "
+        f"from {starts} and last at most {a.get('dream_max_episode_steps', 500)} steps. Table D: N = "
+        f"{a['n_labelled']} labelled expert transitions per seed. Real levels: {a['seeds']} seeds x "
+        f"{a['num_levels']} held-out easy levels (200000+). Rows: `dream`, the PPO agent's codes through table D; "
+        "`random_codes`, uniform codes through the same table (what dream training adds is the difference); "
+        "`random`, uniform real actions; `run_right`; `expert`, the PPO expert whose transitions fill table D.", "",
         "| policy | real levels solved % (95% CI) | real mean return | dream mean return | dream episodes rewarded % |",
         "|---|---|---|---|---|",
     ]

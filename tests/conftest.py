@@ -58,7 +58,8 @@ def write_episodes(root: Path, episodes: dict, chunk: int = 5) -> Path:
                 chunks=[frames[i:i + chunk].copy() for i in range(0, L, chunk)],
                 chunk_frames=[min(chunk, L - i) for i in range(0, L, chunk)],
                 actions=(np.arange(L) % 15).astype(np.int8), rewards=np.asarray(rewards, np.float32),
-                dones=np.arange(L) == L - 1, level_seed=gid, truncated=bool(truncated), solved=False))
+                dones=np.arange(L) == L - 1, level_seed=gid, truncated=bool(truncated),
+                solved=not truncated and float(np.sum(rewards)) > 0))  # as the recorder: the level's reward
             gid += 1
         entries.append(S.write_shard(root, S.shard_name(split, 0), records) | {"split": split})
     S.write_manifest(root, {"format_version": S.FORMAT_VERSION, "complete": True, "shards": entries,

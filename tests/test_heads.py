@@ -166,6 +166,40 @@ def test_bad_heads_input(tiny_model_file: Path, event_data: Path, tmp_path: Path
     assert not cfg.heads.enabled  # presets build no heads: only `--phase heads` adds them
 
 
+def test_replay_prompts_start_worlds_from_recorded_train_frames(event_data: Path, tiny_model_file: Path,
+                                                                tmp_path: Path):
+    """prompt_data: a world starts from a frame of the dataset's train split drawn by the reset seed (the same seed,
+    the same frame); prompt_data_tail N: only the last N frames of episodes that ended on the reward."""
+    from genie_gym.data.dataset import EpisodeStore
+
+    store = EpisodeStore(event_data, "train")
+    env = GenieEnv(checkpoint=tiny_model_file, prompt_data=event_data, prompt_data_tail=2)
+    sources = set()
+    for seed in range(12):
+        obs, info = env.reset(seed=seed)
+        kind, _, split, ep, t = info["prompt_source"].rsplit(":", 4)
+        ep, t = int(ep.split("=")[1]), int(t.split("=")[1])
+        assert kind == "data" and split == "train"
+        assert store.solved[ep] and store.rewards(ep)[-1] == 10.0 and t >= store.episode_lengths[ep] - 2
+        assert np.array_equal(obs, store.frames(ep, t, t + 1)[0])
+        assert env.reset(seed=seed)[1]["prompt_source"] == info["prompt_source"]
+        sources.add(info["prompt_source"])
+    assert len(sources) > 6  # seeds spread over many frames
+    anywhere = GenieEnv(checkpoint=tiny_model_file, prompt_data=event_data)
+    firsts = {anywhere.reset(seed=s)[1]["prompt_source"].endswith(":frame=0") for s in range(40)}
+    assert firsts == {True, False}  # without a tail: any frame, episode starts included
+    with pytest.raises(ConfigError, match="pass prompt_data"):
+        GenieEnv(checkpoint=tiny_model_file, prompt_data_tail=2)
+    with pytest.raises(ConfigError, match="positive int"):
+        GenieEnv(checkpoint=tiny_model_file, prompt_data=event_data, prompt_data_tail=0)
+    with pytest.raises(ConfigError, match="genie-gym data"):
+        GenieEnv(checkpoint=tiny_model_file, prompt_data=tmp_path / "missing")
+    rng = np.random.default_rng(1)
+    never = write_episodes(tmp_path / "never", {"train": [_episode(rng, 8, "died") for _ in range(3)]})
+    with pytest.raises(ConfigError, match="ended on the reward"):
+        GenieEnv(checkpoint=tiny_model_file, prompt_data=never, prompt_data_tail=5)
+
+
 @pytest.mark.slow
 def test_dream_ppo_trains_in_the_world_model_and_resumes(heads_model: Path, tiny_model_file: Path, tmp_path: Path):
     """agents.dream_ppo end to end on the tiny model: PPO frames counted, a resumable final.zip, and --resume
@@ -209,7 +243,7 @@ def test_dream_transfer_plays_the_dream_agent_in_real_coinrun(heads_model: Path,
     report = dream_transfer.main(dream_transfer.Args(
         dream=str(tmp_path / "dream" / "final.zip"), world_model=str(heads_model), expert_data=str(tmp_path / "expert"),
         n_labelled=20, num_levels=2, seeds=1, max_steps=30, out=str(tmp_path / "transfer"), threads=1))
-    assert set(report["results"]) == {"dream", "random", "run_right"}
+    assert set(report["results"]) == {"dream", "random_codes", "random", "run_right"}
     assert all(0.0 <= r["solved_pct"] <= 100.0 for r in report["results"].values())
     assert (tmp_path / "transfer" / "transfer.json").is_file()
     with pytest.raises(ConfigError, match="n-labelled"):
@@ -231,7 +265,7 @@ def test_heads_horizon_is_recorded_and_checked(event_data: Path, tiny_model_file
 
 
 @pytest.mark.slow
-def test_dream_rl_benchmark_quick(heads_model: Path, tmp_path: Path):
+def test_dream_rl_benchmark_quick(heads_model: Path, event_data: Path, tmp_path: Path):
     """benchmarks/dream_rl.py --quick: dream PPO, table D, real levels beside the baselines, returns in the dream,
     and the three result files, at tiny sizes; a rerun resumes instead of training again."""
     import json
@@ -239,14 +273,16 @@ def test_dream_rl_benchmark_quick(heads_model: Path, tmp_path: Path):
     import dream_rl  # benchmarks/ is on pytest's path
 
     args = dream_rl.Args(quick=True, world_model=str(heads_model), work=str(tmp_path / "work"),
-                         out=str(tmp_path / "out"), threads=1)
+                         out=str(tmp_path / "out"), threads=1, prompt_data=str(event_data), prompt_data_tail=3)
     report = dream_rl.main(args)
-    assert {"dream", "random", "run_right"} <= set(report["real"])
+    assert {"dream", "random_codes", "random", "run_right"} <= set(report["real"])
+    assert set(report["in_dream"]) == {"dream", "random_codes"}
     assert all(0.0 <= r["solved_pct"] <= 100.0 for r in report["real"].values())
     assert report["in_dream"]["dream"]["episodes"] == 4 and report["dream_training"]["frames"] >= 256
     for ext in ("json", "md", "png"):
         assert (tmp_path / "out" / f"dream_rl.{ext}").is_file()
-    assert "| dream |" in (tmp_path / "out" / "dream_rl.md").read_text()
+    md = (tmp_path / "out" / "dream_rl.md").read_text()
+    assert "| dream |" in md and f"--prompt-data {event_data} --prompt-data-tail 3" in md and "--quick" in md
     frames = json.loads((tmp_path / "work" / "dream" / "train_info.json").read_text())["frames"]
     assert dream_rl.main(args)["dream_training"]["frames"] == frames  # nothing left to train: reused
     newest = max((tmp_path / "work" / "dream" / "checkpoints").glob("ppo_*_steps.zip"),

@@ -8,6 +8,9 @@ Accepted prompts and how they are converted (documented in the README and `Genie
 - an ``np.ndarray`` of dtype uint8: ``H x W`` (grayscale), ``H x W x 1``, ``H x W x 3`` (RGB) or ``H x W x 4`` (RGBA);
 - a ``PIL.Image.Image`` in any mode.
 
+Default prompts (no prompt given at reset) are Procgen start frames, or, with `ReplayPrompts`, frames of a recorded
+dataset (``prompt_data``).
+
 Alpha is **composited on white** (a transparent sketch background becomes paper-white, not black). Images that
 are not already 64x64 are **stretched** to 64x64 with PIL's bicubic filter, which widens its support when
 shrinking and so averages the source area (antialiased, like an area filter); the aspect ratio is not kept, so
@@ -23,7 +26,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from genie_gym.envs.procgen_prompt import procgen_source, procgen_start_frame
-from genie_gym.errors import GenieError
+from genie_gym.errors import ConfigError, DatasetError, GenieError
 
 PromptLike = str | os.PathLike | np.ndarray | Image.Image
 
@@ -187,3 +190,49 @@ def draw_sketch(size: int = 256, seed: int = 7) -> Image.Image:
     stroke([(hx - 10, hy + 14), (hx, hy + 11), (hx + 10, hy + 16)], pencil, 3)  # arms
     stroke([(hx - 8, hy + 40), (hx, hy + 24), (hx + 8, hy + 40)], pencil, 3)  # legs
     return img
+
+
+class ReplayPrompts:
+    """Default prompts drawn from the train split of a recorded dataset instead of Procgen start frames: imagination
+    from replayed states, as IRIS and DreamerV3 start it. Every frame of the split is equally likely; with `tail`,
+    only the last `tail` frames of the episodes that ended on the reward (a reverse curriculum: worlds start near
+    the goal, so that a sparse learned reward is reached at all). The held-out splits are never read."""
+
+    def __init__(self, root: str | os.PathLike, tail: int | None, size: int, paint_vel_info: bool):
+        from genie_gym.data.dataset import EpisodeStore
+
+        if tail is not None and (isinstance(tail, bool) or not isinstance(tail, (int, np.integer)) or tail < 1):
+            raise ConfigError(f"prompt_data_tail must be a positive int (frames before an episode's end) or None, "
+                              f"got {tail!r}")
+        try:
+            self.store = EpisodeStore(root, "train")
+        except DatasetError as e:
+            raise ConfigError(f"prompt_data: {e}") from e
+        if self.store.paint_vel_info != paint_vel_info:
+            raise ConfigError(f"prompt_data {root} was recorded {'with' if self.store.paint_vel_info else 'without'} "
+                              f"Procgen's velocity bar but the world model was trained "
+                              f"{'with' if paint_vel_info else 'without'} it; use a dataset of the model's kind")
+        self.root = os.fspath(root)
+        lengths_E = self.store.episode_lengths
+        self.episodes_E = np.flatnonzero(self.store.solved) if tail else np.flatnonzero(lengths_E > 0)
+        if len(self.episodes_E) == 0:
+            raise ConfigError(f"prompt_data {root} has no {'episode that ended on the reward' if tail else 'frame'} "
+                              "in its train split; record more data" + (" or drop prompt_data_tail" if tail else ""))
+        lengths_E = lengths_E[self.episodes_E]
+        self.first_E = np.maximum(lengths_E - tail, 0) if tail else np.zeros_like(lengths_E)
+        self.cum_E = np.cumsum(lengths_E - self.first_E)
+        shape = self.store.frames(int(self.episodes_E[0]), 0, 1).shape[1:]
+        if shape != (size, size, 3):
+            raise ConfigError(f"prompt_data {root} holds {shape} frames but the world model draws ({size}, {size}, "
+                              "3); record the dataset at the model's image size")
+
+    def __len__(self) -> int:
+        return int(self.cum_E[-1])
+
+    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+        """One frame, uniformly over the candidates, and its source (`info["prompt_source"]`)."""
+        j = int(rng.integers(len(self)))
+        e = int(np.searchsorted(self.cum_E, j, side="right"))
+        t = int(self.first_E[e] + j - (self.cum_E[e - 1] if e else 0))
+        ep = int(self.episodes_E[e])
+        return self.store.frames(ep, t, t + 1)[0], f"data:{self.root}:train:episode={ep}:frame={t}"

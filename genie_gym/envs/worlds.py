@@ -3,8 +3,8 @@ per-world bookkeeping (episode length, reward) around one batched `Simulator`.
 
 Seeding is per world and follows Gymnasium exactly: a world reset with seed s uses `gymnasium.utils.seeding.np_random
 (s)`; from that generator it draws, in this order, the seed of the world's MaskGIT `torch.Generator` and (when no
-prompt is given) the Procgen level of its start frame. So `GenieEnv.reset(seed=s)` and world i of a vector env reset
-with seed s produce the same frames for the same actions.
+prompt is given) the Procgen level of its start frame, or with `prompt_data` the recorded frame. So
+`GenieEnv.reset(seed=s)` and world i of a vector env reset with seed s produce the same frames for the same actions.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from gymnasium import spaces
 
 from genie_gym.envs.procgen_prompt import check_procgen_args, procgen_source, procgen_start_frame
-from genie_gym.envs.prompts import PromptError, load_prompt
+from genie_gym.envs.prompts import PromptError, ReplayPrompts, load_prompt
 from genie_gym.errors import ConfigError
 from genie_gym.models.simulator import Simulator
 from genie_gym.models.world_model import WorldModel
@@ -90,6 +90,11 @@ class WorldSettings:
     """...at a level drawn uniformly from range(first, end) by the reset seed..."""
     prompt_mode: str = "hard"
     """...in this distribution mode ("hard", as the paper's CoinRun data)"""
+    prompt_data: str | os.PathLike | None = None
+    """default prompts from a recorded dataset instead (`genie-gym data`): a frame of its train split drawn by the
+    reset seed (imagination from replayed states, as IRIS and DreamerV3 start it)"""
+    prompt_data_tail: int | None = None
+    """with prompt_data: only the last N frames of its episodes that ended on the reward (start near the goal)"""
     use_cache: bool = True
     """keep past frames' keys/values (False: recompute the context window every MaskGIT pass)"""
     precision: str = "float32"
@@ -149,6 +154,8 @@ class WorldBatch:
             check_procgen_args(prompt_game, lo, prompt_mode)
         except ValueError as e:
             raise ConfigError(f"{e} (make-time argument prompt_game / prompt_mode)") from e
+        if settings.prompt_data_tail is not None and settings.prompt_data is None:
+            raise ConfigError("prompt_data_tail selects frames of prompt_data: pass prompt_data=DATASET_DIR too")
         if settings.learned_rewards not in (None, True, False):
             raise ConfigError(f"learned_rewards must be None, True or False, got {settings.learned_rewards!r}")
         self.settings = settings
@@ -172,6 +179,9 @@ class WorldBatch:
         self.reward_fn = reward_fn
         self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
         self.prompt_game, self.prompt_levels, self.prompt_mode = prompt_game, (lo, hi), prompt_mode
+        self.replay = None if settings.prompt_data is None else ReplayPrompts(
+            settings.prompt_data, settings.prompt_data_tail, self.world_model.image_size,
+            bool(self.world_model.metadata.get("paint_vel_info", False)))
         self.obs_BHWC = np.zeros((self.num_worlds, *self.frame_shape), dtype=np.uint8)
         self.elapsed_B = np.zeros(self.num_worlds, dtype=np.int64)
         self.was_reset_B = np.zeros(self.num_worlds, dtype=bool)
@@ -231,7 +241,9 @@ class WorldBatch:
         frames, seeds, infos = [], [], []
         for rng, prompt in zip(rngs, prompts, strict=True):
             seeds.append(int(rng.integers(0, 2**63 - 1)))
-            if prompt is None or isinstance(prompt, int):
+            if prompt is None and self.replay is not None:
+                frame, source = self.replay.draw(rng)
+            elif prompt is None or isinstance(prompt, int):
                 lo, hi = self.prompt_levels
                 level = int(rng.integers(lo, hi)) if prompt is None else prompt
                 frame = procgen_start_frame(self.prompt_game, level, self.prompt_mode)
