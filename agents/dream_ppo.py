@@ -15,7 +15,7 @@ real CoinRun actions is `agents.dream_transfer`'s job (table D of the latent-BC 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from agents.ppo_expert import PPOSettings, train_ppo
 
@@ -54,7 +54,8 @@ class Args(PPOSettings):
     """save a checkpoint every this many dream frames"""
 
 
-def main(args: Args) -> None:
+def make_venv(args: Args, seed: int | None = None) -> Any:
+    """The dream: `args.num_envs` Genie-v0 worlds with learned rewards and ends, seeded `seed` (default args.seed)."""
     from genie_gym.envs.sb3 import GenieSB3VecEnv
 
     venv = GenieSB3VecEnv(args.num_envs, checkpoint=args.world_model, learned_rewards=True,
@@ -63,8 +64,12 @@ def main(args: Args) -> None:
                           max_episode_steps=args.max_episode_steps, maskgit_steps=args.maskgit_steps,
                           maskgit_schedule=args.maskgit_schedule,
                           precision=args.precision, device=args.device if args.device != "auto" else "cpu")
-    venv.seed(args.seed)
-    train_ppo(args, venv, export=False)
+    venv.seed(args.seed if seed is None else seed)
+    return venv
+
+
+def main(args: Args) -> None:
+    train_ppo(args, make_venv(args), export=False)
 
 
 if __name__ == "__main__":

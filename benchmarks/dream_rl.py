@@ -3,16 +3,18 @@
     python benchmarks/dream_rl.py --world-model FILE     # the real run (~2 h on 2 cores); FILE has reward heads
     python benchmarks/dream_rl.py --quick --world-model FILE   # smoke run in ~1 min, writes runs/bench_quick/
 
-1. **Dream**: `agents.dream_ppo` trains PPO for `--dream-timesteps` frames in Genie-v0 worlds started from frames
-   of training levels, rewarded and ended by the model's heads (`genie-gym train --phase heads`). Resumes from
-   `<work>/dream/checkpoints` when it was cut.
+1. **Dream**: `agents.dream_ppo` trains PPO for `--dream-timesteps` frames in Genie-v0 worlds started from Procgen
+   start frames of training levels, or with `--prompt-data DIR` from recorded train frames (`--prompt-data-tail N`:
+   the last N frames of episodes that reached the coin), rewarded and ended by the model's heads (`genie-gym train
+   --phase heads`). Resumes from `<work>/dream/checkpoints` when it was cut.
 2. **Table D**: the PPO expert plays `--expert-episodes` easy levels 100000+ (`agents.collect`); the world model's
    LAM labels them; per evaluation seed, N = `--n-labelled` labelled transitions turn codes into real actions
    (`agents.dream_transfer`, the latent-BC protocol).
-3. **Real CoinRun**, held-out levels 200000+, `--seeds` x `--num-levels`: the dream agent through table D, random,
-   run-right and the PPO expert on the same levels: levels solved and mean return with 95% CIs over seeds.
-4. **The reality gap**: the dream agent's and a random policy's mean return inside Genie-v0 (the heads' rewards,
-   `--dream-eval-episodes` episodes) beside their returns in the real game.
+3. **Real CoinRun**, held-out levels 200000+, `--seeds` x `--num-levels`: the dream agent through table D, random
+   codes through the same table (the control: what dream training adds), random actions, run-right and the PPO
+   expert on the same levels: levels solved and mean return with 95% CIs over seeds.
+4. **The reality gap**: the dream agent's and random codes' mean return inside Genie-v0 (the heads' rewards,
+   `--dream-eval-episodes` episodes, the dream's start frames) beside their returns in the real game.
 
 Writes `<out>/dream_rl.{json,md,png}` (default out: benchmarks/results; --quick: runs/bench_quick).
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -92,16 +95,11 @@ def _quick(args: Args) -> Args:
                    "dream_max_episode_steps": 30})
 
 
-def dream_returns(policy_fn: Any, args: Args, seed: int, max_episode_steps: int) -> dict[str, float]:
-    """Mean return and share of rewarded episodes of `policy_fn(obs_BHWC) -> latent actions` inside Genie-v0
-    (learned rewards and ends, the dream training's start frames), over the first `args.dream_eval_episodes`."""
-    from genie_gym.envs.sb3 import GenieSB3VecEnv
-
-    num_envs, episodes = args.num_envs, args.dream_eval_episodes
-    venv = GenieSB3VecEnv(num_envs, checkpoint=args.world_model, learned_rewards=True, prompt_levels=(0, 10_000),
-                          prompt_mode="hard", prompt_data=args.prompt_data, prompt_data_tail=args.prompt_data_tail,
-                          max_episode_steps=max_episode_steps, precision=args.precision)
-    venv.seed(seed)
+def dream_returns(policy_fn: Any, dream_args: dream_ppo.Args, episodes: int, seed: int) -> dict[str, float]:
+    """Mean return and share of rewarded episodes of `policy_fn(obs_BHWC) -> latent actions` in the dream the agent
+    trained in (`dream_ppo.make_venv`), seeded `seed`, over each world's first episodes (`episodes` in all)."""
+    num_envs = dream_args.num_envs
+    venv = dream_ppo.make_venv(dream_args, seed)
     obs = venv.reset()
     # every world plays the same number of episodes: taking the first to end would favour short (rewarded) ones
     quota = -(-episodes // num_envs)
@@ -153,6 +151,7 @@ def _plot(real: dict[str, Any], path: Path) -> None:
 def main(args: Args) -> dict[str, Any]:
     from stable_baselines3 import PPO
 
+    command = _command(asdict(args))  # as given, before --quick fills in its sizes
     if args.quick:
         args = _quick(args)
     torch.set_num_threads(args.threads)
@@ -166,8 +165,12 @@ def main(args: Args) -> dict[str, Any]:
                           "`genie-gym train --phase heads --model FILE --data DIR` and pass --world-model")
     inputs = {"world_model_sha256": sha256_file(wm_path), "expert": args.expert,
               "expert_episodes": args.expert_episodes, "seed": args.seed, "prompt_data": args.prompt_data,
-              "prompt_data_tail": args.prompt_data_tail, "dream_max_episode_steps": args.dream_max_episode_steps}
-    if (work / "inputs.json").is_file() and json.loads((work / "inputs.json").read_text()) != inputs:
+              "prompt_data_tail": args.prompt_data_tail, "dream_max_episode_steps": args.dream_max_episode_steps,
+              "precision": args.precision, "num_envs": args.num_envs}
+    # work directories written before an input was recorded held its default then
+    before = {"prompt_data": None, "prompt_data_tail": None, "dream_max_episode_steps": 30 if args.quick else 500,
+              "precision": "float32", "num_envs": 4 if args.quick else 16}
+    if (work / "inputs.json").is_file() and {**before, **json.loads((work / "inputs.json").read_text())} != inputs:
         raise ConfigError(f"{work} holds a dream agent and expert data made from other inputs "
                           f"({(work / 'inputs.json').read_text().strip()}); pass another --work or delete it")
     work.mkdir(parents=True, exist_ok=True)
@@ -225,12 +228,12 @@ def main(args: Args) -> dict[str, Any]:
     n_codes = int(model.action_space.n)
     rng = np.random.default_rng(args.seed)
     in_dream = {
-        "dream": dream_returns(lambda o: model.predict(o, deterministic=False)[0], args, args.seed + 1,
-                               dream_args.max_episode_steps),
-        "random_codes": dream_returns(lambda o: rng.integers(0, n_codes, len(o)), args, args.seed + 1,
-                                      dream_args.max_episode_steps),
+        "dream": dream_returns(lambda o: model.predict(o, deterministic=False)[0], dream_args,
+                               args.dream_eval_episodes, args.seed + 1),
+        "random_codes": dream_returns(lambda o: rng.integers(0, n_codes, len(o)), dream_args,
+                                      args.dream_eval_episodes, args.seed + 1),
     }
-    report = {"args": asdict(args), "dream_training": {k: info.get(k) for k in
+    report = {"command": command, "args": asdict(args), "dream_training": {k: info.get(k) for k in
                                                        ("frames", "wall_s_total", "frames_per_s", "device")},
               "real": real, "in_dream": in_dream, "notes": notes, "seconds": round(time.perf_counter() - t0, 1)}
     out.mkdir(parents=True, exist_ok=True)
@@ -248,7 +251,7 @@ def _command(a: dict[str, Any]) -> str:
         value = a.get(f.name, f.default)
         if value != f.default:
             flag = "--" + f.name.replace("_", "-")
-            words.append(flag if value is True else f"{flag} {value}")
+            words.append(flag if value is True else f"{flag} {shlex.quote(str(value))}")
     return " ".join(words)
 
 
@@ -261,7 +264,7 @@ def _markdown(r: dict[str, Any]) -> str:
             else "")
     lines = [
         "# Dream RL: PPO trained inside Genie-v0, played in real CoinRun", "",
-        f"Command: `{_command(a)}`", "",
+        f"Command: `{r.get('command') or _command(a)}`", "",
         f"Dream training: {tr['frames']} frames in {tr['wall_s_total']} s ({tr['frames_per_s']} frames/s including "
         f"learning, {a['num_envs']} worlds, {a.get('precision', 'float32')}, {tr['device']}); dream episodes start "
         f"from {starts} and last at most {a.get('dream_max_episode_steps', 500)} steps. Table D: N = "
@@ -272,8 +275,11 @@ def _markdown(r: dict[str, Any]) -> str:
         "| policy | real levels solved % (95% CI) | real mean return | dream mean return | dream episodes rewarded % |",
         "|---|---|---|---|---|",
     ]
+    in_dream = dict(r["in_dream"])
+    if "random_codes" not in in_dream and "random" in in_dream:  # reports before random_codes: random codes
+        in_dream["random_codes"] = in_dream.pop("random")
     for name, v in r["real"].items():
-        dream = r["in_dream"].get(name)
+        dream = in_dream.get(name)
         d_ret = f"{dream['mean_return']:.2f}" if dream else "-"
         d_pct = f"{dream['rewarded_pct']:.1f}" if dream else "-"
         lines.append(f"| {name} | {v['solved_pct']:.1f} ± {v['solved_ci95']:.1f} | {v['mean_return']:.2f} ± "

@@ -185,6 +185,16 @@ def test_replay_prompts_start_worlds_from_recorded_train_frames(event_data: Path
         assert env.reset(seed=seed)[1]["prompt_source"] == info["prompt_source"]
         sources.add(info["prompt_source"])
     assert len(sources) > 6  # seeds spread over many frames
+    offsets = {int(src.rsplit("=", 1)[1]) - int(store.episode_lengths[int(src.split("episode=")[1].split(":")[0])])
+               for src in sources}
+    assert offsets == {-2, -1}  # both frames of the tail are drawn
+    rng = np.random.default_rng(2)
+    flat = np.full((6, 64, 64, 3), 7, np.uint8)  # held-out episodes: one constant frame, never a prompt
+    mixed = write_episodes(tmp_path / "mixed", {"train": [_episode(rng, 6, "won"), _episode(rng, 5, "won")],
+                                                "validation": [(flat, np.r_[np.zeros(5), 10.0], False)],
+                                                "test": [(flat, np.r_[np.zeros(5), 10.0], False)]})
+    held = GenieEnv(checkpoint=tiny_model_file, prompt_data=mixed)
+    assert not any((held.reset(seed=s)[0] == 7).all() for s in range(30))
     anywhere = GenieEnv(checkpoint=tiny_model_file, prompt_data=event_data)
     firsts = {anywhere.reset(seed=s)[1]["prompt_source"].endswith(":frame=0") for s in range(40)}
     assert firsts == {True, False}  # without a tail: any frame, episode starts included

@@ -57,7 +57,7 @@ class Args:
     """The latent-BC protocol with labels of known quality: which labels reach the oracle?"""
 
     quick: bool = False
-    """smoke run: 8 episodes, 5 training steps, 4 levels x 2 seeds of at most 50 steps; the expert must exist
+    """smoke run: 8 episodes, 5 training steps, 2 levels x 2 seeds of at most 30 steps; the expert must exist
     (agents/assets)"""
     expert: str | None = None
     """PPO expert checkpoint (default: agents/assets/ppo_coinrun_easy.zip)"""
@@ -89,7 +89,7 @@ class Args:
     num_levels: int = 100
     """held-out evaluation levels (200000..)"""
     max_steps: int = 1000
-    """per-episode step limit in evaluation (CoinRun's own limit is 1000; --quick: 50)"""
+    """per-episode step limit in evaluation (CoinRun's own limit is 1000; --quick: 30)"""
     seeds: int = 5
     """evaluation seeds (each plays every level once)"""
     seed: int = 0
@@ -220,8 +220,8 @@ class PooledActions:
 
 def main(args: Args) -> dict:
     if args.quick:
-        args = replace(args, expert_episodes=8, n_labelled=20, policy_steps=5, idm_steps=5, num_levels=4,
-                       max_steps=50, seeds=2, out=args.out or Path("runs/bench_quick"))
+        args = replace(args, expert_episodes=8, n_labelled=20, policy_steps=5, idm_steps=5, num_levels=2,
+                       max_steps=30, seeds=2, out=args.out or Path("runs/bench_quick"))
     out = args.out or Path("benchmarks/results")
     if args.report_only:
         result = json.loads((out / "latent_bc_labels.json").read_text())

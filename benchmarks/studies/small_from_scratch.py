@@ -66,7 +66,7 @@ def main(args: Args) -> dict:
     if not args.shipped.is_file():
         raise ConfigError(f"{args.shipped} does not exist; run `python benchmarks/world_model_quality.py` first")
     shipped = json.loads(args.shipped.read_text())
-    steps = dict(tokenizer_steps=20, dynamics_steps=20, batch_size=4) if args.quick else {}
+    steps = dict(tokenizer_steps=10, dynamics_steps=10, batch_size=4) if args.quick else {}
     pipeline = PipelineArgs(preset="tiny" if args.quick else "small", out=run, data=args.data, seed=args.seed,
                             device="cpu", eval_clips=4 if args.quick else 16, **steps)  # type: ignore[arg-type]
     run_pipeline(pipeline)

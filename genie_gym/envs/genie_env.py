@@ -72,7 +72,8 @@ class GenieEnv(WorldsView, gym.Env[np.ndarray, np.int64]):
     Make-time arguments: `render_mode` (None, "rgb_array": `render()` returns the frame, or "human": a pygame
     window), `render_scale` (integer upscaling of rendered frames, nearest-neighbour; observations stay 64x64), and
     every field of `genie_gym.envs.worlds.WorldSettings` (checkpoint, maskgit_steps, temperature, context_frames,
-    maskgit_schedule, device, reward_fn, max_episode_steps, prompt_game, prompt_levels, prompt_mode, use_cache,
+    maskgit_schedule, device, reward_fn, max_episode_steps, prompt_game, prompt_levels, prompt_mode, prompt_data,
+    prompt_data_tail, use_cache,
     precision, compile, learned_rewards). A
     `GenieEnv` built directly never truncates unless given `max_episode_steps`; `gym.make` adds TimeLimit(1000).
     """

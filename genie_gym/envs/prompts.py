@@ -198,7 +198,7 @@ class ReplayPrompts:
     only the last `tail` frames of the episodes that ended on the reward (a reverse curriculum: worlds start near
     the goal, so that a sparse learned reward is reached at all). The held-out splits are never read."""
 
-    def __init__(self, root: str | os.PathLike, tail: int | None, size: int, paint_vel_info: bool):
+    def __init__(self, root: str | os.PathLike, tail: int | None, size: int, paint_vel_info: bool) -> None:
         from genie_gym.data.dataset import EpisodeStore
 
         if tail is not None and (isinstance(tail, bool) or not isinstance(tail, (int, np.integer)) or tail < 1):

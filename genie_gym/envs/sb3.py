@@ -34,7 +34,7 @@ from genie_gym.models.simulator import check_sampling  # noqa: E402
 # Attributes `get_attr` / `set_attr` understand. They are shared by all worlds, so `set_attr` sets them for all.
 _READABLE = ("render_mode", "max_episode_steps", "reward_fn", "observation_space", "action_space", "metadata",
              "spec", "num_actions", "world_model", "maskgit_steps", "maskgit_schedule", "temperature", "context_frames",
-             "prompt_game", "prompt_levels", "prompt_mode")
+             "prompt_game", "prompt_levels", "prompt_mode", "prompt_data", "prompt_data_tail")
 _WRITABLE = ("reward_fn", "max_episode_steps", "temperature", "maskgit_steps")
 
 

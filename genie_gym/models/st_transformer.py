@@ -37,13 +37,16 @@ def math_attention(q_SHLd: torch.Tensor, k_SHMd: torch.Tensor, v_SHMd: torch.Ten
     its mask conventions (a boolean `attn_mask` marks the keys a query may attend to, a float one is added;
     `is_causal`: query i sees keys 0..i)."""
     L, M = q_SHLd.shape[-2], k_SHMd.shape[-2]
+    if is_causal and attn_mask is not None:
+        raise ValueError("pass either attn_mask or is_causal=True, not both (as F.scaled_dot_product_attention)")
     scores_SHLM = (q_SHLd @ k_SHMd.transpose(-1, -2)) * q_SHLd.shape[-1] ** -0.5
     if is_causal:
         attn_mask = torch.ones(L, M, dtype=torch.bool, device=q_SHLd.device).tril()
     if attn_mask is not None:
         scores_SHLM = scores_SHLM.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool \
             else scores_SHLM + attn_mask
-    return scores_SHLM.softmax(-1).to(v_SHMd.dtype) @ v_SHMd
+    probs_SHLM = scores_SHLM.softmax(-1, dtype=torch.promote_types(scores_SHLM.dtype, torch.float32))
+    return probs_SHLM.to(v_SHMd.dtype) @ v_SHMd  # normalised in float32 (at least)
 
 
 def attention(q_SHLd: torch.Tensor, k_SHMd: torch.Tensor, v_SHMd: torch.Tensor,
