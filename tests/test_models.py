@@ -131,6 +131,8 @@ def test_math_attention_computes_what_sdpa_does(monkeypatch: pytest.MonkeyPatch)
     for kwargs in ({}, {"is_causal": True}, {"attn_mask": bool_mask}, {"attn_mask": torch.randn(3, 6, dtype=q.dtype)}):
         torch.testing.assert_close(st_mod.math_attention(q, k, v, **kwargs),
                                    F.scaled_dot_product_attention(q, k, v, **kwargs), atol=1e-12, rtol=0)
+    scores = (4 * torch.randn(64, 6, 3, 8, generator=g)).bfloat16()  # math_attention's softmax stays in bf16
+    assert torch.equal(scores.softmax(-1), scores.float().softmax(-1).bfloat16())  # because it normalises in fp32
     torch.manual_seed(0)
     st = STTransformer(32, 2, 2, qk_norm=True, max_frames=4).eval()
     x_BTND = torch.randn(3, 6, 5, 32)

@@ -45,8 +45,8 @@ def math_attention(q_SHLd: torch.Tensor, k_SHMd: torch.Tensor, v_SHMd: torch.Ten
     if attn_mask is not None:
         scores_SHLM = scores_SHLM.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool \
             else scores_SHLM + attn_mask
-    probs_SHLM = scores_SHLM.softmax(-1, dtype=torch.promote_types(scores_SHLM.dtype, torch.float32))
-    return probs_SHLM.to(v_SHMd.dtype) @ v_SHMd  # normalised in float32 (at least)
+    # The CPU softmax of bf16 scores normalises in float32 and rounds once: bit-equal to a float32 softmax cast to bf16
+    return scores_SHLM.softmax(-1).to(v_SHMd.dtype) @ v_SHMd
 
 
 def attention(q_SHLd: torch.Tensor, k_SHMd: torch.Tensor, v_SHMd: torch.Tensor,
