@@ -125,7 +125,8 @@ def _plot(real: dict[str, Any], path: Path) -> None:
     W, H, L, B, T = 520, 320, 50, 40, 30
     img = Image.new("RGB", (W, H), "white")
     d = ImageDraw.Draw(img)
-    names = list(real)
+    order = ("dream", "random_codes", "random", "run_right", "expert")  # as the report's table (JSON keys are sorted)
+    names = sorted(real, key=lambda n: order.index(n) if n in order else len(order))
     bw = (W - L - 20) / len(names)
     d.text((5, 8), "% of held-out real CoinRun levels solved (95% CI)", fill="black")
 
@@ -142,7 +143,8 @@ def _plot(real: dict[str, Any], path: Path) -> None:
         d.rectangle([x0, y(s), x0 + bw - 20, H - B], fill=(40, 90, 200) if name == "dream" else (160, 160, 160))
         xc = x0 + (bw - 20) / 2
         d.line([xc, y(min(s + ci, 100)), xc, y(max(s - ci, 0))], fill="black", width=2)
-        d.text((x0, H - B + 6), f"{name} {s:.0f}%", fill="black")
+        d.text((x0, H - B + 6), name, fill="black")  # two lines: five names side by side fit
+        d.text((x0, H - B + 20), f"{s:.1f}%", fill="black")
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())
