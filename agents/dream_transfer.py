@@ -68,9 +68,12 @@ class DreamPolicy:
             raise ConfigError(f"the dream agent picks among {n} latent actions but table D maps {table.num_codes} "
                               "codes; build the table with the world model the agent was trained in (--world-model)")
         self.policy, self.table = SB3Policy(model), table
+        self.code_counts = np.zeros(n, dtype=np.int64)  # the codes it picked (what the dream taught it to press)
 
     def act(self, obs_BHWC: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return self.table.sample(self.policy.act(obs_BHWC, rng), obs_BHWC, rng)
+        codes = np.asarray(self.policy.act(obs_BHWC, rng), dtype=np.int64)
+        np.add.at(self.code_counts, codes, 1)
+        return self.table.sample(codes, obs_BHWC, rng)
 
 
 class RandomCodesPolicy:

@@ -40,6 +40,7 @@ from agents.collect import make_collect_policy, run_policy_episodes, save_expert
 from agents.dream_transfer import DreamPolicy, LabelledTransitions, RandomCodesPolicy
 from agents.evaluate import EvalResult, SB3Policy, evaluate_policy
 from agents.ppo_expert import DEFAULT_EXPERT, load_expert
+from genie_gym.data.games import MOVEMENT_NAMES, movement_class
 from genie_gym.errors import ConfigError
 from genie_gym.models.world_model import WorldModel
 from genie_gym.utils.io import atomic_write_bytes, atomic_write_json, sha256_file
@@ -212,8 +213,14 @@ def main(args: Args) -> dict[str, Any]:
     # 3. real CoinRun, held-out levels
     common = dict(num_levels=args.num_levels, seeds=list(range(args.seeds)), distribution_mode="easy",
                   max_steps=args.max_steps)
+    dream_policies: list[DreamPolicy] = []  # one per seed: the codes it picks are counted
+
+    def dream_policy(seed: int) -> DreamPolicy:
+        dream_policies.append(DreamPolicy(model, labelled.table(args.n_labelled, seed)))
+        return dream_policies[-1]
+
     policies: dict[str, Any] = {
-        "dream": lambda s: DreamPolicy(model, labelled.table(args.n_labelled, s)),
+        "dream": dream_policy,
         "random_codes": lambda s: RandomCodesPolicy(labelled.table(args.n_labelled, s)),
         "random": RandomPolicy(), "run_right": RunRightPolicy(),
     }
@@ -226,6 +233,16 @@ def main(args: Args) -> dict[str, Any]:
                       "return_ci95": res.return_ci95}
         print(f"real {name:>9}: {res.solved:.1f}% solved (+-{res.solved_ci95:.1f}), return {res.mean_return:.2f}")
 
+    # what the dream agent pressed in the real game, and what the expert did with each code (all its transitions)
+    picked_K = np.sum([p.code_counts for p in dream_policies], axis=0)
+    moves_KM = np.zeros((labelled.num_codes, len(MOVEMENT_NAMES)), dtype=np.int64)
+    np.add.at(moves_KM, (labelled.codes, movement_class(labelled.actions)), 1)
+    codes = [{"code": k, "dream_share": float(picked_K[k] / max(picked_K.sum(), 1)),
+              "expert_transitions": int(moves_KM[k].sum()),
+              "expert_right_share": float(moves_KM[k, 4:].sum() / max(moves_KM[k].sum(), 1)),
+              "expert_movement": dict(zip(MOVEMENT_NAMES, moves_KM[k].tolist(), strict=True))}
+             for k in range(labelled.num_codes)]
+
     # 4. the same agents inside the dream
     n_codes = int(model.action_space.n)
     rng = np.random.default_rng(args.seed)
@@ -237,7 +254,8 @@ def main(args: Args) -> dict[str, Any]:
     }
     report = {"command": command, "args": asdict(args), "dream_training": {k: info.get(k) for k in
                                                        ("frames", "wall_s_total", "frames_per_s", "device")},
-              "real": real, "in_dream": in_dream, "notes": notes, "seconds": round(time.perf_counter() - t0, 1)}
+              "real": real, "codes": codes, "in_dream": in_dream, "notes": notes,
+              "seconds": round(time.perf_counter() - t0, 1)}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "dream_rl.json", report)
     _plot(real, out / "dream_rl.png")
@@ -286,6 +304,13 @@ def _markdown(r: dict[str, Any]) -> str:
         d_pct = f"{dream['rewarded_pct']:.1f}" if dream else "-"
         lines.append(f"| {name} | {v['solved_pct']:.1f} ± {v['solved_ci95']:.1f} | {v['mean_return']:.2f} ± "
                      f"{v['return_ci95']:.2f} | {d_ret} | {d_pct} |")
+    if r.get("codes"):
+        lines += ["", "What the dream agent pressed in the real game (share of its codes over every evaluation step) "
+                  "and what the expert's transitions labelled with each code did (all of them; table D draws its N "
+                  "from these):", "", "| code | dream agent's share | expert transitions | of them moving right |",
+                  "|---|---|---|---|"]
+        lines += [f"| {c['code']} | {100 * c['dream_share']:.1f}% | {c['expert_transitions']} | "
+                  f"{100 * c['expert_right_share']:.1f}% |" for c in r["codes"]]
     lines += ["", *[f"Note: {n}" for n in r["notes"]], f"Total time: {r['seconds']} s.", ""]
     return "\n".join(lines)
 

@@ -287,6 +287,8 @@ def test_dream_rl_benchmark_quick(heads_model: Path, event_data: Path, tmp_path:
     report = dream_rl.main(args)
     assert {"dream", "random_codes", "random", "run_right"} <= set(report["real"])
     assert set(report["in_dream"]) == {"dream", "random_codes"}
+    assert abs(sum(c["dream_share"] for c in report["codes"]) - 1) < 1e-9  # every code the agent picked, counted
+    assert sum(c["expert_transitions"] for c in report["codes"]) > 0
     assert all(0.0 <= r["solved_pct"] <= 100.0 for r in report["real"].values())
     assert report["in_dream"]["dream"]["episodes"] == 4 and report["dream_training"]["frames"] >= 256
     for ext in ("json", "md", "png"):
