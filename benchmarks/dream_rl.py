@@ -171,8 +171,9 @@ def main(args: Args) -> dict[str, Any]:
               "prompt_data_tail": args.prompt_data_tail, "dream_max_episode_steps": args.dream_max_episode_steps,
               "precision": args.precision, "num_envs": args.num_envs}
     # work directories written before an input was recorded held its default then
-    before = {"prompt_data": None, "prompt_data_tail": None, "dream_max_episode_steps": 30 if args.quick else 500,
-              "precision": "float32", "num_envs": 4 if args.quick else 16}
+    defaults = asdict(_quick(Args()) if args.quick else Args())
+    before = {k: defaults[k] for k in ("prompt_data", "prompt_data_tail", "dream_max_episode_steps", "precision",
+                                       "num_envs")}
     if (work / "inputs.json").is_file() and {**before, **json.loads((work / "inputs.json").read_text())} != inputs:
         raise ConfigError(f"{work} holds a dream agent and expert data made from other inputs "
                           f"({(work / 'inputs.json').read_text().strip()}); pass another --work or delete it")
