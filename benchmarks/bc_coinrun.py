@@ -91,9 +91,9 @@ class Args:
 
 def _quick(args: Args) -> Args:
     return Args(quick=True, expert=args.expert, world_model=args.world_model,
-                distribution_mode=args.distribution_mode, paint_vel_info=args.paint_vel_info, expert_episodes=8,
+                distribution_mode=args.distribution_mode, paint_vel_info=args.paint_vel_info, expert_episodes=6,
                 n_values=(5, 10, 20),
-                greedy_n_values=(10,), learned_mapping_n=10, num_levels=4, seeds=2, bc_steps=5, max_steps=60,
+                greedy_n_values=(10,), learned_mapping_n=10, num_levels=4, seeds=2, bc_steps=2, max_steps=60,
                 out=args.out, seed=args.seed,
                 threads=args.threads)
 

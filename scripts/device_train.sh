@@ -41,23 +41,17 @@ if ! "$PYTHON" -c "import tyro, zstandard, gymnasium" 2>/dev/null; then
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-# One interpreter start for both: the device (to the log) and the preset's clip length.
-SEQ_LEN=$("$PYTHON" -c "import sys, torch; from genie_gym.config import get_preset
-print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
-      torch.cuda.get_device_name() if torch.cuda.is_available() else '', file=sys.stderr)
-print(get_preset('$PRESET').seq_len)") || exit 1
 common=(--preset "$PRESET" --data "$DATA" --device "$DEVICE" --batch-size "$BATCH" --no-tensorboard --image-every 0
         --ckpt-every 1000 --cache-mib "$CACHE_MIB" --log-every 10)
 
-# steps_for PHASE SECONDS: the probe run's last logged frames/s x SECONDS / frames per step
+# steps_for PHASE SECONDS: the probe run's last logged steps/s x SECONDS (no torch: a fast interpreter start)
 steps_for() {
-  "$PYTHON" - "$RUN/probe_$1/$1/metrics.jsonl" "$2" "$BATCH" "$SEQ_LEN" <<'EOF'
+  "$PYTHON" - "$RUN/probe_$1/$1/metrics.jsonl" "$2" <<'EOF'
 import json, sys
-rows = [json.loads(line) for line in open(sys.argv[1])]
-fps = rows[-1]["frames_per_s"]
-steps = int(float(sys.argv[2]) * fps / (int(sys.argv[3]) * int(sys.argv[4])))
+row = [json.loads(line) for line in open(sys.argv[1])][-1]
+steps = int(float(sys.argv[2]) * row["steps_per_s"])
 print(max(steps, 20))
-print(f"probe: {fps:.0f} frames/s -> {steps} steps", file=sys.stderr)
+print(f"probe: {row['frames_per_s']:.0f} frames/s, {row['steps_per_s']:.2f} steps/s -> {steps} steps", file=sys.stderr)
 EOF
 }
 
@@ -81,34 +75,36 @@ phase() {  # phase NAME SECONDS LR STEPS EXTRA... (STEPS empty: as many as the p
   tail -1 "$RUN/$name/metrics.jsonl"
 }
 
-# slim PHASE: its weights only (no optimiser state; the frozen LAM is the shipped file's), small enough to come back
+# slim PHASE...: their weights only (no optimiser state; the frozen LAM is the shipped file's), small enough to come
+# back; one interpreter start for all of them
 slim() {
-  "$PYTHON" - "$RUN" "$OUT" "$1" <<'EOF'
-import sys
+  "$PYTHON" - "$RUN" "$OUT" "$@" <<'EOF'
+import shutil, sys
 from pathlib import Path
 from genie_gym.training.checkpoint import checkpoint_bytes, load_checkpoint
-run, out, phase = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-ckpt = load_checkpoint(run / phase / "last.pt")
-ckpt["model"] = {phase: ckpt["model"][phase]}
-ckpt["optimizer"] = None
-for key in ("format_version", "kind"):
-    ckpt.pop(key)
-(out / f"{phase}_weights.pt").write_bytes(checkpoint_bytes(ckpt))
-print(phase, "step", ckpt["step"], f"{(out / f'{phase}_weights.pt').stat().st_size / 2**20:.1f} MiB")
+run, out = Path(sys.argv[1]), Path(sys.argv[2])
+for phase in sys.argv[3:]:
+    ckpt = load_checkpoint(run / phase / "last.pt")
+    ckpt["model"] = {phase: ckpt["model"][phase]}
+    ckpt["optimizer"] = None
+    for key in ("format_version", "kind"):
+        ckpt.pop(key)
+    (out / f"{phase}_weights.pt").write_bytes(checkpoint_bytes(ckpt))
+    shutil.copyfile(run / phase / "metrics.jsonl", out / f"{phase}_metrics.jsonl")
+    print(phase, "step", ckpt["step"], f"{(out / f'{phase}_weights.pt').stat().st_size / 2**20:.1f} MiB")
 EOF
-  cp "$RUN/$1/metrics.jsonl" "$OUT/$1_metrics.jsonl"
 }
 
 t0=$(date +%s)
-phase tokenizer "$TOK_S" "$TOK_LR" "$TOK_STEPS" --init-from "$MODEL" && slim tokenizer || exit 1
+phase tokenizer "$TOK_S" "$TOK_LR" "$TOK_STEPS" --init-from "$MODEL" || exit 1
 echo "tokenizer done after $(( $(date +%s) - t0 )) s"
-status=0
+status=0 done_phases=(tokenizer)
 dyn_set=()
 [ -n "$DYN_SET" ] && read -r -a dyn_set <<< "--set $DYN_SET"
 phase dynamics "$DYN_S" "$DYN_LR" "$DYN_STEPS" --tokenizer-ckpt "$RUN/tokenizer/last.pt" --init-from "$MODEL" \
-  --freeze-lam ${dyn_set[@]+"${dyn_set[@]}"} \
-  && slim dynamics || status=1
+  --freeze-lam ${dyn_set[@]+"${dyn_set[@]}"} && done_phases+=(dynamics) || status=1
 echo "dynamics done after $(( $(date +%s) - t0 )) s"
+slim "${done_phases[@]}" || status=1
 for f in "$OUT"/*.log; do tr '\r' '\n' < "$f" | grep -v -E "it/s|s/it" | tail -c 100000 > "$f.tmp"; mv "$f.tmp" "$f"; done
 cat "$OUT"/*_probe.log >> "$OUT/tokenizer.log"; rm -f "$OUT"/*_probe.log
 

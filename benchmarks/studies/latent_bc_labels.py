@@ -220,7 +220,7 @@ class PooledActions:
 
 def main(args: Args) -> dict:
     if args.quick:
-        args = replace(args, expert_episodes=8, n_labelled=20, policy_steps=5, idm_steps=5, num_levels=2,
+        args = replace(args, expert_episodes=6, n_labelled=20, policy_steps=2, idm_steps=2, num_levels=2,
                        max_steps=30, seeds=2, out=args.out or Path("runs/bench_quick"))
     out = args.out or Path("benchmarks/results")
     if args.report_only:

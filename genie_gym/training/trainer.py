@@ -212,7 +212,7 @@ class _MetricsWindow:
         fps = self.frames_per_step * (step - self.step) / max(time.time() - self.t, 1e-9)
         metrics = {k: float(np.mean(v)) for k, v in self.values.items()}
         metrics["lr"] = self.values["lr"][-1]  # the last step's, not the window's mean
-        metrics.update(frames_per_s=fps, tokens_per_s=fps * tokens_per_frame)
+        metrics.update(frames_per_s=fps, tokens_per_s=fps * tokens_per_frame, steps_per_s=fps / self.frames_per_step)
         self.values, self.step, self.t = {}, step, time.time()
         return metrics
 
@@ -569,6 +569,11 @@ class Trainer:
 
             writer = SummaryWriter(str(self.phase_dir / "tb"), purge_step=self.step)
         log = _MetricsWindow(self.optim_cfg.batch_size * self.cfg.seq_len * self.dist.world_size, self.step)
+        if self.dist.is_main:
+            where = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else self.device.type
+            print(f"phase '{args.phase}' on {where} (torch {torch.__version__}{', bf16 autocast' if self.amp else ''})"
+                  f": steps {self.step} -> {stop} of {self.optim_cfg.batch_size} clips x {self.cfg.seq_len} frames"
+                  f" x {self.dist.world_size} process(es)")
         t_start = time.time()
         loader_it = iter(self._make_loader())
         self.model.train()
