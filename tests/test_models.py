@@ -424,6 +424,56 @@ def test_dynamics_cached_steps_equal_full(cfg):
             torch.testing.assert_close(step, full[:, t], atol=1e-5, rtol=0)
 
 
+
+def test_commit_without_features_writes_the_same_cache(cfg):
+    """commit_step(features=False) skips the last layer's temporal read and MLP: None back, the same keys,
+    values and history as a full commit, so the next frame's logits are the same."""
+    tok, _, dyn = _models(cfg)
+    dyn.eval()
+    V, N, A = tok.codebook_size, tok.tokens_per_frame, cfg.lam.num_actions
+    g = torch.Generator().manual_seed(3)
+    tokens = torch.randint(0, V, (2, 3, N), generator=g)
+    actions = torch.randint(0, A, (2, 3), generator=g)
+    caches = [dyn.new_cache(2), dyn.new_cache(2)]
+    with torch.no_grad():
+        for t in range(2):
+            feats = dyn.commit_step(tokens[:, t], actions[:, t], caches[0])
+            assert feats is not None and feats.shape[:2] == (2, N // cfg.tokenizer.groups)
+            assert dyn.commit_step(tokens[:, t], actions[:, t], caches[1], features=False) is None
+        for k_a, k_b, v_a, v_b in zip(caches[0].k, caches[1].k, caches[0].v, caches[1].v, strict=True):
+            assert torch.equal(k_a, k_b) and torch.equal(v_a, v_b)
+        assert torch.equal(caches[0].valid_BM, caches[1].valid_BM) and torch.equal(caches[0].t_B, caches[1].t_B)
+        mask = torch.ones(2, N, dtype=torch.bool)
+        torch.testing.assert_close(dyn.forward_step(tokens[:, 2], actions[:, 2], mask, caches[0]),
+                                   dyn.forward_step(tokens[:, 2], actions[:, 2], mask, caches[1]), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_upsample2x_conv_equals_nearest_upsample_then_conv(bias: bool):
+    """The decoder's fused x2 + 3x3 conv gives what nn.Upsample + the conv give, values and gradients, on a
+    non-square channels-last input."""
+    from genie_gym.models.tokenizer import upsample2x_conv
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(6, 5, 3, padding=1, bias=bias)
+    x = torch.randn(2, 3, 4, 6).permute(0, 3, 1, 2).requires_grad_()  # (2, 6, 3, 4), channels-last strides
+    ref = conv(torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
+    (g_ref_x,) = torch.autograd.grad(ref.square().sum(), x)
+    g_ref_w = torch.autograd.grad(conv(torch.nn.functional.interpolate(x, scale_factor=2)).square().sum(),
+                                  conv.weight)[0]
+    got = upsample2x_conv(x, conv)
+    assert got.shape == ref.shape == (2, 5, 6, 8) and got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    g_x, g_w = torch.autograd.grad(got.square().sum(), (x, conv.weight))
+    torch.testing.assert_close(g_x, g_ref_x, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(g_w, g_ref_w, atol=1e-4, rtol=1e-4)
+    with torch.no_grad():  # inference keeps the phase kernels between calls, until the weights change
+        upsample2x_conv(x, conv)
+        conv.weight.mul_(2.0)
+        torch.testing.assert_close(upsample2x_conv(x, conv), conv(torch.nn.functional.interpolate(x, scale_factor=2)),
+                                   atol=1e-5, rtol=1e-5)
+
+
 # --- MaskGIT ------------------------------------------------------------------------------------------------
 def test_mask_schedule_is_cosine_and_ends_at_zero():
     assert mask_schedule(64, 4) == [59, 45, 24, 0]

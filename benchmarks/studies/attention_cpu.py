@@ -98,20 +98,25 @@ def single_calls(args: Args) -> list[dict[str, Any]]:
     return rows
 
 
-def _genie_steps(num_worlds: int) -> Callable[[], Any]:
+def genie_simulator(num_worlds: int, precision: str = "bfloat16") -> Any:
+    """The shipped model's Simulator, reset on random prompts and stepped until its context is full."""
     from genie_gym.models.simulator import Simulator
     from genie_gym.models.world_model import WorldModel
 
-    sim = Simulator(WorldModel.load(WorldModel.default_path()), num_worlds=num_worlds, precision="bfloat16")
+    sim = Simulator(WorldModel.load(WorldModel.default_path()), num_worlds=num_worlds, precision=precision)
     prompts = np.random.default_rng(0).integers(0, 255, (num_worlds, 64, 64, 3), dtype=np.uint8)
     sim.reset(None, prompts, list(range(num_worlds)))
-    actions = np.zeros(num_worlds, dtype=np.int64)
     for _ in range(sim.context_frames):
-        sim.step(actions)
+        sim.step(np.zeros(num_worlds, dtype=np.int64))
+    return sim
+
+
+def _genie_steps(num_worlds: int) -> Callable[[], Any]:
+    sim, actions = genie_simulator(num_worlds), np.zeros(num_worlds, dtype=np.int64)
     return lambda: sim.step(actions)
 
 
-def _train_step(phase: str) -> Callable[[], Any]:
+def train_step(phase: str) -> Callable[[], Any]:
     from genie_gym.config import get_preset
     from genie_gym.models.frames import to_float
     from genie_gym.training.schedule import make_optimizer
@@ -145,7 +150,7 @@ def end_to_end(args: Args) -> list[dict[str, Any]]:
             "Genie-v0, 64 worlds (frames/s)": (_genie_steps(64), 64)}
     for phase in ("tokenizer", "dynamics"):
         jobs[f"training, small {phase}, bf16 autocast (frames/s)"] = (
-            _train_step(phase), phase_optim(cfg, phase).batch_size * cfg.seq_len)
+            train_step(phase), phase_optim(cfg, phase).batch_size * cfg.seq_len)
     rows = []
     for name, (fn, frames_per_call) in jobs.items():
         rates: dict[bool, list[float]] = {True: [], False: []}

@@ -132,7 +132,10 @@ class DynamicsModel(nn.Module):
         x_BND = self._embed(tokens_BN, mask_BN, actions_B.long())
         return self._logits(self.transformer.forward_step(x_BND, cache, commit))
 
-    def commit_step(self, tokens_BN: torch.Tensor, actions_B: torch.Tensor, cache: TemporalKVCache) -> torch.Tensor:
+    def commit_step(self, tokens_BN: torch.Tensor, actions_B: torch.Tensor, cache: TemporalKVCache,
+                    features: bool = True) -> torch.Tensor | None:
         """Append a decided frame to the cached history without computing logits (the head is ~30% of a pass);
-        returns the frame's features (B, positions, D), as `features` gives them."""
-        return self.transformer.forward_step(self._embed(tokens_BN, None, actions_B.long()), cache, commit=True)
+        returns the frame's features (B, positions, D), as `features` gives them, or None with `features=False`
+        (then the last layer stops at its keys and values)."""
+        x_BND = self._embed(tokens_BN, None, actions_B.long())
+        return self.transformer.forward_step(x_BND, cache, commit=True, output=features)

@@ -246,7 +246,7 @@ class Simulator:
                     dyn = self._new_cache(self.model.dynamics.transformer, K)
                     dec = self._new_cache(self.model.tokenizer.decoder, K)
                 for c in range(C):
-                    self.model.dynamics.commit_step(tokens_KCN[:, c], acts_KC[:, c], dyn)
+                    self.model.dynamics.commit_step(tokens_KCN[:, c], acts_KC[:, c], dyn, features=False)
                     self.model.tokenizer.decode_step(tokens_KCN[:, c], dec, commit=True)
                 if dyn is not self.dyn_cache:
                     _load_into(self.dyn_cache, idx_t, dyn)
@@ -297,7 +297,8 @@ class Simulator:
             return self._dyn_step(tokens_BN, actions_B, mask_BN, self.dyn_cache, commit=False)
 
         tokens_BN = self._sample(logits_fn, self.num_worlds, self.generators)
-        self.features_BND = self._dyn_commit(tokens_BN, actions_B, self.dyn_cache)
+        # the new frame's features feed the event heads only: without heads the commit stops at the last keys
+        self.features_BND = self._dyn_commit(tokens_BN, actions_B, self.dyn_cache, self.model.heads is not None)
         return self._dec_step(tokens_BN, self.dec_cache, commit=True)
 
     def _step_full(self, actions_B: torch.Tensor) -> torch.Tensor:

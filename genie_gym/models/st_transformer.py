@@ -222,8 +222,9 @@ class STBlock(nn.Module):
         return x_BTND + self.mlp(self.norm_m(x_BTND))
 
     def step(self, x_BND: torch.Tensor, cos_sin, k_cache: torch.Tensor, v_cache: torch.Tensor,
-             slot_B: torch.Tensor, mask_SM: torch.Tensor) -> torch.Tensor:
-        """One new frame: its keys/values go to `slot_B` of this layer's cache; its query reads the cache."""
+             slot_B: torch.Tensor, mask_SM: torch.Tensor, kv_only: bool = False) -> torch.Tensor:
+        """One new frame: its keys/values go to `slot_B` of this layer's cache; its query reads the cache.
+        `kv_only`: stop once the keys/values are written (the last layer of a commit whose output is not used)."""
         B, N, D = x_BND.shape
         x_BND = x_BND + self.spatial(self.norm_s(x_BND))
         att = self.temporal
@@ -235,6 +236,8 @@ class STBlock(nn.Module):
         ar = torch.arange(B, device=x_BND.device)
         k_cache[ar, :, :, slot_B] = k[:, :, :, 0].to(k_cache.dtype)
         v_cache[ar, :, :, slot_B] = v.view(B, N, H, hd).to(v_cache.dtype)
+        if kv_only:
+            return x_BND
         M = k_cache.shape[3]
         kc, vc = k_cache.view(B * N, H, M, hd), v_cache.view(B * N, H, M, hd)
         if kc.dtype != q.dtype:
@@ -284,8 +287,11 @@ class STTransformer(nn.Module):
         """An empty cache; `max_frames` (default: the model's) is the window incl. the new frame."""
         return TemporalKVCache(len(self.blocks), batch_size, max_frames or self.max_frames, device, dtype)
 
-    def forward_step(self, x_BND: torch.Tensor, cache: TemporalKVCache, commit: bool = True) -> torch.Tensor:
-        """Run one new frame per batch element against the cached past; `commit` appends it to the history."""
+    def forward_step(self, x_BND: torch.Tensor, cache: TemporalKVCache, commit: bool = True,
+                     output: bool = True) -> torch.Tensor | None:
+        """Run one new frame per batch element against the cached past; `commit` appends it to the history.
+        `output=False` (a commit whose features nobody reads) returns None and skips what only the output needs:
+        the last layer's temporal attention and MLP (~1/6 of the pass with 4 layers)."""
         B, N, D = x_BND.shape
         if B != cache.batch_size:
             raise ValueError(f"batch size {B} does not match the cache's {cache.batch_size}; "
@@ -300,9 +306,10 @@ class STTransformer(nn.Module):
         mask_SM = attend_BM[:, None, :].expand(B, N, M).reshape(B * N, 1, 1, M)
         cos, sin = rope_cos_sin(cache.t_B, self.head_dim, x_BND.dtype)
         cos_sin = (cos.view(B, 1, 1, 1, -1), sin.view(B, 1, 1, 1, -1))
-        for blk, kc, vc in zip(self.blocks, cache.k, cache.v, strict=True):
-            x_BND = blk.step(x_BND, cos_sin, kc, vc, slot_B, mask_SM)
+        last = len(self.blocks) - 1
+        for i, (blk, kc, vc) in enumerate(zip(self.blocks, cache.k, cache.v, strict=True)):
+            x_BND = blk.step(x_BND, cos_sin, kc, vc, slot_B, mask_SM, kv_only=not output and i == last)
         if commit:
             cache.valid_BM[ar, slot_B] = True
             cache.t_B += 1
-        return self.norm_f(x_BND)
+        return self.norm_f(x_BND) if output else None

@@ -68,9 +68,51 @@ class ConvEncoder(nn.Module):
         return self.net(x)
 
 
+# Nearest x2 then a 3x3 convolution, computed on the low-resolution grid: output row 2i reads upsampled rows
+# 2i-1, 2i, 2i+1 = low-res rows i-1, i, i, so the kernel's rows (w0, w1, w2) act as (w0, w1 + w2) on rows (i-1, i);
+# output row 2i+1 reads rows i, i, i+1: (w0 + w1, w2) on rows (i, i+1). The same for columns. _PHASE_ROWS[a] maps
+# the 3 kernel rows to the 2 of output phase a.
+_PHASE_ROWS = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+
+
+def _phase_kernels(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The four 2x2 phase kernels (4*O, I, 2, 2) and biases of a 3x3 conv; kept on the module between calls
+    without gradients (inference) until its weights change."""
+    w, b = conv.weight, conv.bias
+    cacheable = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+    key = (w._version, w.data_ptr(), w.dtype, w.device, None if b is None else b._version) if cacheable else None
+    cached = conv.__dict__.get("_phase_kernels")
+    if cached is not None and cached[0] == key and key is not None:
+        return cached[1], cached[2]
+    with torch.autocast(w.device.type, enabled=False):  # sum the weights in their own precision
+        rows = _PHASE_ROWS.to(w)
+        k_4OI22 = torch.einsum("arp,oipq,bcq->aboirc", rows, w, rows).reshape(4 * conv.out_channels, -1, 2, 2)
+    bias = b.repeat(4) if b is not None else None
+    if cacheable:
+        conv.__dict__["_phase_kernels"] = (key, k_4OI22, bias)
+    return k_4OI22, bias
+
+
+def upsample2x_conv(x_MCHW: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """`conv(nearest_upsample_x2(x))` for a 3x3, stride-1, padding-1 `conv`, as four 2x2 convolutions (one per
+    output phase) on the low-resolution input: the same result (to float rounding) for 4 x 4 instead of 4 x 9
+    multiply-adds per output pixel. Returns a channels-last (M, O, 2H, 2W) tensor."""
+    M, _, H, W = x_MCHW.shape
+    O = conv.out_channels
+    k_4OI22, bias = _phase_kernels(conv)
+    y = F.conv2d(x_MCHW, k_4OI22, bias, padding=1)  # (M, 4*O, H+1, W+1); phase (a, b) is y[:, ab, a:a+H, b:b+W]
+    y_MHW22O = y.permute(0, 2, 3, 1).reshape(M, H + 1, W + 1, 2, 2, O)  # a view when y is channels-last
+    out_MH2W2O = y.new_empty(M, H, 2, W, 2, O)
+    for a in (0, 1):
+        for b in (0, 1):
+            out_MH2W2O[:, :, a, :, b] = y_MHW22O[:, a:a + H, b:b + W, a, b]
+    return out_MH2W2O.view(M, 2 * H, 2 * W, O).permute(0, 3, 1, 2)
+
+
 class ConvDecoder(nn.Module):
     """(M, D, g, g) -> (M, C, g*p, g*p) logits: mirrors ConvEncoder (nearest x2 + 3x3 conv, residual block per
-    stage), then a 3x3 conv to C*4 channels and a pixel shuffle for the last x2."""
+    stage), then a 3x3 conv to C*4 channels and a pixel shuffle for the last x2. Each nearest x2 + conv runs as
+    `upsample2x_conv` (2.2x fewer multiply-adds, the same weights)."""
 
     def __init__(self, channels: tuple[int, ...], d_model: int, out_channels: int = 3):
         super().__init__()
@@ -84,7 +126,13 @@ class ConvDecoder(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        layers, i = list(self.net), 0
+        while i < len(layers):
+            if isinstance(layers[i], nn.Upsample):  # always followed by its 3x3 conv
+                x, i = upsample2x_conv(x, layers[i + 1]), i + 2
+            else:
+                x, i = layers[i](x), i + 1
+        return x
 
 
 def check_tokenizer_config(cfg: TokenizerConfig, image_size: int) -> None:
