@@ -69,6 +69,16 @@ def _time(fn: Callable[[], Any], repeats: int) -> float:
     return float(np.median(times))
 
 
+def frames_per_s(fn: Callable[[], Any], frames_per_call: int, seconds: float) -> float:
+    """One untimed call (in a setting just switched), then as many calls as fit in `seconds`: frames per second."""
+    fn()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        fn()
+        n += 1
+    return n * frames_per_call / (time.perf_counter() - t0)
+
+
 def single_calls(args: Args) -> list[dict[str, Any]]:
     rows = []
     g = torch.Generator().manual_seed(0)
@@ -157,12 +167,7 @@ def end_to_end(args: Args) -> list[dict[str, Any]]:
         for r in range(args.rounds):
             for on in ((True, False) if r % 2 == 0 else (False, True)):
                 st_transformer.MATH_ATTENTION_ON_CPU_BF16 = on
-                fn()  # one call in the new setting before timing
-                n, t0 = 0, time.perf_counter()
-                while time.perf_counter() - t0 < args.seconds:
-                    fn()
-                    n += 1
-                rates[on].append(n * frames_per_call / (time.perf_counter() - t0))
+                rates[on].append(frames_per_s(fn, frames_per_call, args.seconds))
         st_transformer.MATH_ATTENTION_ON_CPU_BF16 = True
         fused, math = float(np.median(rates[False])), float(np.median(rates[True]))
         rows.append({"what": name, "fused": fused, "math": math, "speedup": math / fused,

@@ -19,7 +19,6 @@ writes benchmarks/results/engine_levers.{json,md}.
 from __future__ import annotations
 
 import platform
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 import tyro
-from attention_cpu import genie_simulator, train_step
+from attention_cpu import frames_per_s, genie_simulator, train_step
 
 from genie_gym.models import tokenizer
 from genie_gym.utils.io import atomic_write_json, write_markdown
@@ -84,12 +83,7 @@ def main(args: Args) -> dict[str, Any]:
         for r in range(args.rounds):
             for arm in (arms if r % 2 == 0 else arms[::-1]):
                 _set(sim, *ARMS[arm])
-                fn()  # one call in the new setting before timing
-                n, t0 = 0, time.perf_counter()
-                while time.perf_counter() - t0 < args.seconds:
-                    fn()
-                    n += 1
-                rates[arm].append(n * frames_per_call / (time.perf_counter() - t0))
+                rates[arm].append(frames_per_s(fn, frames_per_call, args.seconds))
         _set(sim, True, True)
         med = {a: float(np.median(v)) for a, v in rates.items()}
         base = med["both off"]
