@@ -133,10 +133,10 @@ def test_latent_actions_are_named_by_what_their_transitions_did():
 
 
 def test_dream_response_scroll_shares_count_a_camera_moving_right_and_up():
-    from dream_response import scroll_shares
+    from dream_response import scrolls, shares
 
     big = np.random.default_rng(1).random((90, 90, 3)).astype(np.float32)
     right = np.stack([big[10:74, 10 + 2 * k : 74 + 2 * k] for k in range(4)])  # the view moves right 2 px a frame
     up = np.stack([big[10 - k : 74 - k, 10:74] for k in range(4)])  # ... up 1 px a frame
-    r = scroll_shares(np.stack([right, up]))
+    r = shares(*scrolls(np.stack([right, up])))
     assert r["pairs"] == 6 and r["right"] == 0.5 and r["left"] == 0.0 and r["up"] == 0.5 and r["mean_dx"] == 1.0

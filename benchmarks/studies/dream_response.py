@@ -65,7 +65,7 @@ class Args:
     against the LAM's codes"""
     eval_json: Path = Path("benchmarks/results/world_model_quality/eval.json")
     """`genie-gym eval` report of the same model: its code x movement table of held-out real transitions is shown
-    beside (skipped when missing)"""
+    beside (skipped when missing or measured on another model)"""
     seed: int = 0
     """seed of the clip choice and the worlds"""
     threads: int = 2
@@ -90,11 +90,6 @@ def shares(dx: np.ndarray, dy: np.ndarray) -> dict[str, Any]:
         return {"right": 0.0, "left": 0.0, "up": 0.0, "mean_dx": 0.0, "pairs": 0}
     return {"right": float((dx > 0).mean()), "left": float((dx < 0).mean()), "up": float((dy < 0).mean()),
             "mean_dx": float(dx.mean()), "pairs": int(dx.size)}
-
-
-def scroll_shares(frames_BKHWC: np.ndarray) -> dict[str, Any]:
-    """`shares` of the scrolls between consecutive frames of (B, K) float frames in [0, 1]."""
-    return shares(*scrolls(frames_BKHWC))
 
 
 @torch.no_grad()
@@ -134,14 +129,15 @@ def main(args: Args) -> dict[str, Any]:
         per_code[str(a)] = shares(*all_dx[-1])
     per_code["all"] = shares(np.concatenate([d for d, _ in all_dx]), np.concatenate([u for _, u in all_dx]))
     real = None
-    if args.eval_json.is_file():
-        table = np.array(json.loads(args.eval_json.read_text())["lam_code_by_movement"], dtype=np.float64)
+    report = json.loads(args.eval_json.read_text()) if args.eval_json.is_file() else {}
+    if report.get("model_sha256") == wm.payload_sha256:  # the eval of this very model, not of another
+        table = np.array(report["lam_code_by_movement"], dtype=np.float64)
         if table.shape[0] == A:  # shares of the LEFT / RIGHT (with or without UP) and +UP classes
             n = np.maximum(table.sum(1), 1)
             real = [{"transitions": int(t.sum()), "left": float((t[0] + t[1]) / k), "right": float((t[4] + t[5]) / k),
                      "up": float(t[1::2].sum() / k)} for t, k in zip(table, n, strict=True)]
     result = {"command": " ".join(["python", "benchmarks/studies/dream_response.py", *sys.argv[1:]]),
-              "model": str(path), "machine": platform.machine(), "prompts": len(idx), "steps": args.steps,
+              "model": os.path.relpath(path), "machine": platform.machine(), "prompts": len(idx), "steps": args.steps,
               "action_meanings": wm.metadata.get("action_meanings"), "calibration": calibration,
               "per_code": per_code, "real_keys": real,
               "real_scroll_by_code": real_scroll}
@@ -149,8 +145,7 @@ def main(args: Args) -> dict[str, Any]:
                           "schedule": args.schedule}
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "dream_response.json", result)
-    sim_cfg = wm.config.sampling
-    shown = os.path.relpath(path) if Path(path).is_absolute() else str(path)
+    sim_cfg, shown = wm.config.sampling, result["model"]
     names = result["action_meanings"] or [f"a{a}" for a in range(A)]
     lines = ["# What each latent action does in the world model", "",
              f"`{result['command']}` (`{shown}`; {len(idx)} held-out prompts x {args.steps} generated frames per "

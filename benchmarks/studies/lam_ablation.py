@@ -49,6 +49,7 @@ from genie_gym.evaluation.metrics import best_shift, code_stats, nmi
 from genie_gym.models.frames import patchify, unpatchify
 from genie_gym.models.lam import LatentActionModel
 from genie_gym.models.st_transformer import init_weights
+from genie_gym.models.tokenizer import edge_l1
 from genie_gym.models.vq import VectorQuantizer
 from genie_gym.training.schedule import make_scheduler
 from genie_gym.utils.io import atomic_write_json, write_markdown
@@ -66,6 +67,7 @@ class VariantConfig(LAMConfig):
     decoder_history: bool = True  # the decoder attends to frames <= t (the paper); the library: frame t only
     bar_loss_weight: float = 0.0  # > 0: extra MSE on Procgen's velocity bar (rows 0-12, cols 0-25 of painted frames)
     center_loss_weight: float = 0.0  # > 0: extra MSE on the frame's centre, where the camera keeps the agent
+    edge_loss_weight: float = 0.0  # > 0: plus L1 of the image-gradient differences (tokenizer.edge_l1)
     # decoder_kernel = 0: a sigmoid pixel head instead of the library's shift kernel
 
 
@@ -126,6 +128,9 @@ class VariantLAM(LatentActionModel):
             c = (slice(None), slice(None), CENTER, CENTER)
             center_mse = F.mse_loss(out["recon_BTHWC"][c].float(), frames_BTHWC[:, 1:][c].float())
             out["loss"] = out["loss"] + self.cfg.center_loss_weight * center_mse
+        if self.cfg.edge_loss_weight:  # a 1-px scroll moves every edge: a blur that hedges between scrolls pays here
+            edges = edge_l1(out["recon_BTHWC"].float(), frames_BTHWC[:, 1:].float())
+            out["loss"] = out["loss"] + self.cfg.edge_loss_weight * edges
         return out
 
     def decode(self, frames_BTHWC: torch.Tensor, a_q_BTC: torch.Tensor) -> torch.Tensor:
@@ -194,6 +199,15 @@ VARIANTS: dict[str, dict] = {
     "warmup_raw_flatten_kernel5_nohist_center10": {"latent_pool": "flatten", "decoder_kernel": 5,
                                                    "decoder_history": False, "continuous_warmup_steps": 300,
                                                    "vq_normalize": False, "center_loss_weight": 10.0},
+    # Plain frames: the shipped design plus an edge loss. A camera scroll of a pixel moves every edge; under MSE a
+    # decoder that does not know the direction hedges with a blur at little cost, and the codes never say it
+    # (benchmarks/results/dream_response.md: no code goes one way horizontally). L1 on edges makes the hedge costly.
+    "warmup_raw_flatten_kernel5_nohist_edge1": {"latent_pool": "flatten", "decoder_kernel": 5, "decoder_history": False,
+                                                "continuous_warmup_steps": 300, "vq_normalize": False,
+                                                "edge_loss_weight": 1.0},
+    "warmup_raw_flatten_kernel5_nohist_edge5": {"latent_pool": "flatten", "decoder_kernel": 5, "decoder_history": False,
+                                                "continuous_warmup_steps": 300, "vq_normalize": False,
+                                                "edge_loss_weight": 5.0},
     "warmup_raw_flatten_kernel5_nohist_entropy": {"latent_pool": "flatten", "decoder_kernel": 5,
                                                   "decoder_history": False, "continuous_warmup_steps": 300,
                                                   "vq_normalize": False, "usage_entropy_weight": 0.1},
