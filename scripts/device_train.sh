@@ -76,7 +76,7 @@ phase() {  # phase NAME SECONDS LR STEPS EXTRA... (STEPS empty: as many as the p
 }
 
 # slim PHASE...: their weights only (no optimiser state; the frozen LAM is the shipped file's), small enough to come
-# back; one interpreter start for all of them
+# back
 slim() {
   "$PYTHON" - "$RUN" "$OUT" "$@" <<'EOF'
 import shutil, sys
@@ -96,15 +96,15 @@ EOF
 }
 
 t0=$(date +%s)
-phase tokenizer "$TOK_S" "$TOK_LR" "$TOK_STEPS" --init-from "$MODEL" || exit 1
+# each phase's weights go to $OUT as soon as it ends: a session cut short keeps what finished
+phase tokenizer "$TOK_S" "$TOK_LR" "$TOK_STEPS" --init-from "$MODEL" && slim tokenizer || exit 1
 echo "tokenizer done after $(( $(date +%s) - t0 )) s"
-status=0 done_phases=(tokenizer)
+status=0
 dyn_set=()
 [ -n "$DYN_SET" ] && read -r -a dyn_set <<< "--set $DYN_SET"
 phase dynamics "$DYN_S" "$DYN_LR" "$DYN_STEPS" --tokenizer-ckpt "$RUN/tokenizer/last.pt" --init-from "$MODEL" \
-  --freeze-lam ${dyn_set[@]+"${dyn_set[@]}"} && done_phases+=(dynamics) || status=1
+  --freeze-lam ${dyn_set[@]+"${dyn_set[@]}"} && slim dynamics || status=1
 echo "dynamics done after $(( $(date +%s) - t0 )) s"
-slim "${done_phases[@]}" || status=1
 for f in "$OUT"/*.log; do tr '\r' '\n' < "$f" | grep -v -E "it/s|s/it" | tail -c 100000 > "$f.tmp"; mv "$f.tmp" "$f"; done
 cat "$OUT"/*_probe.log >> "$OUT/tokenizer.log"; rm -f "$OUT"/*_probe.log
 
