@@ -7,14 +7,17 @@ frames (`metrics.best_shift`, no model) is the agent's own motion. This study
 
 1. calibrates the scroll on real held-out transitions: the share of transitions whose scroll says "right" (and
    "left", "up") for each true movement class of the player's key (RIGHT, LEFT, NONE, +UP);
-2. starts `--prompts` worlds from held-out first frames, holds each latent action for `--steps` steps (the model's
-   default sampling), and reports per code the share of generated transitions that scrolled right, left, up, and
+2. starts `--prompts` worlds from held-out frames (`--context` real frames each, with their LAM codes), holds each
+   latent action for `--steps` steps (the model's sampling unless `--temperature`, `--maskgit-steps`, `--schedule`
+   say otherwise), and reports per code the share of generated transitions that scrolled right, left, up, and
    the mean horizontal scroll; beside it, the held-out real transitions' movement shares under that code (the table
    `--name-actions` reads).
 
     python benchmarks/studies/dream_response.py --data data/coinrun_hard_sticky
+    python benchmarks/studies/dream_response.py --data data/coinrun_hard_sticky --context 4 --temperature 1.0 \
+        --out benchmarks/results/dream_response_c4_t1
 
-writes benchmarks/results/dream_response.{json,md}.
+writes <out>/dream_response.{json,md} (default out: benchmarks/results).
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ class Args:
     """worlds per latent action, each from the first frame of a distinct held-out clip"""
     steps: int = 12
     """frames generated with the code held"""
+    context: int = 1
+    """real frames each world starts from (more than 1: the past frames' LAM codes go with them, so the model
+    sees the agent's velocity)"""
     temperature: float | None = None
     """sampling temperature (default: the model's; 0 = argmax)"""
     maskgit_steps: int | None = None
@@ -114,17 +120,25 @@ def main(args: Args) -> dict[str, Any]:
     path = args.model or WorldModel.default_path()
     wm = WorldModel.load(path)
     calibration, real_scroll = calibrate(args, wm)
-    ds = open_clips(args.data, args.split, 1, "a prompt")
+    ds = open_clips(args.data, args.split, args.context, "a prompt")
     idx = pick_clips(len(ds), args.prompts, args.seed)
-    prompts = torch.stack([ds[i][0] for i in idx]).numpy()
+    prompts = torch.stack([ds[i] for i in idx]).numpy()  # (B, C, H, W, 3)
+    prompt_actions = None
+    if args.context > 1:
+        with torch.no_grad():
+            prompt_actions = wm.lam.eval().infer_actions(to_float(torch.as_tensor(prompts))).numpy()
+    else:
+        prompts = prompts[:, 0]
     A = wm.num_actions
     per_code: dict[str, Any] = {}
     all_dx: list[tuple[np.ndarray, np.ndarray]] = []
     for a in tqdm(range(A), desc="codes"):
         actions = np.full((len(idx), args.steps), a, dtype=np.int64)
         gen = simulate(wm, prompts, actions, [args.seed + i for i in range(len(idx))], args.maskgit_steps,
-                       torch.device("cpu"), temperature=args.temperature, schedule=args.schedule)
-        frames = np.concatenate([to_float(torch.as_tensor(prompts))[:, None].numpy(), gen.numpy()], axis=1)
+                       torch.device("cpu"), temperature=args.temperature, prompt_actions=prompt_actions,
+                       schedule=args.schedule)
+        last_prompt = to_float(torch.as_tensor(prompts.reshape(len(idx), -1, *prompts.shape[-3:])[:, -1]))
+        frames = np.concatenate([last_prompt[:, None].numpy(), gen.numpy()], axis=1)
         all_dx.append(scrolls(frames))
         per_code[str(a)] = shares(*all_dx[-1])
     per_code["all"] = shares(np.concatenate([d for d, _ in all_dx]), np.concatenate([u for _, u in all_dx]))
@@ -142,13 +156,14 @@ def main(args: Args) -> dict[str, Any]:
               "per_code": per_code, "real_keys": real,
               "real_scroll_by_code": real_scroll}
     result["sampling"] = {"temperature": args.temperature, "maskgit_steps": args.maskgit_steps,
-                          "schedule": args.schedule}
+                          "schedule": args.schedule, "context": args.context}
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "dream_response.json", result)
     sim_cfg, shown = wm.config.sampling, result["model"]
     names = result["action_meanings"] or [f"a{a}" for a in range(A)]
     lines = ["# What each latent action does in the world model", "",
-             f"`{result['command']}` (`{shown}`; {len(idx)} held-out prompts x {args.steps} generated frames per "
+             f"`{result['command']}` (`{shown}`; {len(idx)} held-out prompts of {args.context} real frame(s) x "
+             f"{args.steps} generated frames per "
              f"code; MaskGIT {sim_cfg.maskgit_steps if args.maskgit_steps is None else args.maskgit_steps} step(s), "
              f"temperature {sim_cfg.temperature if args.temperature is None else args.temperature}, schedule "
              f"{sim_cfg.schedule if args.schedule is None else args.schedule}). Scroll: the integer shift that best "
