@@ -71,7 +71,10 @@ def test_vq_usage_entropy_bonus_spreads_a_collapsed_batch_over_the_codebook():
 
 @pytest.mark.parametrize("variant", ["baseline", "flatten_residual_entropy", "warmup_flatten_kernel5",
                                      "warmup_raw_flatten_kernel5_nohist_bar10",
-                                     "warmup_raw_flatten_kernel5_nohist_center10"])
+                                     "warmup_raw_flatten_kernel5_nohist_center10",
+                                     "warmup_raw_flatten_kernel5_nohist_edge1",
+                                     "warmup_raw_flatten_kernel5_nohist_hard",
+                                     "warmup_raw_flatten_kernel5_nohist_a16"])
 def test_variant_lams_keep_shapes_and_causality(variant):
     """The ablation's variants (mean pooling, pixel/residual heads, a decoder with history) outside the library:
     shapes, gradients, and frame t+1 never leaks into the prediction of frame t+1 except through a_t."""
@@ -127,3 +130,19 @@ def test_region_weighted_loss_adds_the_regions_own_mse():
     c = lam_ablation.CENTER
     centre_mse = F.mse_loss(plain["recon_BTHWC"][:, :, c, c], frames[:, 1:, c, c])
     assert torch.allclose(weighted["loss"] - plain["loss"], 10.0 * centre_mse)
+
+
+def test_hard_kernel_is_one_tap_forward_and_the_softmax_backward():
+    import dataclasses
+
+    from genie_gym.config import get_preset
+
+    cfg = lam_ablation.VariantConfig(**{**dataclasses.asdict(get_preset("tiny").lam), **lam_ablation.BASE,
+                                        **lam_ablation.VARIANTS["warmup_raw_flatten_kernel5_nohist_hard"]})
+    lam = lam_ablation.VariantLAM(cfg, 64, max_frames=4)
+    logits = torch.randn(2, 3, 4, 25, requires_grad=True)
+    w = lam._kernel_weights(logits)
+    one_hot = torch.nn.functional.one_hot(logits.argmax(-1), 25).float()
+    torch.testing.assert_close(w.detach(), one_hot, atol=1e-6, rtol=0)  # to float rounding
+    (w * torch.randn_like(w)).sum().backward()
+    assert logits.grad.abs().sum() > 0

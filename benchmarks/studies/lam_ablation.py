@@ -68,6 +68,7 @@ class VariantConfig(LAMConfig):
     bar_loss_weight: float = 0.0  # > 0: extra MSE on Procgen's velocity bar (rows 0-12, cols 0-25 of painted frames)
     center_loss_weight: float = 0.0  # > 0: extra MSE on the frame's centre, where the camera keeps the agent
     edge_loss_weight: float = 0.0  # > 0: plus L1 of the image-gradient differences (tokenizer.edge_l1)
+    hard_kernel: bool = False  # the shift kernel is one-hot (straight-through): the decoder cannot blur between shifts
     # decoder_kernel = 0: a sigmoid pixel head instead of the library's shift kernel
 
 
@@ -132,6 +133,14 @@ class VariantLAM(LatentActionModel):
             edges = edge_l1(out["recon_BTHWC"].float(), frames_BTHWC[:, 1:].float())
             out["loss"] = out["loss"] + self.cfg.edge_loss_weight * edges
         return out
+
+    def _kernel_weights(self, logits_BTNK: torch.Tensor) -> torch.Tensor:
+        soft = super()._kernel_weights(logits_BTNK)
+        if not self.cfg.hard_kernel:
+            return soft
+        # one tap per patch in the forward pass, the softmax's gradient in the backward (straight-through)
+        hard = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
+        return hard + soft - soft.detach()
 
     def decode(self, frames_BTHWC: torch.Tensor, a_q_BTC: torch.Tensor) -> torch.Tensor:
         if not self.cfg.decoder_history and self.cfg.decoder_kernel:
@@ -208,6 +217,15 @@ VARIANTS: dict[str, dict] = {
     "warmup_raw_flatten_kernel5_nohist_edge5": {"latent_pool": "flatten", "decoder_kernel": 5, "decoder_history": False,
                                                 "continuous_warmup_steps": 300, "vq_normalize": False,
                                                 "edge_loss_weight": 5.0},
+    # Plain frames: the shipped design with a one-hot shift kernel per patch (straight-through): a decoder that
+    # must pick one shift cannot hedge between scroll directions, so the code has to say which.
+    "warmup_raw_flatten_kernel5_nohist_hard": {"latent_pool": "flatten", "decoder_kernel": 5, "decoder_history": False,
+                                               "continuous_warmup_steps": 300, "vq_normalize": False,
+                                               "hard_kernel": True},
+    # Plain frames: the shipped design with 16 codes instead of 8: room for sideways and vertical moves together?
+    "warmup_raw_flatten_kernel5_nohist_a16": {"latent_pool": "flatten", "decoder_kernel": 5, "decoder_history": False,
+                                              "continuous_warmup_steps": 300, "vq_normalize": False,
+                                              "num_actions": 16},
     "warmup_raw_flatten_kernel5_nohist_entropy": {"latent_pool": "flatten", "decoder_kernel": 5,
                                                   "decoder_history": False, "continuous_warmup_steps": 300,
                                                   "vq_normalize": False, "usage_entropy_weight": 0.1},
@@ -280,6 +298,9 @@ def save_world_model(lam: LatentActionModel, path: Path, data: str, paint_vel_in
     from genie_gym.models.world_model import WorldModel
 
     wm = WorldModel.load(None)
+    if lam.num_actions != wm.num_actions:  # the shipped dynamics embeds its own number of actions
+        print(f"--save-dir: {path.name} not written: {lam.num_actions} codes, the shipped model has {wm.num_actions}")
+        return
     wm.lam.load_state_dict(lam.state_dict())
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {k: v for k, v in wm.metadata.items() if not k.startswith("action_meanings")}  # the old LAM's names

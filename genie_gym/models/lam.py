@@ -107,13 +107,17 @@ class LatentActionModel(nn.Module):
         h_BTND = self.decoder(x_BTND.reshape(B * T, 1, N, D)).reshape(B, T, N, D)
         return self._kernel_decode(frames_BTHWC, self.head(h_BTND))
 
+    def _kernel_weights(self, logits_BTNK: torch.Tensor) -> torch.Tensor:
+        """Each patch's k x k kernel: a softmax over its taps (a blend of shifts)."""
+        return logits_BTNK.softmax(-1)
+
     def _kernel_decode(self, frames_BTHWC: torch.Tensor, head_BTNO: torch.Tensor) -> torch.Tensor:
         """Frame t filtered per patch by a predicted k x k kernel, plus a small pixel residual -> frame t+1."""
         B, T, S, _, C = frames_BTHWC.shape
         k, p, g = self.cfg.decoder_kernel, self.patch, S // self.patch
         P = p * p * C
         resid_BTHWC = unpatchify(head_BTNO[..., :P], p, S, S)
-        w_BTNK = head_BTNO[..., P:].softmax(-1)
+        w_BTNK = self._kernel_weights(head_BTNO[..., P:])
         # Every pixel takes its patch's kernel: (B*T, k*k, g, g) -> (B*T, k*k, S, S).
         w_MKSS = w_BTNK.reshape(B * T, g, g, k * k).permute(0, 3, 1, 2)
         w_MKSS = w_MKSS.repeat_interleave(p, dim=2).repeat_interleave(p, dim=3)
