@@ -74,6 +74,7 @@ def test_vq_usage_entropy_bonus_spreads_a_collapsed_batch_over_the_codebook():
                                      "warmup_raw_flatten_kernel5_nohist_center10",
                                      "warmup_raw_flatten_kernel5_nohist_edge1",
                                      "warmup_raw_flatten_kernel5_nohist_hard",
+                                     "warmup_raw_flatten_kernel5_nohist_hard_nores",
                                      "warmup_raw_flatten_kernel5_nohist_a16"])
 def test_variant_lams_keep_shapes_and_causality(variant):
     """The ablation's variants (mean pooling, pixel/residual heads, a decoder with history) outside the library:

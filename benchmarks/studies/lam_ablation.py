@@ -69,6 +69,7 @@ class VariantConfig(LAMConfig):
     center_loss_weight: float = 0.0  # > 0: extra MSE on the frame's centre, where the camera keeps the agent
     edge_loss_weight: float = 0.0  # > 0: plus L1 of the image-gradient differences (tokenizer.edge_l1)
     hard_kernel: bool = False  # the shift kernel is one-hot (straight-through): the decoder cannot blur between shifts
+    kernel_residual: bool = True  # False: no pixel residual beside the kernel (nothing else to hedge with)
     # decoder_kernel = 0: a sigmoid pixel head instead of the library's shift kernel
 
 
@@ -133,6 +134,12 @@ class VariantLAM(LatentActionModel):
             edges = edge_l1(out["recon_BTHWC"].float(), frames_BTHWC[:, 1:].float())
             out["loss"] = out["loss"] + self.cfg.edge_loss_weight * edges
         return out
+
+    def _kernel_decode(self, frames_BTHWC: torch.Tensor, head_BTNO: torch.Tensor) -> torch.Tensor:
+        if not self.cfg.kernel_residual:  # zero the residual part of the head (the first patch*patch*C outputs)
+            P = self.patch * self.patch * frames_BTHWC.shape[-1]
+            head_BTNO = torch.cat([torch.zeros_like(head_BTNO[..., :P]), head_BTNO[..., P:]], dim=-1)
+        return super()._kernel_decode(frames_BTHWC, head_BTNO)
 
     def _kernel_weights(self, logits_BTNK: torch.Tensor) -> torch.Tensor:
         soft = super()._kernel_weights(logits_BTNK)
@@ -222,6 +229,11 @@ VARIANTS: dict[str, dict] = {
     "warmup_raw_flatten_kernel5_nohist_hard": {"latent_pool": "flatten", "decoder_kernel": 5, "decoder_history": False,
                                                "continuous_warmup_steps": 300, "vq_normalize": False,
                                                "hard_kernel": True},
+    # ... and without the pixel residual beside the kernel, which could still hedge
+    "warmup_raw_flatten_kernel5_nohist_hard_nores": {"latent_pool": "flatten", "decoder_kernel": 5,
+                                                     "decoder_history": False, "continuous_warmup_steps": 300,
+                                                     "vq_normalize": False, "hard_kernel": True,
+                                                     "kernel_residual": False},
     # Plain frames: the shipped design with 16 codes instead of 8: room for sideways and vertical moves together?
     "warmup_raw_flatten_kernel5_nohist_a16": {"latent_pool": "flatten", "decoder_kernel": 5, "decoder_history": False,
                                               "continuous_warmup_steps": 300, "vq_normalize": False,
