@@ -172,8 +172,7 @@ def main(args: Args) -> dict[str, Any]:
               "precision": args.precision, "num_envs": args.num_envs}
     # work directories written before an input was recorded held its default then
     defaults = asdict(_quick(Args()) if args.quick else Args())
-    before = {k: defaults[k] for k in ("prompt_data", "prompt_data_tail", "dream_max_episode_steps", "precision",
-                                       "num_envs")}
+    before = {k: defaults[k] for k in inputs if k in defaults}
     if (work / "inputs.json").is_file() and {**before, **json.loads((work / "inputs.json").read_text())} != inputs:
         raise ConfigError(f"{work} holds a dream agent and expert data made from other inputs "
                           f"({(work / 'inputs.json').read_text().strip()}); pass another --work or delete it")

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 import tyro
+from lam_ablation import direction_shares
 from tqdm import tqdm
 
 from genie_gym.data.games import MOVEMENT_NAMES, movement_class
@@ -145,11 +146,11 @@ def main(args: Args) -> dict[str, Any]:
     real = None
     report = json.loads(args.eval_json.read_text()) if args.eval_json.is_file() else {}
     if report.get("model_sha256") == wm.payload_sha256:  # the eval of this very model, not of another
-        table = np.array(report["lam_code_by_movement"], dtype=np.float64)
+        table = np.array(report["lam_code_by_movement"], dtype=np.int64)
         if table.shape[0] == A:  # shares of the LEFT / RIGHT (with or without UP) and +UP classes
-            n = np.maximum(table.sum(1), 1)
-            real = [{"transitions": int(t.sum()), "left": float((t[0] + t[1]) / k), "right": float((t[4] + t[5]) / k),
-                     "up": float(t[1::2].sum() / k)} for t, k in zip(table, n, strict=True)]
+            key_shares = direction_shares(table)["per_code"]
+            real = [{"transitions": int(table[a].sum()), **{k: key_shares[k][a] for k in ("left", "right", "up")}}
+                    for a in range(A)]
     result = {"command": " ".join(["python", "benchmarks/studies/dream_response.py", *sys.argv[1:]]),
               "model": os.path.relpath(path), "machine": platform.machine(), "prompts": len(idx), "steps": args.steps,
               "action_meanings": wm.metadata.get("action_meanings"), "calibration": calibration,

@@ -301,7 +301,7 @@ def direction_shares(code_by_movement: np.ndarray) -> dict:
     share = {"left": t[:, 0] + t[:, 1], "right": t[:, 4] + t[:, 5], "up": t[:, 1::2].sum(1)}
     share = {k: v / np.maximum(n, 1) for k, v in share.items()}
     used = n >= 0.02 * max(n.sum(), 1)
-    return {"per_code": {k: v.round(3).tolist() for k, v in share.items()},
+    return {"per_code": {k: v.tolist() for k, v in share.items()},
             "best": {k: float(v[used].max()) if used.any() else 0.0 for k, v in share.items()}}
 
 
@@ -424,6 +424,7 @@ def run_variant(name: str, args: Args, train: ClipDataset, test: ClipDataset, ex
     library_design = cfg.lam.decoder_kernel > 0 and all(getattr(cfg.lam, k) == v for k, v in LEGACY_LAM_FIELDS.items())
     if args.save_dir and not supervised and library_design:
         save_world_model(lam, Path(args.save_dir) / f"{name}.pt", args.data, train.store.paint_vel_info)
+    directions = direction_shares(table[: cfg.lam.num_actions])  # its per-code shares go in with 3 decimals
     return {
         "changes": VARIANTS[name],
         "train_s": round(train_s, 1),
@@ -436,7 +437,8 @@ def run_variant(name: str, args: Args, train: ClipDataset, test: ClipDataset, ex
         "warmup_train_recon_mse": float(np.mean(warmup_recon[-20:])) if warmup_recon else None,
         "copy_last_frame_mse": float(np.mean(copy)),
         "code_by_movement": table.tolist(),
-        "directions": direction_shares(table[: cfg.lam.num_actions]),
+        "directions": {**directions, "per_code": {k: np.round(v, 3).tolist()
+                                                  for k, v in directions["per_code"].items()}},
         "action_names": None if supervised else name_actions(table[: cfg.lam.num_actions]),
         "movement_accuracy": float((codes_all == moves).mean()) if supervised else None,
         **(expert_nmi(lam, expert, cfg.seq_len) if not supervised else expert_nmi(lam, None, 0)),
