@@ -1,11 +1,14 @@
 """Turn what `scripts/device_train.sh` brought back into a run directory and a world-model file.
 
-The GPU machine returns weights-only checkpoints (`tokenizer_weights.pt`, `dynamics_weights.pt`: no optimiser
-state, and no LAM, which was frozen). This puts them in RUN/tokenizer/last.pt and RUN/dynamics/last.pt, the LAM
-taken from the file it was frozen from (the dynamics checkpoint's `init_from`, checked by sha256), and exports
-RUN/world_model.pt as `genie-gym export` does.
+The GPU machine returns weights-only checkpoints (`tokenizer_weights.pt`, `dynamics_weights.pt` or one
+`dynamics_NAME_weights.pt` per arm of DYN_ARMS: no optimiser state, each with its metrics.jsonl inside, and no LAM,
+which was frozen). This puts them in RUN/tokenizer/last.pt and RUN/dynamics/last.pt (with their metrics.jsonl), the
+LAM taken from the file it was frozen from (the dynamics checkpoint's `init_from`, checked by sha256), and exports
+RUN/world_model.pt as `genie-gym export` does. Without `tokenizer_weights.pt` (TOK_S=0) the dynamics was trained on
+that same file's tokenizer, which the export takes.
 
     python scripts/assemble_device_run.py --returned runs/gpu1/device_out --run runs/gpu1
+    python scripts/assemble_device_run.py --returned runs/gpu2/device_out --arm l8 --run runs/gpu2_l8
 """
 
 from __future__ import annotations
@@ -28,13 +31,16 @@ class Args:
     """folder holding tokenizer_weights.pt and dynamics_weights.pt"""
     run: Path
     """run directory to create (RUN/tokenizer/last.pt, RUN/dynamics/last.pt, RUN/world_model.pt)"""
+    arm: str | None = None
+    """which DYN_ARMS arm's dynamics to take (dynamics_ARM_weights.pt; default: dynamics_weights.pt)"""
     lam_from: Path | None = None
-    """world-model file holding the frozen LAM (default: the dynamics' --init-from file, checked by sha256)"""
+    """world-model file holding the frozen LAM (default: the dynamics' --init-from file, checked by sha256); without
+    tokenizer_weights.pt, its tokenizer too"""
 
 
 def main(args: Args) -> Path:
-    tok = load_checkpoint(args.returned / "tokenizer_weights.pt")
-    dyn = load_checkpoint(args.returned / "dynamics_weights.pt")
+    dyn_file = args.returned / (f"dynamics_{args.arm}_weights.pt" if args.arm else "dynamics_weights.pt")
+    dyn = load_checkpoint(dyn_file)
     source = dyn.get("init_from") or {}
     lam_file = args.lam_from or Path(source.get("path", ""))
     if args.lam_from is None and (not lam_file.is_file() or sha256_file(lam_file) != source.get("sha256")):
@@ -42,11 +48,19 @@ def main(args: Args) -> Path:
                          "that file is not here unchanged: restore it (git history) or name a file with the "
                          "same LAM with --lam-from")
     dyn["model"]["lam"] = WorldModel.load(lam_file).lam.state_dict()
-    dyn["args"]["tokenizer_ckpt"] = str(args.run / "tokenizer" / "last.pt")
-    for phase, ckpt in (("tokenizer", tok), ("dynamics", dyn)):
+    parts = {"dynamics": dyn}
+    if (args.returned / "tokenizer_weights.pt").is_file():
+        parts["tokenizer"] = load_checkpoint(args.returned / "tokenizer_weights.pt")
+        dyn["args"]["tokenizer_ckpt"] = str(args.run / "tokenizer" / "last.pt")
+    else:  # TOK_S=0: trained on the tokens of the file it started from
+        dyn["args"]["tokenizer_ckpt"] = str(lam_file)
+    for phase, ckpt in parts.items():
         for key in ("format_version", "kind"):  # checkpoint_bytes writes them again
             ckpt.pop(key)
+        metrics = ckpt.pop("metrics_jsonl", None)
         atomic_write_bytes(args.run / phase / "last.pt", checkpoint_bytes(ckpt))
+        if metrics is not None:
+            atomic_write_bytes(args.run / phase / "metrics.jsonl", metrics.encode())
     return export(ExportArgs(run=args.run, out=args.run / "world_model.pt"))
 
 

@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # One short GPU session: continue the shipped world model's tokenizer, then its dynamics on that tokenizer (the
 # LAM frozen), each phase sized to a time budget by a short probe of its own speed, then the env speed benchmark
-# on the GPU. Slim checkpoints (weights only), logs and the benchmark land in $OUT (at most 8 files, each < 16 MiB).
+# on the GPU. Slim checkpoints (weights only, in bf16, each with its metrics.jsonl inside), logs and the benchmark
+# land in $OUT (at most 8 files, each < 16 MiB). TOK_S=0 skips the tokenizer: the dynamics continues on MODEL's
+# tokens. DYN_ARMS trains several dynamics variants at once on the one GPU (a small model leaves it mostly idle).
 #
 #   python scripts/pack_dataset.py --src data/coinrun_hard_sticky --out data/coinrun_device --max-mib 31
 #   OUT=/tmp/out bash scripts/device_train.sh                      # on the GPU machine (~9 minutes)
 #   DEVICE=cpu TOK_S=20 DYN_S=20 BATCH=2 PROBE=4 SPEED=0 OUT=/tmp/out bash scripts/device_train.sh   # rehearsal
+#   TOK_S=0 DYN_ARMS="l4: l8:dynamics.num_layers=8" OUT=/tmp/out bash scripts/device_train.sh   # two arms at once
 #
 # Settings (environment): DATA, RUN, MODEL, PRESET (MODEL's), PYTHON, DEVICE, BATCH (clips per step), TOK_S / DYN_S
-# (training seconds per phase), TOK_STEPS / DYN_STEPS (this many steps instead of the probe's estimate; the phase's
-# time limit, TOK_S / DYN_S x 1.15 + 30 s, still stops it), TOK_LR / DYN_LR, PROBE (steps of each speed probe),
+# (training seconds per phase; TOK_S=0: no tokenizer phase), TOK_STEPS / DYN_STEPS (this many steps instead of the
+# probe's estimate; the phase's time limit, TOK_S / DYN_S x 1.15 + 30 s, still stops it; arms' probes run at once and
+# can misjudge the shared GPU), TOK_LR / DYN_LR, PROBE (steps of each speed probe),
 # DYN_SET (config overrides of the dynamics phase, as `genie-gym train --set`, space-separated FIELD=VALUE words, e.g.
-# DYN_SET="dynamics.num_layers=8": a deeper dynamics grown from MODEL's), CACHE_MIB
+# DYN_SET="dynamics.num_layers=8": a deeper dynamics grown from MODEL's), DYN_ARMS (space-separated NAME:SETS, SETS
+# comma-separated FIELD=VALUE or empty: one dynamics run per arm, all at once, each with its own probe, in RUN/NAME,
+# to $OUT/dynamics_NAME_*; DYN_SET applies to every arm), CACHE_MIB
 # (decompressed frames per data worker), SPEED (1: run benchmarks/env_speed.py on the device afterwards).
 set -uo pipefail
 OUT=${OUT:?set OUT to the folder that receives the results}
@@ -30,6 +36,7 @@ PROBE=${PROBE:-60}
 TOK_STEPS=${TOK_STEPS:-}
 DYN_STEPS=${DYN_STEPS:-}
 DYN_SET=${DYN_SET:-}
+DYN_ARMS=${DYN_ARMS:-}
 CACHE_MIB=${CACHE_MIB:-2048}
 SPEED=${SPEED:-1}
 mkdir -p "$OUT"
@@ -44,9 +51,9 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 common=(--preset "$PRESET" --data "$DATA" --device "$DEVICE" --batch-size "$BATCH" --no-tensorboard --image-every 0
         --ckpt-every 1000 --cache-mib "$CACHE_MIB" --log-every 10)
 
-# steps_for PHASE SECONDS: the probe run's last logged steps/s x SECONDS (no torch: a fast interpreter start)
+# steps_for METRICS SECONDS: the probe run's last logged steps/s x SECONDS (no torch: a fast interpreter start)
 steps_for() {
-  "$PYTHON" - "$RUN/probe_$1/$1/metrics.jsonl" "$2" <<'EOF'
+  "$PYTHON" - "$1" "$2" <<'EOF'
 import json, sys
 row = [json.loads(line) for line in open(sys.argv[1])][-1]
 steps = int(float(sys.argv[2]) * row["steps_per_s"])
@@ -55,58 +62,82 @@ print(f"probe: {row['frames_per_s']:.0f} frames/s, {row['steps_per_s']:.2f} step
 EOF
 }
 
-phase() {  # phase NAME SECONDS LR STEPS EXTRA... (STEPS empty: as many as the probe's speed fits in SECONDS)
-  local name=$1 seconds=$2 lr=$3 steps=$4; shift 4
+phase() {  # phase NAME LABEL RUN_DIR SECONDS LR STEPS EXTRA... (STEPS empty: as many as the probe's speed fits)
+  local name=$1 label=$2 run=$3 seconds=$4 lr=$5 steps=$6; shift 6
   if [ -n "$steps" ]; then
-    [[ "$steps" =~ ^[1-9][0-9]*$ ]] || { echo "${name} steps must be a positive integer, got '$steps'"; return 1; }
-    echo "no probe: $steps steps set" > "$OUT/${name}_probe.log"
+    [[ "$steps" =~ ^[1-9][0-9]*$ ]] || { echo "${label} steps must be a positive integer, got '$steps'"; return 1; }
+    echo "no probe: $steps steps set" > "$OUT/${label}_probe.log"
   else
-    rm -rf "$RUN/probe_$name"
-    "$PYTHON" -m genie_gym.cli train --phase "$name" "${common[@]}" --out "$RUN/probe_$name" --steps "$PROBE" \
-      --lr "$lr" "$@" > "$OUT/${name}_probe.log" 2>&1 || { tail -30 "$OUT/${name}_probe.log"; return 1; }
-    steps=$(steps_for "$name" "$seconds" 2> >(tee -a "$OUT/${name}_probe.log" >&2)) || return 1
+    rm -rf "$run/probe"
+    "$PYTHON" -m genie_gym.cli train --phase "$name" "${common[@]}" --out "$run/probe" --steps "$PROBE" \
+      --lr "$lr" "$@" > "$OUT/${label}_probe.log" 2>&1 || { tail -30 "$OUT/${label}_probe.log"; return 1; }
+    steps=$(steps_for "$run/probe/$name/metrics.jsonl" "$seconds" 2> >(tee -a "$OUT/${label}_probe.log" >&2)) \
+      || return 1
   fi
   local limit; limit=$("$PYTHON" -c "print(round($seconds * 1.15 / 60 + 0.5, 2))")
-  echo "phase $name: $steps steps of $BATCH clips (time limit $limit min)"
-  "$PYTHON" -m genie_gym.cli train --phase "$name" "${common[@]}" --out "$RUN" --steps "$steps" --lr "$lr" \
-    --time-limit-min "$limit" "$@" > "$OUT/${name}.log" 2>&1 || { tail -30 "$OUT/${name}.log"; return 1; }
-  echo "phase $name: $steps steps of $BATCH clips ($(tail -1 "$OUT/${name}_probe.log"))" >> "$OUT/${name}.log"
-  tail -c 400 "$OUT/${name}.log" | tr '\r' '\n' | tail -3
-  tail -1 "$RUN/$name/metrics.jsonl"
+  echo "$label: $steps steps of $BATCH clips (time limit $limit min)"
+  "$PYTHON" -m genie_gym.cli train --phase "$name" "${common[@]}" --out "$run" --steps "$steps" --lr "$lr" \
+    --time-limit-min "$limit" "$@" > "$OUT/${label}.log" 2>&1 || { tail -30 "$OUT/${label}.log"; return 1; }
+  echo "$label: $steps steps of $BATCH clips ($(tail -1 "$OUT/${label}_probe.log"))" >> "$OUT/${label}.log"
+  tail -c 400 "$OUT/${label}.log" | tr '\r' '\n' | tail -3
+  tail -1 "$run/$name/metrics.jsonl"
+  slim "$run" "$name" "$label"  # its weights go to $OUT as soon as it ends: a session cut short keeps what finished
 }
 
-# slim PHASE...: their weights only (no optimiser state; the frozen LAM is the shipped file's), small enough to come
-# back
+# slim RUN_DIR PHASE LABEL: its weights only, in bf16 (no optimiser state; the frozen LAM is the shipped file's), with
+# its metrics.jsonl inside, small enough to come back as one file
 slim() {
-  "$PYTHON" - "$RUN" "$OUT" "$@" <<'EOF'
-import shutil, sys
+  "$PYTHON" - "$1" "$2" "$OUT/${3}_weights.pt" <<'EOF'
+import sys
 from pathlib import Path
+import torch
 from genie_gym.training.checkpoint import checkpoint_bytes, load_checkpoint
-run, out = Path(sys.argv[1]), Path(sys.argv[2])
-for phase in sys.argv[3:]:
-    ckpt = load_checkpoint(run / phase / "last.pt")
-    ckpt["model"] = {phase: ckpt["model"][phase]}
-    ckpt["optimizer"] = None
-    for key in ("format_version", "kind"):
-        ckpt.pop(key)
-    (out / f"{phase}_weights.pt").write_bytes(checkpoint_bytes(ckpt))
-    shutil.copyfile(run / phase / "metrics.jsonl", out / f"{phase}_metrics.jsonl")
-    print(phase, "step", ckpt["step"], f"{(out / f'{phase}_weights.pt').stat().st_size / 2**20:.1f} MiB")
+run, phase, out = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+ckpt = load_checkpoint(run / phase / "last.pt")
+ckpt["model"] = {phase: {k: v.to(torch.bfloat16) if v.is_floating_point() else v
+                         for k, v in ckpt["model"][phase].items()}}
+ckpt["optimizer"] = None
+ckpt["metrics_jsonl"] = (run / phase / "metrics.jsonl").read_text()
+for key in ("format_version", "kind"):
+    ckpt.pop(key)
+out.write_bytes(checkpoint_bytes(ckpt))
+print(out.name, "step", ckpt["step"], f"{out.stat().st_size / 2**20:.1f} MiB")
 EOF
 }
 
 t0=$(date +%s)
-# each phase's weights go to $OUT as soon as it ends: a session cut short keeps what finished
-phase tokenizer "$TOK_S" "$TOK_LR" "$TOK_STEPS" --init-from "$MODEL" && slim tokenizer || exit 1
-echo "tokenizer done after $(( $(date +%s) - t0 )) s"
+tokenizer=$MODEL
+if [ "$TOK_S" != 0 ]; then
+  phase tokenizer tokenizer "$RUN" "$TOK_S" "$TOK_LR" "$TOK_STEPS" --init-from "$MODEL" || exit 1
+  tokenizer=$RUN/tokenizer/last.pt
+  echo "tokenizer done after $(( $(date +%s) - t0 )) s"
+fi
 status=0
-dyn_set=()
-[ -n "$DYN_SET" ] && read -r -a dyn_set <<< "--set $DYN_SET"
-phase dynamics "$DYN_S" "$DYN_LR" "$DYN_STEPS" --tokenizer-ckpt "$RUN/tokenizer/last.pt" --init-from "$MODEL" \
-  --freeze-lam ${dyn_set[@]+"${dyn_set[@]}"} && slim dynamics || status=1
+dyn=(--tokenizer-ckpt "$tokenizer" --init-from "$MODEL" --freeze-lam)
+if [ -z "$DYN_ARMS" ]; then
+  dyn_set=()
+  [ -n "$DYN_SET" ] && read -r -a dyn_set <<< "--set $DYN_SET"
+  phase dynamics dynamics "$RUN" "$DYN_S" "$DYN_LR" "$DYN_STEPS" "${dyn[@]}" ${dyn_set[@]+"${dyn_set[@]}"} || status=1
+else
+  pids=()
+  for arm in $DYN_ARMS; do
+    name=${arm%%:*} sets=${arm#*:}
+    [[ "$arm" == *:* && "$name" =~ ^[A-Za-z0-9_-]+$ ]] || { echo "DYN_ARMS: '$arm' is not NAME:SETS"; exit 1; }
+    arm_set=()
+    read -r -a arm_set <<< "$DYN_SET ${sets//,/ }"
+    [ ${#arm_set[@]} -gt 0 ] && arm_set=(--set "${arm_set[@]}")
+    phase dynamics "dynamics_$name" "$RUN/$name" "$DYN_S" "$DYN_LR" "$DYN_STEPS" "${dyn[@]}" \
+      ${arm_set[@]+"${arm_set[@]}"} &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+fi
 echo "dynamics done after $(( $(date +%s) - t0 )) s"
+for f in "$OUT"/*_probe.log; do  # each probe's log goes to the end of its phase's
+  [ -f "$f" ] || continue
+  tr '\r' '\n' < "$f" >> "${f%_probe.log}.log"; rm -f "$f"
+done
 for f in "$OUT"/*.log; do tr '\r' '\n' < "$f" | grep -v -E "it/s|s/it" | tail -c 100000 > "$f.tmp"; mv "$f.tmp" "$f"; done
-cat "$OUT"/*_probe.log >> "$OUT/tokenizer.log"; rm -f "$OUT"/*_probe.log
 
 if [ "$SPEED" = 1 ]; then
   timeout 100 "$PYTHON" benchmarks/env_speed.py --device "$DEVICE" --no-quality --memory-steps 0 \

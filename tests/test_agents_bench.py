@@ -134,14 +134,28 @@ def test_action_bound_quick_trains_both_arms_and_reports(tiny_data: Path, tiny_m
     out = tmp_path / "action_bound"
     action_bound.main(action_bound.Args(model=tiny_model_file, data=tiny_data, quick=True, out=out))
     arms = json.loads(out.with_suffix(".json").read_text())["arms"]
-    assert set(arms) == {"start (no fine-tuning), lam", "lam", "true_movement"}
+    assert set(arms) == {"start (no fine-tuning), lam", "lam", "true_movement", "scroll"}
     for row in arms.values():
         assert 0.0 <= row["token_accuracy"] <= 1.0 and 0.0 <= row["copy_token_accuracy"] <= 1.0
         assert row["rollout_psnr_mean"] > 0
-    assert arms["lam"]["steps"] == arms["true_movement"]["steps"] == 3
+    assert arms["lam"]["steps"] == arms["true_movement"]["steps"] == arms["scroll"]["steps"] == 3
     assert "| true_movement | 3 |" in out.with_suffix(".md").read_text()
     with pytest.raises(SystemExit, match="unknown arms"):
         action_bound.main(action_bound.Args(model=tiny_model_file, data=tiny_data, arms=["oracle"], out=out))
+
+
+def test_action_bound_scroll_classes_follow_the_picture():
+    """The `scroll` arm's classes: a picture shifted left by 2 px (the camera went right), up, down, or still."""
+    import numpy as np
+    import torch
+    from action_bound import scroll_classes
+
+    rng = np.random.default_rng(0)
+    first = torch.from_numpy(rng.random((64, 64, 3), dtype=np.float32))
+    nexts = [torch.roll(first, -2, dims=1), torch.roll(first, 2, dims=1), torch.roll(first, 2, dims=0),
+             torch.roll(first, (-2, 2), dims=(0, 1)), first]  # dx > 0; dx < 0; dy < 0; dy > 0 with dx < 0; still
+    clips = torch.stack([torch.stack([first, n]) for n in nexts])
+    assert scroll_classes(clips)[:, 0].tolist() == [2, 0, 4, 6, 1]
 
 
 def test_step_profile_times_every_stage(tiny_model_file: Path, tmp_path: Path):

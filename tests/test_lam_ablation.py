@@ -75,6 +75,7 @@ def test_vq_usage_entropy_bonus_spreads_a_collapsed_batch_over_the_codebook():
                                      "warmup_raw_flatten_kernel5_nohist_edge1",
                                      "warmup_raw_flatten_kernel5_nohist_hard",
                                      "warmup_raw_flatten_kernel5_nohist_hard_nores",
+                                     "warmup_raw_flatten_kernel5_nohist_hard_global",
                                      "warmup_raw_flatten_kernel5_nohist_a16"])
 def test_variant_lams_keep_shapes_and_causality(variant):
     """The ablation's variants (mean pooling, pixel/residual heads, a decoder with history) outside the library:
@@ -147,3 +148,21 @@ def test_hard_kernel_is_one_tap_forward_and_the_softmax_backward():
     torch.testing.assert_close(w.detach(), one_hot, atol=1e-6, rtol=0)  # to float rounding
     (w * torch.randn_like(w)).sum().backward()
     assert logits.grad.abs().sum() > 0
+
+
+def test_global_kernel_is_one_shift_for_the_whole_frame():
+    """`_global`: every patch gets the kernel of the patches' mean logits (a camera scroll), one-hot with `_hard`."""
+    import dataclasses
+
+    from genie_gym.config import get_preset
+
+    for name in ("warmup_raw_flatten_kernel5_nohist_global", "warmup_raw_flatten_kernel5_nohist_hard_global"):
+        cfg = lam_ablation.VariantConfig(**{**dataclasses.asdict(get_preset("tiny").lam), **lam_ablation.BASE,
+                                            **lam_ablation.VARIANTS[name]})
+        lam = lam_ablation.VariantLAM(cfg, 64, max_frames=4)
+        logits = torch.randn(2, 3, 4, 25)
+        w = lam._kernel_weights(logits)
+        expected = logits.mean(2, keepdim=True).softmax(-1).expand_as(w)
+        if cfg.hard_kernel:
+            expected = torch.nn.functional.one_hot(expected.argmax(-1), 25).float()
+        torch.testing.assert_close(w, expected, atol=1e-6, rtol=0)

@@ -45,6 +45,7 @@ def test_pack_dataset_copies_whole_shards_bit_for_bit(tiny_data: Path, tmp_path:
 @pytest.mark.slow
 def test_device_train_script_runs_on_cpu_and_assembles(tiny_data: Path, tiny_model_file: Path, tmp_path: Path):
     """scripts/device_train.sh end to end at tiny sizes (what the GPU session runs), then assemble_device_run.py."""
+    import torch
     from assemble_device_run import Args as AssembleArgs
     from assemble_device_run import main as assemble
     from pack_dataset import Args as PackArgs
@@ -63,12 +64,13 @@ def test_device_train_script_runs_on_cpu_and_assembles(tiny_data: Path, tiny_mod
                        timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{phase}{suffix}" for phase in ("tokenizer", "dynamics")
-        for suffix in (".log", "_metrics.jsonl", "_weights.pt"))
+        f"{phase}{suffix}" for phase in ("tokenizer", "dynamics") for suffix in (".log", "_weights.pt"))
     steps = {}
     for phase in ("tokenizer", "dynamics"):
         ckpt = load_checkpoint(out / f"{phase}_weights.pt")
         assert set(ckpt["model"]) == {phase} and ckpt["optimizer"] is None
+        assert {v.dtype for v in ckpt["model"][phase].values() if v.is_floating_point()} == {torch.bfloat16}
+        assert len(ckpt["metrics_jsonl"].splitlines()) >= 1  # its metrics.jsonl travels inside
         assert ckpt["init_from"]["path"] == str(tiny_model_file)
         steps[phase] = ckpt["step"]
     assert ckpt["config"]["dynamics_optim"]["min_lr"] == 1e-5  # DYN_SET reached the dynamics phase's --set
@@ -77,9 +79,28 @@ def test_device_train_script_runs_on_cpu_and_assembles(tiny_data: Path, tiny_mod
     assert steps["tokenizer"] >= 20 and steps["dynamics"] == 7  # the probe's speed sets >= 20; DYN_STEPS sets 7
     wm = WorldModel.load(assemble(AssembleArgs(returned=out, run=tmp_path / "assembled")))
     assert wm.metadata["steps"] == steps
+    assert (tmp_path / "assembled" / "dynamics" / "metrics.jsonl").is_file()
     source = WorldModel.load(tiny_model_file)
     for k, v in source.lam.state_dict().items():  # the frozen LAM is the source file's
         assert np.array_equal(wm.lam.state_dict()[k].numpy(), v.numpy()), k
+
+    # no tokenizer phase, two dynamics arms at once: each continues on the source file's tokens
+    arms = tmp_path / "arms"
+    env = {**env, "OUT": str(arms), "RUN": str(tmp_path / "run_arms"), "TOK_S": "0", "DYN_STEPS": "3",
+           "DYN_ARMS": "same: deep:dynamics.num_layers=3,dynamics_optim.warmup_steps=1"}
+    r = subprocess.run(["bash", "scripts/device_train.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert sorted(p.name for p in arms.iterdir()) == sorted(
+        f"dynamics_{arm}{suffix}" for arm in ("same", "deep") for suffix in (".log", "_weights.pt"))
+    deep_cfg = load_checkpoint(arms / "dynamics_deep_weights.pt")["config"]
+    assert deep_cfg["dynamics"]["num_layers"] == 3 and deep_cfg["dynamics_optim"]["warmup_steps"] == 1
+    assert deep_cfg["dynamics_optim"]["min_lr"] == 1e-5  # DYN_SET reaches every arm
+    wm = WorldModel.load(assemble(AssembleArgs(returned=arms, arm="deep", run=tmp_path / "assembled_deep")))
+    assert wm.metadata["steps"] == {"tokenizer": source.metadata["steps"]["tokenizer"], "dynamics": 3}
+    assert wm.config.dynamics.num_layers == 3
+    for k, v in source.tokenizer.state_dict().items():  # the tokens it trained on are the source file's
+        assert np.array_equal(wm.tokenizer.state_dict()[k].numpy(), v.numpy()), k
 
 
 def test_ship_model_writes_a_bf16_default_with_names_version_and_sampling(tiny_model_file: Path, tmp_path: Path):

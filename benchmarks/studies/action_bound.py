@@ -8,6 +8,9 @@ dynamics), on the same clips, for the same steps, the dynamics is fine-tuned
 - `lam`: on its own frozen LAM's codes (the control: what the extra training alone gives), and
 - `true_movement`: on the true movement class of the player's key (LEFT, LEFT+UP, NONE, NONE+UP, RIGHT, RIGHT+UP;
   `genie_gym.data.games.movement_class`) in the same 8-slot action embedding,
+- `scroll`: on the camera's integer scroll between the two frames (`evaluation.metrics.best_shift`: dx left / none /
+  right x dy up / none, and dy down with dx left-or-none / right: 8 classes), what a LAM whose codes followed the
+  picture's motion exactly would give (like the LAM, it reads the next frame),
 
 and scored on held-out clips (test split) with the action source it was trained on: next-frame token accuracy from
 clean real context against copying the last frame, and 10-step rollout PSNR from 1 real frame against the still
@@ -32,7 +35,7 @@ import torch
 import tyro
 from tqdm import tqdm
 
-ARMS = ("lam", "true_movement")
+ARMS = ("lam", "true_movement", "scroll")
 
 
 @dataclass
@@ -44,7 +47,7 @@ class Args:
     data: Path = Path("data/coinrun_hard_sticky")
     """dataset recorded by `genie-gym data` (train split to train, test split to score)"""
     arms: list[str] = field(default_factory=lambda: list(ARMS))
-    """which action sources to train (lam, true_movement)"""
+    """which action sources to train (lam, true_movement, scroll)"""
     steps: int = 1000
     """training steps per arm (the same clips in the same order for every arm)"""
     batch_size: int = 8
@@ -61,13 +64,29 @@ class Args:
     """writes OUT.json and OUT.md"""
 
 
+def scroll_classes(frames_BTHWC: torch.Tensor) -> torch.Tensor:
+    """(B, T-1) scroll classes of consecutive frames: 3 x (dx < 0, 0, > 0) for dy = 0, 3 more for dy < 0 (up),
+    then dy > 0 (down) with dx <= 0 and with dx > 0."""
+    from genie_gym.evaluation.metrics import best_shift
+
+    f = frames_BTHWC.float().numpy()
+    out = np.zeros(f.shape[:2], dtype=np.int64)[:, 1:]
+    for b in range(f.shape[0]):
+        for t in range(f.shape[1] - 1):
+            dx, dy, _, _ = best_shift(f[b, t], f[b, t + 1])
+            out[b, t] = (6 + int(dx > 0)) if dy > 0 else (3 * int(dy < 0) + int(np.sign(dx)) + 1)
+    return torch.from_numpy(out)
+
+
 def arm_actions(arm: str, wm, ds, idx: list[int], frames_BTHWC: torch.Tensor) -> torch.Tensor:
-    """(B, T-1) action ids of the clips: the frozen LAM's codes or the true movement classes."""
+    """(B, T-1) action ids of the clips: the frozen LAM's codes, the true movement classes or the scroll classes."""
     from genie_gym.data.games import movement_class
     from genie_gym.evaluation.evaluate import infer_actions_windowed
 
     if arm == "lam":
         return infer_actions_windowed(wm.lam, frames_BTHWC, wm.config.seq_len)
+    if arm == "scroll":
+        return scroll_classes(frames_BTHWC)
     return torch.stack([torch.from_numpy(movement_class(ds.clip_actions(i).numpy())) for i in idx])
 
 
@@ -155,12 +174,16 @@ def main(args: Args) -> None:
         results[arm] = row
         print(f"{arm}: {json.dumps(row)}", flush=True)
     command = f"python benchmarks/studies/action_bound.py --data {args.data} --steps {args.steps}" + \
-        (f" --model {args.model}" if args.model else "") + (" --quick" if args.quick else "")
+        (f" --model {args.model}" if args.model else "") + (" --quick" if args.quick else "") + \
+        (f" --arms {' '.join(args.arms)}" if list(args.arms) != list(ARMS) else "") + \
+        (f" --lr {args.lr:g}" if args.lr != 3e-4 else "") + \
+        (f" --num-clips {args.num_clips}" if args.num_clips != 64 else "") + \
+        (f" --out {args.out}" if args.out != Path("benchmarks/results/action_bound") else "")
     atomic_write_json(args.out.with_suffix(".json"), {"command": command, "model": str(args.model or "shipped"),
                                                       "batch_size": args.batch_size, "lr": args.lr,
                                                       "num_clips": args.num_clips, "arms": results})
     lines = [
-        "# Action bound: the dynamics fine-tuned on LAM codes vs true movement classes",
+        "# Action bound: the dynamics fine-tuned on LAM codes vs other action sources",
         "",
         f"`{command}`: from the same world model, each arm fine-tunes the dynamics for {args.steps} steps of "
         f"{args.batch_size} clips (the same clips, bf16 autocast on the CPU, lr {args.lr:g} cosine to a tenth), the "

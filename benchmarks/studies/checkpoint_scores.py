@@ -25,8 +25,8 @@ import tyro
 from genie_gym.evaluation.evaluate import infer_actions_windowed, open_clips, pick_clips, token_accuracy
 from genie_gym.evaluation.metrics import gradient_energy, psnr
 from genie_gym.models.frames import to_float
-from genie_gym.models.world_model import WorldModel, is_world_model_file
-from genie_gym.training.checkpoint import load_checkpoint
+from genie_gym.models.world_model import WorldModel
+from genie_gym.training.checkpoint import load_tokenizer_source
 from genie_gym.utils.io import write_markdown
 
 
@@ -52,15 +52,8 @@ class Args:
     """JSON of every score"""
 
 
-def tokenizer_state(path: Path) -> dict[str, torch.Tensor]:
-    """The tokenizer weights of a world-model file or of a training checkpoint holding a tokenizer."""
-    if is_world_model_file(path):
-        return WorldModel.load(path).tokenizer.state_dict()
-    return load_checkpoint(path)["model"]["tokenizer"]
-
-
 def tokenizer_scores(wm: WorldModel, path: Path, frames_BTHWC: torch.Tensor) -> dict[str, float]:
-    wm.tokenizer.load_state_dict(tokenizer_state(path))
+    wm.tokenizer.load_state_dict(load_tokenizer_source(path)["model"]["tokenizer"])
     psnrs, ratios = [], []
     with torch.no_grad():
         for b in range(0, len(frames_BTHWC), 16):

@@ -70,6 +70,7 @@ class VariantConfig(LAMConfig):
     edge_loss_weight: float = 0.0  # > 0: plus L1 of the image-gradient differences (tokenizer.edge_l1)
     hard_kernel: bool = False  # the shift kernel is one-hot (straight-through): the decoder cannot blur between shifts
     kernel_residual: bool = True  # False: no pixel residual beside the kernel (nothing else to hedge with)
+    global_kernel: bool = False  # one shift kernel for the whole frame (the patches' logits averaged): a camera scroll
     # decoder_kernel = 0: a sigmoid pixel head instead of the library's shift kernel
 
 
@@ -142,6 +143,8 @@ class VariantLAM(LatentActionModel):
         return super()._kernel_decode(frames_BTHWC, head_BTNO)
 
     def _kernel_weights(self, logits_BTNK: torch.Tensor) -> torch.Tensor:
+        if self.cfg.global_kernel:
+            logits_BTNK = logits_BTNK.mean(2, keepdim=True).expand_as(logits_BTNK)
         soft = super()._kernel_weights(logits_BTNK)
         if not self.cfg.hard_kernel:
             return soft
@@ -234,6 +237,16 @@ VARIANTS: dict[str, dict] = {
                                                      "decoder_history": False, "continuous_warmup_steps": 300,
                                                      "vq_normalize": False, "hard_kernel": True,
                                                      "kernel_residual": False},
+    # Plain frames: one shift kernel for the whole frame (what a scrolling camera does; the `global_shift` reference
+    # labels transitions that way with no model), soft or one-hot, with the per-patch pixel residual for the rest
+    "warmup_raw_flatten_kernel5_nohist_global": {"latent_pool": "flatten", "decoder_kernel": 5,
+                                                 "decoder_history": False,
+                                                 "continuous_warmup_steps": 300, "vq_normalize": False,
+                                                 "global_kernel": True},
+    "warmup_raw_flatten_kernel5_nohist_hard_global": {"latent_pool": "flatten", "decoder_kernel": 5,
+                                                      "decoder_history": False, "continuous_warmup_steps": 300,
+                                                      "vq_normalize": False, "hard_kernel": True,
+                                                      "global_kernel": True},
     # Plain frames: the shipped design with 16 codes instead of 8: room for sideways and vertical moves together?
     "warmup_raw_flatten_kernel5_nohist_a16": {"latent_pool": "flatten", "decoder_kernel": 5, "decoder_history": False,
                                               "continuous_warmup_steps": 300, "vq_normalize": False,

@@ -86,6 +86,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
+def load_tokenizer_source(path: str | Path) -> dict[str, Any]:
+    """A frozen tokenizer for phase dynamics or export: a tokenizer checkpoint, or a world-model file's tokenizer in
+    the same form (`phase`, `config`, `model: {tokenizer}`, `step`, `metrics`), e.g. to continue its dynamics."""
+    from genie_gym.models.world_model import WorldModel, is_world_model_file
+
+    if not is_world_model_file(path):
+        return load_checkpoint(path)
+    wm = WorldModel.load(path)
+    return {"phase": "tokenizer", "config": wm.config.to_dict(), "model": {"tokenizer": wm.tokenizer.state_dict()},
+            "step": int(wm.metadata.get("steps", {}).get("tokenizer", 0)),
+            "metrics": {k.removeprefix("tokenizer/"): v for k, v in wm.metadata.get("metrics", {}).items()
+                        if k.startswith("tokenizer/")}}
+
+
 def config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
     """Readable differences between two nested config dicts, e.g. `tokenizer.codebook_size: 64 != 1024`"""
     out: list[str] = []

@@ -18,7 +18,7 @@ from typing import Any
 
 from genie_gym.config import GenieConfig, apply_overrides
 from genie_gym.errors import CheckpointError, ConfigError
-from genie_gym.training.checkpoint import check_tokenizer_fits, load_checkpoint
+from genie_gym.training.checkpoint import check_tokenizer_fits, load_checkpoint, load_tokenizer_source
 from genie_gym.utils.io import sha256_file
 
 
@@ -83,7 +83,7 @@ def export(args: Args) -> Path:
         raise CheckpointError(f"{dyn_path} is a '{dyn.get('phase')}' checkpoint; export needs phase dynamics")
     saved_args = dyn.get("args", {})
     tok_path = Path(args.tokenizer_ckpt or saved_args.get("tokenizer_ckpt") or run / "tokenizer" / "last.pt")
-    tok = load_checkpoint(tok_path)
+    tok = load_tokenizer_source(tok_path)
     cfg = GenieConfig.from_dict(dyn["config"])
     not_sampling = [item for item in args.set if not item.strip().startswith("sampling.")]
     if not_sampling:

@@ -60,7 +60,8 @@ class Args:
     dead_code_every: int = 10
     """steps between dead-code checks of the VQ codebooks (each code has its own unused-for threshold; 0: never)"""
     tokenizer_ckpt: Path | None = None
-    """phase dynamics: tokenizer checkpoint to freeze (default RUN/tokenizer/last.pt)"""
+    """phase dynamics: the tokenizer to freeze: a tokenizer checkpoint or a world-model file (its tokenizer, e.g. to
+    continue its dynamics on the same tokens; default RUN/tokenizer/last.pt)"""
     init_from: Path | None = None
     """start from the weights of this world-model file or checkpoint of the same phase (fine-tuning; ignored when
     --resume finds a checkpoint of this run); recorded in the checkpoints and the world model's metadata. A model

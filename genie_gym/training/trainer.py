@@ -34,6 +34,7 @@ from genie_gym.training.checkpoint import (
     check_resume_fits,
     check_tokenizer_fits,
     load_checkpoint,
+    load_tokenizer_source,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -342,9 +343,10 @@ class Trainer:
         if not path.is_file():
             raise CheckpointError(
                 f"tokenizer checkpoint {path} not found; train phase 1 first (genie-gym train "
-                f"--phase tokenizer --out {self.run_dir}) or pass --tokenizer-ckpt PATH"
+                f"--phase tokenizer --out {self.run_dir}) or pass --tokenizer-ckpt PATH (a tokenizer checkpoint "
+                "or a world-model file)"
             )
-        ckpt = load_checkpoint(path)
+        ckpt = load_tokenizer_source(path)
         check_tokenizer_fits(ckpt, self.cfg, path)
         tokenizer = build_tokenizer(self.cfg)
         tokenizer.load_state_dict(ckpt["model"]["tokenizer"])
