@@ -51,11 +51,13 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 common=(--preset "$PRESET" --data "$DATA" --device "$DEVICE" --batch-size "$BATCH" --no-tensorboard --image-every 0
         --ckpt-every 1000 --cache-mib "$CACHE_MIB" --log-every 10)
 
-# steps_for METRICS SECONDS: the probe run's last logged steps/s x SECONDS (no torch: a fast interpreter start)
+# steps_for METRICS SECONDS: the probe run's slowest logged steps/s after its first row (start-up) x SECONDS: arms
+# probed at once share the GPU only while all of them run, so their last rows can be too fast (no torch here)
 steps_for() {
   "$PYTHON" - "$1" "$2" <<'EOF'
 import json, sys
-row = [json.loads(line) for line in open(sys.argv[1])][-1]
+rows = [json.loads(line) for line in open(sys.argv[1])]
+row = min(rows[1:] or rows, key=lambda r: r["steps_per_s"])
 steps = int(float(sys.argv[2]) * row["steps_per_s"])
 print(max(steps, 20))
 print(f"probe: {row['frames_per_s']:.0f} frames/s, {row['steps_per_s']:.2f} steps/s -> {steps} steps", file=sys.stderr)

@@ -158,6 +158,24 @@ def test_action_bound_scroll_classes_follow_the_picture():
     assert scroll_classes(clips)[:, 0].tolist() == [2, 0, 4, 6, 1]
 
 
+def test_token_stability_scores_stand_ins_for_the_next_frame(tiny_data: Path, tiny_model_file: Path, tmp_path: Path):
+    """studies/token_stability.py: token changes per pair kind, and the stand-ins for frame t+1 on the same pairs
+    (an untrained tokenizer: the figures only have to be consistent)."""
+    import token_stability
+
+    out = tmp_path / "token_stability"
+    token_stability.main(token_stability.Args(model=tiny_model_file, data=tiny_data, num_clips=24, out=out))
+    result = json.loads(out.with_suffix(".json").read_text())
+    stand_ins = result["stand_ins"]
+    assert 0 < stand_ins.pop("pairs") <= 24
+    assert len(stand_ins) == 4 and all(0.0 <= r["token_accuracy"] <= 1.0 for r in stand_ins.values())
+    assert stand_ins["the real frame + noise (sigma 2/255)"]["psnr"] > 40
+    assert (stand_ins["the real frame + noise (sigma 2/255)"]["token_accuracy"]
+            >= stand_ins["copy frame t"]["token_accuracy"])
+    assert stand_ins["copy frame t"]["psnr"] < stand_ins["the real frame + noise (sigma 2/255)"]["psnr"]
+    assert "| frame t shifted by the true scroll |" in out.with_suffix(".md").read_text()
+
+
 def test_step_profile_times_every_stage(tiny_model_file: Path, tmp_path: Path):
     """benchmarks/studies/step_profile.py: the three Simulator stages are timed and take most of a step."""
     import step_profile

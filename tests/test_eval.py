@@ -23,6 +23,8 @@ KEYS = {
     "rollout_psnr",
     "rollout_psnr_mean",
     "rollout_ssim_mean",
+    "rollout_psnr_of_mean_mse",
+    "still_psnr_of_mean_mse",
     "rollout_psnr_random_actions",
     "delta_psnr_t4",
     "lam_usage",

@@ -15,6 +15,18 @@ def test_psnr_identical_is_capped_and_inf_without_cap():
     assert psnr(x, x).shape == (2, 3)
 
 
+def test_psnr_of_mean_mse_counts_an_exact_frame_as_zero_error():
+    """Two frames, one exact and one at MSE 0.01: the mean of per-frame PSNRs is (100 + 20) / 2 = 60 dB, the PSNR of
+    the mean MSE 10 log10(1 / 0.005) = 23.0 dB."""
+    from genie_gym.evaluation.metrics import psnr_of_mean_mse
+
+    x = torch.zeros(2, 8, 8, 3)
+    y = torch.stack([torch.zeros(8, 8, 3), torch.full((8, 8, 3), 0.1)])
+    assert math.isclose(float(psnr(x, y).mean()), 60.0, abs_tol=1e-3)
+    mse = (x - y).pow(2).flatten(-3).mean(-1)
+    assert math.isclose(psnr_of_mean_mse(mse), 10 * math.log10(1 / 0.005), abs_tol=1e-4)
+
+
 def test_psnr_known_value():
     x = torch.zeros(8, 8, 3)
     y = torch.full((8, 8, 3), 0.1)  # mse = 0.01 -> 20 dB

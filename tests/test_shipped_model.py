@@ -90,6 +90,8 @@ def test_readme_and_model_card_quote_the_shipped_models_measured_quality():
         "token accuracy": f"{results['token_accuracy']:.1%}",
         "copy accuracy": f"{results['copy_token_accuracy']:.1%}",
         "stability": f"{results['gradient_energy_ratio_step200']:.2f}",
+        "pooled rollout PSNR": f"{results['rollout_psnr_of_mean_mse']:.2f}",
+        "pooled still-image PSNR": f"{results['still_psnr_of_mean_mse']:.2f}",
     }
     for doc in (root / "README.md", MODEL_CARD):
         text = doc.read_text()

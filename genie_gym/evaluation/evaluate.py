@@ -8,6 +8,8 @@ Writes OUT/eval.json and OUT/{grid.png, action_strip.png}:
   baseline as the tokenizer draws it (the last real frame's tokens copied, decoded): a frame identical to the last
   real one scores PSNR_CAP_DB (100 dB) for the still image, while any tokenizer's reconstruction scores its own
   PSNR, so `identical_to_last_real_frame` says how much of the still image's mean comes from frames that never moved;
+  `rollout_psnr_of_mean_mse` / `still_psnr_of_mean_mse` are the PSNR of the mean MSE over all generated frames,
+  where such a frame counts as zero error rather than 100 dB;
 - next-frame token accuracy of the dynamics from clean real context (all tokens of the frame masked, argmax)
   beside copying the previous frame's tokens;
 - delta-PSNR at t=4: PSNR with LAM actions minus PSNR with uniformly random actions (controllability);
@@ -30,7 +32,16 @@ from tqdm import tqdm
 
 from genie_gym.data.games import NUM_PROCGEN_ACTIONS, movement_counts, name_actions
 from genie_gym.errors import ConfigError, DatasetError
-from genie_gym.evaluation.metrics import PSNR_CAP_DB, code_stats, gradient_energy, nmi, psnr, ssim, still_image_baseline
+from genie_gym.evaluation.metrics import (
+    PSNR_CAP_DB,
+    code_stats,
+    gradient_energy,
+    nmi,
+    psnr,
+    psnr_of_mean_mse,
+    ssim,
+    still_image_baseline,
+)
 from genie_gym.evaluation.rollout import clip_strip
 from genie_gym.models.frames import to_float
 from genie_gym.utils.device import resolve_device
@@ -242,6 +253,9 @@ def evaluate(args: Args) -> dict:
     p_still: dict[int, list[torch.Tensor]] = {c: [] for c in contexts}
     s_still: dict[int, list[torch.Tensor]] = {c: [] for c in contexts}
     p_still_tok: dict[int, list[torch.Tensor]] = {c: [] for c in contexts}
+    # per-frame MSE: the PSNR of the mean MSE is not dominated by frames that never moved (the still image's 100 dB)
+    m_gen: dict[int, list[torch.Tensor]] = {c: [] for c in contexts}
+    m_still: dict[int, list[torch.Tensor]] = {c: [] for c in contexts}
     psnr_rand, codes, true_actions, tok_acc, tok_copy = [], [], [], [], []
     grid_rows: list[torch.Tensor] = []
     for batch in tqdm(_batches(roll_idx, args.batch_size), desc="rollouts"):
@@ -265,6 +279,8 @@ def evaluate(args: Args) -> dict:
             p_still[c].append(still_image_baseline(real[:, Cmax - 1 :].cpu()))
             s_still[c].append(ssim(still, target))
             p_still_tok[c].append(psnr(recon_last.expand_as(target), target))
+            m_gen[c].append((gen.float() - target).pow(2).flatten(-3).mean(-1))
+            m_still[c].append((still - target).pow(2).flatten(-3).mean(-1))
             if c == contexts[0]:
                 acts_rand = torch.randint(0, A, (len(batch), K), generator=g_rand)
                 gen_rand = simulate(wm, prompts, acts_rand.numpy(), seeds, args.maskgit_steps, device,
@@ -303,6 +319,8 @@ def evaluate(args: Args) -> dict:
             "still_tokens_psnr": torch.cat(p_still_tok[c]).mean(0).tolist(),
             "still_tokens_psnr_mean": float(torch.cat(p_still_tok[c]).mean()),
             "identical_to_last_real_frame": float(torch.cat(p_still[c]).ge(PSNR_CAP_DB).float().mean()),
+            "rollout_psnr_of_mean_mse": psnr_of_mean_mse(torch.cat(m_gen[c])),
+            "still_psnr_of_mean_mse": psnr_of_mean_mse(torch.cat(m_still[c])),
         }
         for c in contexts
     }
@@ -376,6 +394,8 @@ def evaluate(args: Args) -> dict:
         "still_psnr_mean": by_context[str(c0)]["still_psnr_mean"],
         "still_tokens_psnr": by_context[str(c0)]["still_tokens_psnr"],
         "still_tokens_psnr_mean": by_context[str(c0)]["still_tokens_psnr_mean"],
+        "rollout_psnr_of_mean_mse": by_context[str(c0)]["rollout_psnr_of_mean_mse"],
+        "still_psnr_of_mean_mse": by_context[str(c0)]["still_psnr_of_mean_mse"],
         "rollout_by_context": by_context,
         "rollout_psnr_random_actions": p_rand.mean(0).tolist(),
         "token_accuracy": sum(tok_acc) / n_roll,

@@ -26,6 +26,12 @@ def psnr(
     return out if cap_db is None else out.clamp(max=cap_db)
 
 
+def psnr_of_mean_mse(mse: torch.Tensor, max_val: float = 1.0) -> float:
+    """PSNR of the mean of per-image MSEs: one figure for a set of images in which an image equal to its target
+    counts as zero error, not as the per-image cap (the mean of per-image PSNRs rewards such images with 100 dB)."""
+    return float(10.0 * torch.log10(max_val**2 / mse.float().mean().clamp(min=1e-10)))
+
+
 def _gaussian_kernel(size: int, sigma: float, device: torch.device) -> torch.Tensor:
     ax = torch.arange(size, device=device, dtype=torch.float32) - (size - 1) / 2
     g = torch.exp(-(ax**2) / (2 * sigma**2))
