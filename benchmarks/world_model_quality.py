@@ -178,6 +178,7 @@ def main(args: Args) -> None:
     )
     rel = Path(os.path.relpath(pictures, args.md.resolve().parent))
     by_ctx = report["rollout_by_context"]
+    by_ctx0 = by_ctx[str(report["context"][0])]
     identical = by_ctx[str(report["context"][0])]["identical_to_last_real_frame"]
     ctx_rows = "\n".join(
         f"| {c} | {r['rollout_psnr_mean']:.2f} | {r['still_psnr_mean']:.2f} | {r['still_tokens_psnr_mean']:.2f} | "
@@ -208,6 +209,9 @@ the still image (the last real frame repeated) for rollouts, copying the last fr
 {rows}
 | rollout_minus_still_db by the PSNR of the mean MSE (frames that never moved count as 0 error, not 100 dB) \
 | {report['rollout_psnr_of_mean_mse'] - report['still_psnr_of_mean_mse']:.3f} | diagnostic | |
+| step1_minus_still_db by the PSNR of the mean MSE \
+| {by_ctx0['rollout_psnr_of_mean_mse_per_step'][0] - by_ctx0['still_psnr_of_mean_mse_per_step'][0]:.3f} \
+| diagnostic | |
 | lam_nmi (codes vs true actions) | {figures['lam_nmi']:.3f} | diagnostic | |
 | lam_perplexity (of 8 codes) | {figures['lam_perplexity']:.2f} | diagnostic | |
 

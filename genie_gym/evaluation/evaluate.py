@@ -321,6 +321,8 @@ def evaluate(args: Args) -> dict:
             "identical_to_last_real_frame": float(torch.cat(p_still[c]).ge(PSNR_CAP_DB).float().mean()),
             "rollout_psnr_of_mean_mse": psnr_of_mean_mse(torch.cat(m_gen[c])),
             "still_psnr_of_mean_mse": psnr_of_mean_mse(torch.cat(m_still[c])),
+            "rollout_psnr_of_mean_mse_per_step": [psnr_of_mean_mse(m) for m in torch.cat(m_gen[c]).T],
+            "still_psnr_of_mean_mse_per_step": [psnr_of_mean_mse(m) for m in torch.cat(m_still[c]).T],
         }
         for c in contexts
     }
