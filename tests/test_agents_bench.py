@@ -176,6 +176,28 @@ def test_token_stability_scores_stand_ins_for_the_next_frame(tiny_data: Path, ti
     assert "| frame t shifted by the true scroll |" in out.with_suffix(".md").read_text()
 
 
+def test_attention_cuda_study_runs_its_arms_and_restores_the_library(tiny_model_file: Path, tmp_path: Path):
+    """studies/attention_cuda.py (for a GPU session) on the CPU: its one-query paths give the fused kernel's output,
+    every arm is timed, and the library's attention is back in place afterwards."""
+    import attention_cuda
+    import torch
+    import torch.nn.functional as F
+
+    from genie_gym.models import st_transformer
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = torch.randn(10, 2, 1, 8, generator=g), torch.randn(10, 2, 5, 8, generator=g), torch.randn(10, 2, 5, 8)
+    mask = (torch.arange(5)[None, :] < torch.randint(1, 6, (10, 1), generator=g)).view(10, 1, 1, 5)
+    torch.testing.assert_close(attention_cuda.elementwise_attention(q, k, v, mask),
+                               F.scaled_dot_product_attention(q, k, v, attn_mask=mask), atol=1e-5, rtol=1e-5)
+    result = attention_cuda.main(attention_cuda.Args(device="cpu", model=tiny_model_file, num_worlds=[2],
+                                                     precision="float32", rounds=1, seconds=0.05, out=tmp_path))
+    assert st_transformer.attention is attention_cuda.LIBRARY_ATTENTION
+    assert set(result["end_to_end"][0]["frames_per_s"]) == set(attention_cuda.ARMS)
+    assert all(result["single_call"][a]["max_abs_diff"] < 1e-4 for a in attention_cuda.ARMS)
+    assert "| 2 |" in (tmp_path / "attention_cuda.md").read_text()
+
+
 def test_step_profile_times_every_stage(tiny_model_file: Path, tmp_path: Path):
     """benchmarks/studies/step_profile.py: the three Simulator stages are timed and take most of a step."""
     import step_profile
