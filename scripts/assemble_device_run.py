@@ -40,6 +40,10 @@ class Args:
 
 def main(args: Args) -> Path:
     dyn_file = args.returned / (f"dynamics_{args.arm}_weights.pt" if args.arm else "dynamics_weights.pt")
+    if not dyn_file.is_file():
+        found = sorted(f.name for f in args.returned.glob("dynamics*_weights.pt"))
+        raise SystemExit(f"{dyn_file} is not there; {args.returned} holds {found or 'no dynamics weights'} "
+                         "(dynamics_ARM_weights.pt: pass --arm ARM)")
     dyn = load_checkpoint(dyn_file)
     source = dyn.get("init_from") or {}
     lam_file = args.lam_from or Path(source.get("path", ""))
@@ -49,11 +53,14 @@ def main(args: Args) -> Path:
                          "same LAM with --lam-from")
     dyn["model"]["lam"] = WorldModel.load(lam_file).lam.state_dict()
     parts = {"dynamics": dyn}
-    if (args.returned / "tokenizer_weights.pt").is_file():
+    if dyn["args"].get("tokenizer_ckpt") == source.get("path"):  # TOK_S=0: the tokens of the file it started from
+        dyn["args"]["tokenizer_ckpt"] = str(lam_file)
+    else:  # the tokenizer phase of the same call
+        if not (args.returned / "tokenizer_weights.pt").is_file():
+            raise SystemExit(f"the dynamics was trained on the tokenizer {dyn['args'].get('tokenizer_ckpt')} of the "
+                             f"device run; {args.returned} has no tokenizer_weights.pt to go with it")
         parts["tokenizer"] = load_checkpoint(args.returned / "tokenizer_weights.pt")
         dyn["args"]["tokenizer_ckpt"] = str(args.run / "tokenizer" / "last.pt")
-    else:  # TOK_S=0: trained on the tokens of the file it started from
-        dyn["args"]["tokenizer_ckpt"] = str(lam_file)
     for phase, ckpt in parts.items():
         for key in ("format_version", "kind"):  # checkpoint_bytes writes them again
             ckpt.pop(key)

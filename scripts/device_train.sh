@@ -2,8 +2,10 @@
 # One short GPU session: continue the shipped world model's tokenizer, then its dynamics on that tokenizer (the
 # LAM frozen), each phase sized to a time budget by a short probe of its own speed, then the env speed benchmark
 # on the GPU. Slim checkpoints (weights only, in bf16, each with its metrics.jsonl inside), logs and the benchmark
-# land in $OUT (at most 8 files, each < 16 MiB). TOK_S=0 skips the tokenizer: the dynamics continues on MODEL's
-# tokens. DYN_ARMS trains several dynamics variants at once on the one GPU (a small model leaves it mostly idle).
+# land in $OUT (a weights file and a log per phase or arm: the device tool brings back at most 8 files, each < 16
+# MiB, so 3 arms without a tokenizer phase, plus the benchmark's 2). TOK_S=0 skips the tokenizer (TOK_STEPS is then
+# unused): the dynamics continues on MODEL's tokens. DYN_ARMS trains several dynamics variants at once on the one
+# GPU (a small model leaves it mostly idle).
 #
 #   python scripts/pack_dataset.py --src data/coinrun_hard_sticky --out data/coinrun_device --max-mib 31
 #   OUT=/tmp/out bash scripts/device_train.sh                      # on the GPU machine (~9 minutes)
@@ -107,9 +109,20 @@ print(out.name, "step", ckpt["step"], f"{out.stat().st_size / 2**20:.1f} MiB")
 EOF
 }
 
+arms=()  # every arm checked before any starts
+for arm in $DYN_ARMS; do
+  name=${arm%%:*}
+  [[ "$arm" == *:* && "$name" =~ ^[A-Za-z0-9_-]+$ ]] \
+    || { echo "DYN_ARMS: '$arm' is not NAME:SETS (NAME of letters, digits, _ and -; SETS comma-separated)"; exit 1; }
+  for seen in ${arms[@]+"${arms[@]}"}; do
+    [ "${seen%%:*}" = "$name" ] && { echo "DYN_ARMS: arm name '$name' given twice"; exit 1; }
+  done
+  arms+=("$arm")
+done
+
 t0=$(date +%s)
 tokenizer=$MODEL
-if [ "$TOK_S" != 0 ]; then
+if ! [[ "$TOK_S" =~ ^0+(\.0*)?$ ]]; then
   phase tokenizer tokenizer "$RUN" "$TOK_S" "$TOK_LR" "$TOK_STEPS" --init-from "$MODEL" || exit 1
   tokenizer=$RUN/tokenizer/last.pt
   echo "tokenizer done after $(( $(date +%s) - t0 )) s"
@@ -122,9 +135,8 @@ if [ -z "$DYN_ARMS" ]; then
   phase dynamics dynamics "$RUN" "$DYN_S" "$DYN_LR" "$DYN_STEPS" "${dyn[@]}" ${dyn_set[@]+"${dyn_set[@]}"} || status=1
 else
   pids=()
-  for arm in $DYN_ARMS; do
+  for arm in "${arms[@]}"; do
     name=${arm%%:*} sets=${arm#*:}
-    [[ "$arm" == *:* && "$name" =~ ^[A-Za-z0-9_-]+$ ]] || { echo "DYN_ARMS: '$arm' is not NAME:SETS"; exit 1; }
     arm_set=()
     read -r -a arm_set <<< "$DYN_SET ${sets//,/ }"
     [ ${#arm_set[@]} -gt 0 ] && arm_set=(--set "${arm_set[@]}")

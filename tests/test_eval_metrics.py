@@ -145,7 +145,9 @@ def test_latent_actions_are_named_by_what_their_transitions_did():
 
 
 def test_dream_response_scroll_shares_count_a_camera_moving_right_and_up():
-    from dream_response import scrolls, shares
+    from dream_response import shares
+
+    from genie_gym.evaluation.metrics import scrolls
 
     big = np.random.default_rng(1).random((90, 90, 3)).astype(np.float32)
     right = np.stack([big[10:74, 10 + 2 * k : 74 + 2 * k] for k in range(4)])  # the view moves right 2 px a frame

@@ -103,6 +103,18 @@ def test_device_train_script_runs_on_cpu_and_assembles(tiny_data: Path, tiny_mod
         assert np.array_equal(wm.tokenizer.state_dict()[k].numpy(), v.numpy()), k
 
 
+@pytest.mark.parametrize("arms, message", [("a: a:dynamics.num_layers=3", "given twice"),
+                                           ("a: b/c:", "is not NAME:SETS")])
+def test_device_train_checks_every_arm_before_starting_any(tmp_path: Path, arms: str, message: str):
+    """A bad DYN_ARMS stops the script before any arm trains (none is left running into $OUT)."""
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "DEVICE": "cpu", "TOK_S": "0", "DYN_ARMS": arms}
+    r = subprocess.run(["bash", "scripts/device_train.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode != 0 and message in r.stdout + r.stderr
+    assert not any(out.iterdir())
+
+
 def test_ship_model_writes_a_bf16_default_with_names_version_and_sampling(tiny_model_file: Path, tmp_path: Path):
     import torch
     from ship_model import Args, main

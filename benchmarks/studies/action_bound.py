@@ -67,15 +67,10 @@ class Args:
 def scroll_classes(frames_BTHWC: torch.Tensor) -> torch.Tensor:
     """(B, T-1) scroll classes of consecutive frames: 3 x (dx < 0, 0, > 0) for dy = 0, 3 more for dy < 0 (up),
     then dy > 0 (down) with dx <= 0 and with dx > 0."""
-    from genie_gym.evaluation.metrics import best_shift
+    from genie_gym.evaluation.metrics import scrolls
 
-    f = frames_BTHWC.float().numpy()
-    out = np.zeros(f.shape[:2], dtype=np.int64)[:, 1:]
-    for b in range(f.shape[0]):
-        for t in range(f.shape[1] - 1):
-            dx, dy, _, _ = best_shift(f[b, t], f[b, t + 1])
-            out[b, t] = (6 + int(dx > 0)) if dy > 0 else (3 * int(dy < 0) + int(np.sign(dx)) + 1)
-    return torch.from_numpy(out)
+    dx, dy = scrolls(frames_BTHWC.float().numpy())
+    return torch.from_numpy(np.where(dy > 0, 6 + (dx > 0), 3 * (dy < 0) + np.sign(dx) + 1).astype(np.int64))
 
 
 def arm_actions(arm: str, wm, ds, idx: list[int], frames_BTHWC: torch.Tensor) -> torch.Tensor:
@@ -166,6 +161,11 @@ def main(args: Args) -> None:
         args.steps, args.num_clips = 3, 4
     torch.manual_seed(args.seed)
     start = WorldModel.load(args.model or WorldModel.default_path())
+    need = {"true_movement": 6, "scroll": 8}
+    short = [a for a in args.arms if need.get(a, 0) > start.num_actions]
+    if short:
+        raise SystemExit(f"arms {short} need {max(need[a] for a in short)} action slots; the model has "
+                         f"{start.num_actions}: use a world model with at least that many latent actions")
     results = {"start (no fine-tuning), lam": score("lam", start, args)}
     for arm in args.arms:
         wm = copy.deepcopy(start)

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from genie_gym.data.games import MOVEMENT_NAMES, movement_class
 from genie_gym.evaluation.evaluate import open_clips, pick_clips, simulate
-from genie_gym.evaluation.metrics import best_shift
+from genie_gym.evaluation.metrics import scrolls
 from genie_gym.models.frames import to_float
 from genie_gym.models.world_model import WorldModel
 from genie_gym.utils.io import atomic_write_json, write_markdown
@@ -79,15 +79,6 @@ class Args:
     """torch threads"""
     out: Path = Path("benchmarks/results")
     """writes OUT/dream_response.{json,md}"""
-
-
-def scrolls(frames_BKHWC: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(B, K-1) integer scrolls dx, dy between consecutive frames of (B, K) float frames in [0, 1]."""
-    dx, dy = np.zeros((2, frames_BKHWC.shape[0], frames_BKHWC.shape[1] - 1), dtype=np.int64)
-    for b, clip in enumerate(frames_BKHWC):
-        for k in range(len(clip) - 1):
-            dx[b, k], dy[b, k], _, _ = best_shift(clip[k], clip[k + 1])
-    return dx, dy
 
 
 def shares(dx: np.ndarray, dy: np.ndarray) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from genie_gym.evaluation.metrics import (
     PSNR_CAP_DB,
     code_stats,
     gradient_energy,
+    mse,
     nmi,
     psnr,
     psnr_of_mean_mse,
@@ -279,8 +280,8 @@ def evaluate(args: Args) -> dict:
             p_still[c].append(still_image_baseline(real[:, Cmax - 1 :].cpu()))
             s_still[c].append(ssim(still, target))
             p_still_tok[c].append(psnr(recon_last.expand_as(target), target))
-            m_gen[c].append((gen.float() - target).pow(2).flatten(-3).mean(-1))
-            m_still[c].append((still - target).pow(2).flatten(-3).mean(-1))
+            m_gen[c].append(mse(gen, target))
+            m_still[c].append(mse(still, target))
             if c == contexts[0]:
                 acts_rand = torch.randint(0, A, (len(batch), K), generator=g_rand)
                 gen_rand = simulate(wm, prompts, acts_rand.numpy(), seeds, args.maskgit_steps, device,

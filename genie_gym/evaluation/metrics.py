@@ -21,9 +21,15 @@ def psnr(
     """Peak signal-to-noise ratio in dB per image; (..., H, W, C) -> (...). cap_db=None: inf if equal."""
     if x.shape != y.shape:
         raise ValueError(f"psnr needs equal shapes, got {tuple(x.shape)} and {tuple(y.shape)}")
-    mse = (x.float() - y.float()).pow(2).flatten(-3).mean(-1)
-    out = 10.0 * torch.log10(max_val**2 / mse)
+    out = 10.0 * torch.log10(max_val**2 / mse(x, y))
     return out if cap_db is None else out.clamp(max=cap_db)
+
+
+def mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean squared error per image; (..., H, W, C) -> (...)."""
+    if x.shape != y.shape:
+        raise ValueError(f"mse needs equal shapes, got {tuple(x.shape)} and {tuple(y.shape)}")
+    return (x.float() - y.float()).pow(2).flatten(-3).mean(-1)
 
 
 def psnr_of_mean_mse(mse: torch.Tensor, max_val: float = 1.0) -> float:
@@ -137,3 +143,13 @@ def best_shift(prev_HWC: np.ndarray, next_HWC: np.ndarray, radius: int = 3,
     i = int(errs.argmin())
     dy, dx = offsets[i]
     return dx, dy, float(errs[i]), float(errs[len(errs) // 2])
+
+
+def scrolls(frames_BKHWC: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(B, K-1) integer scrolls dx, dy (`best_shift`) between consecutive frames of (B, K) float frames in [0, 1]."""
+    frames_BKHWC = np.asarray(frames_BKHWC)
+    dx, dy = np.zeros((2, frames_BKHWC.shape[0], frames_BKHWC.shape[1] - 1), dtype=np.int64)
+    for b, clip in enumerate(frames_BKHWC):
+        for k in range(len(clip) - 1):
+            dx[b, k], dy[b, k], _, _ = best_shift(clip[k], clip[k + 1])
+    return dx, dy

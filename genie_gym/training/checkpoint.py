@@ -92,7 +92,11 @@ def load_tokenizer_source(path: str | Path) -> dict[str, Any]:
     from genie_gym.models.world_model import WorldModel, is_world_model_file
 
     if not is_world_model_file(path):
-        return load_checkpoint(path)
+        try:
+            return load_checkpoint(path)
+        except CheckpointError as e:
+            raise CheckpointError(f"{path} is neither a tokenizer checkpoint nor a readable world-model file: "
+                                  f"{e}") from e
     wm = WorldModel.load(path)
     return {"phase": "tokenizer", "config": wm.config.to_dict(), "model": {"tokenizer": wm.tokenizer.state_dict()},
             "step": int(wm.metadata.get("steps", {}).get("tokenizer", 0)),
@@ -120,7 +124,7 @@ def check_tokenizer_fits(tok_ckpt: dict[str, Any], cfg: GenieConfig, path: Path)
     if tok_ckpt.get("phase") != "tokenizer":
         raise CheckpointError(
             f"{path} is a '{tok_ckpt.get('phase')}' checkpoint, not a tokenizer one; pass --tokenizer-ckpt "
-            "RUN_DIR/tokenizer/last.pt"
+            "RUN_DIR/tokenizer/last.pt or a world-model file"
         )
     theirs = tok_ckpt["config"]
 
