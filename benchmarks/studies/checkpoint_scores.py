@@ -46,6 +46,9 @@ class Args:
     """split of the token-accuracy clips (validation: choosing between fine-tunes leaves test untouched)"""
     num_clips: int = 64
     """clips per score"""
+    context_frames: int | None = None
+    """token accuracy with this many frames in the dynamics' window (the new one included; default: each model's
+    sampling setting, 8 for the shipped one): how much the past helps"""
     threads: int = 2
     """torch threads"""
     out: Path = Path("runs/checkpoint_scores.json")
@@ -66,6 +69,11 @@ def tokenizer_scores(wm: WorldModel, path: Path, frames_BTHWC: torch.Tensor) -> 
 
 def dynamics_scores(path: Path, args: Args) -> dict[str, float]:
     wm = WorldModel.load(path).eval()
+    if args.context_frames is not None:
+        if not 2 <= args.context_frames <= wm.config.seq_len:
+            raise SystemExit(f"--context-frames must be 2..{wm.config.seq_len} (the model's training length), "
+                             f"got {args.context_frames}")
+        wm.config.sampling.context_frames = args.context_frames
     context, generated = 4, 10  # genie-gym eval's defaults: --context 1 4, --rollout-steps 10
     ds = open_clips(args.data, args.split, context + generated, "token accuracy")
     idx = pick_clips(len(ds), args.num_clips, 1)  # the rollout clips of `genie-gym eval --seed 0`
