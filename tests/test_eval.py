@@ -128,3 +128,10 @@ def test_checkpoint_scores_match_genie_gym_eval(tiny_data: Path, tiny_model_file
     model = got["models"][str(tiny_model_file)]
     assert model["token_accuracy"] == pytest.approx(report["token_accuracy"], abs=1e-6)
     assert model["copy_token_accuracy"] == pytest.approx(report["copy_token_accuracy"], abs=1e-6)
+    short = scores(ScoreArgs(base=tiny_model_file, models=(tiny_model_file,), data=tiny_data, split="test",
+                             num_clips=4, context_frames=2, out=tmp_path / "short.json"))
+    short = short["models"][str(tiny_model_file)]
+    assert short["copy_token_accuracy"] == pytest.approx(model["copy_token_accuracy"], abs=1e-6)  # same frames
+    with pytest.raises(SystemExit, match="--context-frames"):
+        scores(ScoreArgs(base=tiny_model_file, models=(tiny_model_file,), data=tiny_data, split="test", num_clips=4,
+                         context_frames=1, out=tmp_path / "bad.json"))
