@@ -60,6 +60,9 @@ class Args:
     """seed of the clip order, masking and clip choice"""
     quick: bool = False
     """a few steps and clips: checks that the script runs; the figures mean nothing"""
+    save_dir: Path | None = None
+    """also write each arm's fine-tuned world model as DIR/ARM.pt (its actions are the arm's source: for `scroll`
+    and `true_movement` the file's LAM does not give them; `dream_response.py --model` holds them fixed)"""
     out: Path = Path("benchmarks/results/action_bound")
     """writes OUT.json and OUT.md"""
 
@@ -172,6 +175,10 @@ def main(args: Args) -> None:
         row = train_arm(arm, wm, args)
         row.update(score(arm, wm, args))
         results[arm] = row
+        if args.save_dir is not None:
+            args.save_dir.mkdir(parents=True, exist_ok=True)
+            wm.save(args.save_dir / f"{arm}.pt", {**wm.metadata, "action_source": arm,
+                                                    "action_bound": {k: v for k, v in row.items()}})
         print(f"{arm}: {json.dumps(row)}", flush=True)
     command = f"python benchmarks/studies/action_bound.py --data {args.data} --steps {args.steps}" + \
         (f" --model {args.model}" if args.model else "") + (" --quick" if args.quick else "") + \
