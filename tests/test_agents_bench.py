@@ -132,8 +132,13 @@ def test_action_bound_quick_trains_both_arms_and_reports(tiny_data: Path, tiny_m
     import action_bound
 
     out = tmp_path / "action_bound"
-    action_bound.main(action_bound.Args(model=tiny_model_file, data=tiny_data, quick=True, out=out))
+    action_bound.main(action_bound.Args(model=tiny_model_file, data=tiny_data, quick=True, out=out,
+                                        save_dir=tmp_path / "models"))
     arms = json.loads(out.with_suffix(".json").read_text())["arms"]
+    from genie_gym.models.world_model import WorldModel
+
+    saved = WorldModel.load(tmp_path / "models" / "scroll.pt")  # the fine-tuned dynamics, its action source named
+    assert saved.metadata["action_source"] == "scroll" and saved.metadata["action_bound"]["steps"] == 3
     assert set(arms) == {"start (no fine-tuning), lam", "lam", "true_movement", "scroll"}
     for row in arms.values():
         assert 0.0 <= row["token_accuracy"] <= 1.0 and 0.0 <= row["copy_token_accuracy"] <= 1.0
