@@ -178,6 +178,9 @@ CENTER = slice(24, 40)  # rows and columns of a 64x64 frame's centre, where Coin
 # VQ, mean-pooled features, a pixel decoder with history, no warm-up. The preset now uses a variant of it.
 BASE = {"vq_normalize": True, "latent_pool": "mean", "predict_residual": False, "decoder_history": True,
         "decoder_kernel": 0, "continuous_warmup_steps": 0, "usage_entropy_weight": 0.0}
+# The shipped LAM's design as a variant of BASE (`warmup_raw_flatten_kernel5_nohist`): the later variants change it.
+SHIPPED_DESIGN = {"latent_pool": "flatten", "decoder_kernel": 5, "decoder_history": False,
+                  "continuous_warmup_steps": 300, "vq_normalize": False}
 VARIANTS: dict[str, dict] = {
     "baseline": {},  # the first shipped LAM: cosine VQ, no entropy bonus
     "entropy": {"usage_entropy_weight": 0.1},
@@ -200,8 +203,7 @@ VARIANTS: dict[str, dict] = {
                                        "continuous_warmup_steps": 300},
     "warmup_flatten_kernel5_nohist": {"latent_pool": "flatten", "decoder_kernel": 5, "decoder_history": False,
                                       "continuous_warmup_steps": 300},
-    "warmup_raw_flatten_kernel5_nohist": {"latent_pool": "flatten", "decoder_kernel": 5, "decoder_history": False,
-                                          "continuous_warmup_steps": 300, "vq_normalize": False},
+    "warmup_raw_flatten_kernel5_nohist": dict(SHIPPED_DESIGN),
     "warmup_flatten_kernel5": {"latent_pool": "flatten", "decoder_kernel": 5, "continuous_warmup_steps": 300},
     # The paper's decoder (history x_1..x_t) with the fixes that made codes follow the movement (raw VQ, warm-up):
     # the history can carry the velocity, so the 8 codes are free to say what the action changes.
@@ -210,50 +212,27 @@ VARIANTS: dict[str, dict] = {
     # For velocity-painted data only: the shipped design plus 10 x the velocity bar's own MSE (a bar pixel then
     # weighs ~120 other pixels), which the plain loss leaves to the scroll (lam_ablation_vel.md): do the codes
     # then read the action the bar shows?
-    "warmup_raw_flatten_kernel5_nohist_bar10": {"latent_pool": "flatten", "decoder_kernel": 5, "decoder_history": False,
-                                                "continuous_warmup_steps": 300, "vq_normalize": False,
-                                                "bar_loss_weight": 10.0},
+    "warmup_raw_flatten_kernel5_nohist_bar10": {**SHIPPED_DESIGN, "bar_loss_weight": 10.0},
     # Plain frames: the same with 10 x the MSE of the 16 x 16 centre (a centre pixel weighs ~160 others), so that
     # the codes spend themselves on the agent rather than on the camera's scroll.
-    "warmup_raw_flatten_kernel5_nohist_center10": {"latent_pool": "flatten", "decoder_kernel": 5,
-                                                   "decoder_history": False, "continuous_warmup_steps": 300,
-                                                   "vq_normalize": False, "center_loss_weight": 10.0},
+    "warmup_raw_flatten_kernel5_nohist_center10": {**SHIPPED_DESIGN, "center_loss_weight": 10.0},
     # Plain frames: the shipped design plus an edge loss. A camera scroll of a pixel moves every edge; under MSE a
     # decoder that does not know the direction hedges with a blur at little cost, and the codes never say it
     # (benchmarks/results/dream_response.md: no code goes one way horizontally). L1 on edges makes the hedge costly.
-    "warmup_raw_flatten_kernel5_nohist_edge1": {"latent_pool": "flatten", "decoder_kernel": 5, "decoder_history": False,
-                                                "continuous_warmup_steps": 300, "vq_normalize": False,
-                                                "edge_loss_weight": 1.0},
-    "warmup_raw_flatten_kernel5_nohist_edge5": {"latent_pool": "flatten", "decoder_kernel": 5, "decoder_history": False,
-                                                "continuous_warmup_steps": 300, "vq_normalize": False,
-                                                "edge_loss_weight": 5.0},
+    "warmup_raw_flatten_kernel5_nohist_edge1": {**SHIPPED_DESIGN, "edge_loss_weight": 1.0},
+    "warmup_raw_flatten_kernel5_nohist_edge5": {**SHIPPED_DESIGN, "edge_loss_weight": 5.0},
     # Plain frames: the shipped design with a one-hot shift kernel per patch (straight-through): a decoder that
     # must pick one shift cannot hedge between scroll directions, so the code has to say which.
-    "warmup_raw_flatten_kernel5_nohist_hard": {"latent_pool": "flatten", "decoder_kernel": 5, "decoder_history": False,
-                                               "continuous_warmup_steps": 300, "vq_normalize": False,
-                                               "hard_kernel": True},
+    "warmup_raw_flatten_kernel5_nohist_hard": {**SHIPPED_DESIGN, "hard_kernel": True},
     # ... and without the pixel residual beside the kernel, which could still hedge
-    "warmup_raw_flatten_kernel5_nohist_hard_nores": {"latent_pool": "flatten", "decoder_kernel": 5,
-                                                     "decoder_history": False, "continuous_warmup_steps": 300,
-                                                     "vq_normalize": False, "hard_kernel": True,
-                                                     "kernel_residual": False},
+    "warmup_raw_flatten_kernel5_nohist_hard_nores": {**SHIPPED_DESIGN, "hard_kernel": True, "kernel_residual": False},
     # Plain frames: one shift kernel for the whole frame (what a scrolling camera does; the `global_shift` reference
     # labels transitions that way with no model), soft or one-hot, with the per-patch pixel residual for the rest
-    "warmup_raw_flatten_kernel5_nohist_global": {"latent_pool": "flatten", "decoder_kernel": 5,
-                                                 "decoder_history": False,
-                                                 "continuous_warmup_steps": 300, "vq_normalize": False,
-                                                 "global_kernel": True},
-    "warmup_raw_flatten_kernel5_nohist_hard_global": {"latent_pool": "flatten", "decoder_kernel": 5,
-                                                      "decoder_history": False, "continuous_warmup_steps": 300,
-                                                      "vq_normalize": False, "hard_kernel": True,
-                                                      "global_kernel": True},
+    "warmup_raw_flatten_kernel5_nohist_global": {**SHIPPED_DESIGN, "global_kernel": True},
+    "warmup_raw_flatten_kernel5_nohist_hard_global": {**SHIPPED_DESIGN, "hard_kernel": True, "global_kernel": True},
     # Plain frames: the shipped design with 16 codes instead of 8: room for sideways and vertical moves together?
-    "warmup_raw_flatten_kernel5_nohist_a16": {"latent_pool": "flatten", "decoder_kernel": 5, "decoder_history": False,
-                                              "continuous_warmup_steps": 300, "vq_normalize": False,
-                                              "num_actions": 16},
-    "warmup_raw_flatten_kernel5_nohist_entropy": {"latent_pool": "flatten", "decoder_kernel": 5,
-                                                  "decoder_history": False, "continuous_warmup_steps": 300,
-                                                  "vq_normalize": False, "usage_entropy_weight": 0.1},
+    "warmup_raw_flatten_kernel5_nohist_a16": {**SHIPPED_DESIGN, "num_actions": 16},
+    "warmup_raw_flatten_kernel5_nohist_entropy": {**SHIPPED_DESIGN, "usage_entropy_weight": 0.1},
 }
 # Not LAMs: the LAM encoder trained *with* the true movement classes (cross-entropy from its pre-quantisation
 # latent), an inverse-dynamics ceiling for what that encoder can read from two frames in the same steps.

@@ -81,7 +81,7 @@ def main(args: Args) -> None:
 def stand_in_scores(wm, ds, idx: np.ndarray) -> dict:
     """Token accuracy and PSNR of copy / true-scroll shift / light noise as frame t+1 (pairs differing in pixels)."""
     from genie_gym.evaluation.evaluate import infer_actions_windowed, token_accuracy
-    from genie_gym.evaluation.metrics import best_shift, psnr
+    from genie_gym.evaluation.metrics import psnr, scrolls
     from genie_gym.models.frames import to_float
 
     gen = torch.Generator().manual_seed(0)
@@ -95,9 +95,9 @@ def stand_in_scores(wm, ds, idx: np.ndarray) -> dict:
         if not len(f):
             continue
         prev, real = f[:, -2], f[:, -1]
-        shifts = [best_shift(p.numpy(), r.numpy())[:2] for p, r in zip(prev, real, strict=True)]
-        shifted = torch.stack([torch.roll(p, shifts=(-dy, -dx), dims=(0, 1))
-                               for p, (dx, dy) in zip(prev, shifts, strict=True)])
+        dx_B, dy_B = (d[:, 0] for d in scrolls(torch.stack([prev, real], 1).numpy()))
+        shifted = torch.stack([torch.roll(p, shifts=(-int(dy), -int(dx)), dims=(0, 1))
+                               for p, dx, dy in zip(prev, dx_B, dy_B, strict=True)])
         noisy = (real + torch.randn(real.shape, generator=gen) * 2 / 255).clamp(0, 1)
         tokens_BTN = wm.tokenizer.encode(f)
         real_N = tokens_BTN[:, -1]
