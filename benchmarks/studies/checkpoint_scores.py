@@ -6,6 +6,8 @@
 - `--models`: world-model files scored by `genie-gym eval`'s next-frame token accuracy (4 real context frames, all
   tokens of the frame masked, argmax) beside copying the last frame, on the clips `genie-gym eval --seed 0` draws
   with the same `--split` and `--num-clips` (eval's defaults are test and 32; this study's validation and 64).
+  `--decode cell:4 frame:4 ...` adds the same accuracy with frame t decoded by MaskGIT (argmax, that schedule and
+  number of passes, each pass seeing the tokens decided before it) instead of one pass over all-masked tokens.
 
     python benchmarks/studies/checkpoint_scores.py --base runs/v13/world_model.pt \
         --tokenizers runs/v14c/tokenizer/last.pt --models runs/v14e4/world_model.pt --split validation
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -25,6 +28,7 @@ import tyro
 from genie_gym.evaluation.evaluate import infer_actions_windowed, open_clips, pick_clips, token_accuracy
 from genie_gym.evaluation.metrics import gradient_energy, psnr
 from genie_gym.models.frames import to_float
+from genie_gym.models.maskgit import maskgit_sample
 from genie_gym.models.world_model import WorldModel
 from genie_gym.training.checkpoint import load_tokenizer_source
 from genie_gym.utils.io import write_markdown
@@ -49,6 +53,9 @@ class Args:
     context_frames: int | None = None
     """token accuracy with this many frames in the dynamics' window (the new one included; default: each model's
     sampling setting, 8 for the shipped one): how much the past helps"""
+    decode: tuple[str, ...] = ()
+    """SCHEDULE:STEPS settings (e.g. cell:4 frame:4) of MaskGIT argmax decoding to score beside the one-pass
+    accuracy"""
     threads: int = 2
     """torch threads"""
     out: Path = Path("runs/checkpoint_scores.json")
@@ -74,18 +81,58 @@ def dynamics_scores(path: Path, args: Args) -> dict[str, float]:
             raise SystemExit(f"--context-frames must be 2..{wm.config.seq_len} (the model's training length), "
                              f"got {args.context_frames}")
         wm.config.sampling.context_frames = args.context_frames
+    settings = [parse_decode(d, wm.tokenizer.groups) for d in args.decode]
     context, generated = 4, 10  # genie-gym eval's defaults: --context 1 4, --rollout-steps 10
     ds = open_clips(args.data, args.split, context + generated, "token accuracy")
     idx = pick_clips(len(ds), args.num_clips, 1)  # the rollout clips of `genie-gym eval --seed 0`
     hits = copies = 0.0
+    decoded = [0.0] * len(settings)
     with torch.no_grad():
         for b in range(0, len(idx), 16):
             real = to_float(torch.stack([ds[i] for i in idx[b : b + 16]]))
             actions_BT = infer_actions_windowed(wm.lam, real, wm.config.seq_len)
-            acc, copy = token_accuracy(wm, wm.tokenizer.encode(real), actions_BT, context)
+            tokens_BTN = wm.tokenizer.encode(real)
+            acc, copy = token_accuracy(wm, tokens_BTN, actions_BT, context)
             hits, copies = hits + acc * len(real), copies + copy * len(real)
+            for i, (cell_size, steps) in enumerate(settings):
+                decoded[i] += decoded_accuracy(wm, tokens_BTN, actions_BT, context, cell_size, steps) * len(real)
     n = len(idx)
-    return {"token_accuracy": hits / n, "copy_token_accuracy": copies / n, "gain_over_copy": (hits - copies) / n}
+    out = {"token_accuracy": hits / n, "copy_token_accuracy": copies / n, "gain_over_copy": (hits - copies) / n}
+    for d, h in zip(args.decode, decoded, strict=True):
+        out[f"gain_over_copy_{d}"] = (h - copies) / n
+    return out
+
+
+def parse_decode(setting: str, groups: int) -> tuple[int, int]:
+    """'cell:4' -> (cell_size, steps) for `maskgit_sample`."""
+    schedule, _, steps = setting.partition(":")
+    if schedule not in ("frame", "cell") or not steps.isdigit() or int(steps) < 1:
+        raise SystemExit(f"--decode takes SCHEDULE:STEPS with SCHEDULE frame or cell, e.g. cell:4; got {setting!r}")
+    return (groups if schedule == "cell" else 1), int(steps)
+
+
+def _next_frame_logits(wm: WorldModel, context_BTN: torch.Tensor, actions_BT: torch.Tensor, frame_BN: torch.Tensor,
+                       mask_BN: torch.Tensor) -> torch.Tensor:
+    """The dynamics' logits for the frame after `context_BTN`, its masked tokens `mask_BN`."""
+    window_BTN = torch.cat([context_BTN, frame_BN[:, None]], 1)
+    mask_BTN = torch.zeros_like(window_BTN, dtype=torch.bool)
+    mask_BTN[:, -1] = mask_BN
+    return wm.dynamics(window_BTN, actions_BT, mask_BTN)[:, -1]
+
+
+def decoded_accuracy(wm: WorldModel, tokens_BTN: torch.Tensor, actions_BT: torch.Tensor, first: int,
+                     cell_size: int, steps: int) -> float:
+    """`token_accuracy` with frame t decoded by MaskGIT (argmax): each pass sees the tokens decided before it."""
+    W = wm.config.sampling.context_frames
+    hits, n = 0.0, 0
+    for t in range(max(first, 1), tokens_BTN.shape[1]):
+        lo = max(0, t - (W - 1))
+        logits_fn = partial(_next_frame_logits, wm, tokens_BTN[:, lo:t], actions_BT[:, lo:t])
+        B, N = tokens_BTN.shape[0], tokens_BTN.shape[2]
+        pred_BN = maskgit_sample(logits_fn, B, N, steps=steps, temperature=0.0, cell_size=cell_size)
+        hits += float((pred_BN == tokens_BTN[:, t]).float().sum())
+        n += pred_BN.numel()
+    return hits / n
 
 
 def main(args: Args) -> dict:
@@ -100,8 +147,9 @@ def main(args: Args) -> dict:
             print(f"tokenizer {path}: PSNR {r['psnr']:.3f} dB, gradient-energy ratio {r['gradient_energy_ratio']:.3f}")
     for path in args.models:
         r = results["models"][str(path)] = dynamics_scores(Path(path), args)
+        extra = "".join(f", {d} {r[f'gain_over_copy_{d}']:+.4f}" for d in args.decode)
         print(f"dynamics {path} ({args.split}): token accuracy {r['token_accuracy']:.4f}, copy "
-              f"{r['copy_token_accuracy']:.4f}, gain {r['gain_over_copy']:+.4f}")
+              f"{r['copy_token_accuracy']:.4f}, gain {r['gain_over_copy']:+.4f}{extra}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     write_report(results, args.out.with_suffix(".md"))
@@ -119,10 +167,16 @@ def write_report(results: dict, path: Path) -> None:
                   for k, v in results["tokenizers"].items()]
         lines.append("")
     if results["models"]:
-        lines += [f"Dynamics on the `{a['split']}` split (next-frame token accuracy, 4 real context frames):", "",
-                  "| world model | token accuracy | copy last frame | gain (points) |", "|---|---|---|---|"]
+        decode = [k.removeprefix("gain_over_copy_") for k in next(iter(results["models"].values()))
+                  if k.startswith("gain_over_copy_")]
+        lines += [f"Dynamics on the `{a['split']}` split (next-frame token accuracy, 4 real context frames; gains "
+                  "decoded by MaskGIT argmax with SCHEDULE:PASSES beside the one pass):", "",
+                  "| world model | token accuracy | copy last frame | gain (points) |"
+                  + "".join(f" gain, {d} |" for d in decode), "|---|---|---|---|" + "---|" * len(decode)]
         lines += [f"| `{k}` | {v['token_accuracy']:.2%} | {v['copy_token_accuracy']:.2%} | "
-                  f"{100 * v['gain_over_copy']:+.2f} |" for k, v in results["models"].items()]
+                  f"{100 * v['gain_over_copy']:+.2f} |" + "".join(f" {100 * v[f'gain_over_copy_{d}']:+.2f} |"
+                                                                  for d in decode)
+                  for k, v in results["models"].items()]
     write_markdown(path, lines, echo=False)
 
 

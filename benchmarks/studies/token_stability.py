@@ -41,25 +41,12 @@ class Args:
 
 
 def main(args: Args) -> None:
-    from genie_gym.data.dataset import ClipDataset
-    from genie_gym.models.frames import to_float
     from genie_gym.models.world_model import WorldModel
     from genie_gym.utils.io import atomic_write_json, write_markdown
 
     wm = WorldModel.load(args.model).eval()
-    ds = ClipDataset(args.data, "test", 8)
-    idx = np.random.default_rng(0).choice(len(ds), min(args.num_clips, len(ds)), replace=False)
-    changed = {"identical": [0.0, 0], "different": [0.0, 0]}
-    with torch.no_grad():
-        for c in range(0, len(idx), 32):
-            u8 = torch.stack([ds[int(i)] for i in idx[c:c + 32]])
-            tokens_BTN = wm.tokenizer.encode(to_float(u8))
-            same_BT = (u8[:, 1:] == u8[:, :-1]).flatten(2).all(-1)
-            share_BT = (tokens_BTN[:, 1:] != tokens_BTN[:, :-1]).float().mean(-1)
-            for key, mask in (("identical", same_BT), ("different", ~same_BT)):
-                changed[key][0] += float(share_BT[mask].sum())
-                changed[key][1] += int(mask.sum())
-    rows = {k: {"pairs": n, "tokens_changed": s / max(n, 1)} for k, (s, n) in changed.items()}
+    ds, idx = held_out_clips(args.data, args.num_clips)
+    rows = changed_shares(wm, ds, idx)
     stand_ins = stand_in_scores(wm, ds, idx)
     command = " ".join(["python", "benchmarks/studies/token_stability.py", *sys.argv[1:]])
     atomic_write_json(args.out.with_suffix(".json"), {"command": command, "clips": len(idx), "rows": rows,
@@ -75,6 +62,31 @@ def main(args: Args) -> None:
     lines += [f"| {k} | {100 * r['token_accuracy']:.1f}% | {r['psnr']:.2f} |" if "psnr" in r else
               f"| {k} | {100 * r['token_accuracy']:.1f}% | |" for k, r in stand_ins.items()]
     write_markdown(args.out.with_suffix(".md"), lines)
+
+
+def held_out_clips(data: Path, num_clips: int):
+    """The study's clips: `num_clips` 8-frame clips of the test split, drawn with seed 0."""
+    from genie_gym.data.dataset import ClipDataset
+
+    ds = ClipDataset(data, "test", 8)
+    return ds, np.random.default_rng(0).choice(len(ds), min(num_clips, len(ds)), replace=False)
+
+
+@torch.no_grad()
+def changed_shares(wm, ds, idx: np.ndarray) -> dict:
+    """Share of tokens that change between consecutive frames, for pairs identical in pixels and the rest."""
+    from genie_gym.models.frames import to_float
+
+    changed = {"identical": [0.0, 0], "different": [0.0, 0]}
+    for c in range(0, len(idx), 32):
+        u8 = torch.stack([ds[int(i)] for i in idx[c:c + 32]])
+        tokens_BTN = wm.tokenizer.encode(to_float(u8))
+        same_BT = (u8[:, 1:] == u8[:, :-1]).flatten(2).all(-1)
+        share_BT = (tokens_BTN[:, 1:] != tokens_BTN[:, :-1]).float().mean(-1)
+        for key, mask in (("identical", same_BT), ("different", ~same_BT)):
+            changed[key][0] += float(share_BT[mask].sum())
+            changed[key][1] += int(mask.sum())
+    return {k: {"pairs": n, "tokens_changed": s / max(n, 1)} for k, (s, n) in changed.items()}
 
 
 @torch.no_grad()
