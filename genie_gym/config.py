@@ -34,7 +34,6 @@ class TokenizerConfig:
     conv_channels: tuple[int, ...] = (64, 128)  # conv stem widths, one per stride-2 stage before the grid
     quantizer: str = "vq"  # "vq" (codebook_size learned codes of code_dim) or "fsq" (fixed grid of fsq_levels)
     fsq_levels: tuple[int, ...] = (8, 5, 5, 5)
-    fsq_margin_weight: float = 0.0  # pulls FSQ latents to their bins' centres (models/fsq.py)
     groups: int = 1  # tokens per grid cell
     mse_weight: float = 1.0  # reconstruction loss = mse * MSE + l1 * L1 + grad * L1 of the image gradients
     l1_weight: float = 0.0

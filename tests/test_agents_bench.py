@@ -223,33 +223,3 @@ def test_int8_linears_times_every_shape_in_three_precisions(tmp_path: Path):
     assert all(v > 0 for r in res["rows"] for v in r["gflops"].values())
     assert "| 64 (1) | 192 -> 4000 |" in (tmp_path / "int8_linears.md").read_text()
 
-
-def test_fsq_margin_study_scores_each_arm_beside_its_base(tiny_data: Path, tiny_model_file: Path, tmp_path: Path):
-    """studies/fsq_margin.py on two tiny arms: the base's own copy keeps every token, the margin weight each arm was
-    trained with is read back from its file, and every score is in range."""
-    import shutil
-
-    import fsq_margin
-    import torch
-
-    from genie_gym.config import get_preset
-    from genie_gym.models.world_model import WorldModel
-
-    (tmp_path / "w0").mkdir()
-    shutil.copy(tiny_model_file, tmp_path / "w0" / "world_model.pt")
-    cfg = get_preset("tiny")
-    cfg.tokenizer.fsq_margin_weight = 1.0
-    torch.manual_seed(0)
-    (tmp_path / "w1").mkdir()
-    WorldModel(cfg).save(tmp_path / "w1" / "world_model.pt", {"steps": {"tokenizer": 0, "dynamics": 0}})
-    out = tmp_path / "fsq_margin"
-    fsq_margin.main(fsq_margin.Args(data=tiny_data, weights=["0", "1"], runs=tmp_path, base=tiny_model_file,
-                                    num_clips=4, stability_clips=8, stability_steps=0, out=out))
-    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
-    assert list(rows) == ["base (no fine-tune)", "margin 0", "margin 1"]
-    assert [r["margin_weight"] for r in rows.values()] == [0.0, 0.0, 1.0]
-    assert rows["margin 0"]["codes"]["tokens_as_base"] == 1.0
-    for r in rows.values():
-        assert 0.0 <= r["codes"]["boundary_distance"] <= 0.5 and 0.0 <= r["codes"]["near_boundary"] <= 1.0
-        assert -1.0 <= r["validation"]["gain_over_copy"] <= 1.0 and r["eval"]["gradient_energy_ratio_last"] is None
-    assert "| margin 1 |" in out.with_suffix(".md").read_text()

@@ -263,31 +263,6 @@ def test_fsq_round_trip_and_code_count():
     assert z.grad.abs().sum() > 0  # straight-through
 
 
-def test_fsq_margin_loss_pulls_latents_to_bin_centres():
-    with pytest.raises(ConfigError, match="margin weight must be >= 0"):
-        FSQ((8, 5, 5, 5), margin_weight=-1.0)
-    fsq = FSQ((8, 5, 5, 5), margin_weight=1.0)
-    z = (torch.randn(2048, 4) * 0.7).requires_grad_(True)
-
-    def off_centre(z: torch.Tensor) -> torch.Tensor:
-        bounded = torch.tanh(z + fsq.shift) * fsq.half_l - fsq.offset
-        return (bounded - bounded.round()).abs().mean()
-
-    _, idx0, loss0, _ = fsq(z.detach())
-    assert float(loss0) > 0.01
-    opt = torch.optim.Adam([z], lr=0.01)
-    before = float(off_centre(z.detach()))
-    for _ in range(50):
-        opt.zero_grad()
-        fsq(z)[2].backward()
-        opt.step()
-    _, idx1, loss1, _ = fsq(z.detach())
-    assert float(off_centre(z.detach())) < 0.5 * before and float(loss1) < 0.25 * float(loss0)
-    assert (idx1 == idx0).float().mean() > 0.95  # towards the centre of the bin it is in: the codes stay
-    centres = torch.atanh((fsq.lookup(torch.arange(1000)) * fsq.half_width + fsq.offset) / fsq.half_l) - fsq.shift
-    assert float(fsq(centres)[2]) < 1e-10  # a latent at its bin's centre costs nothing
-
-
 def test_tokenizer_config_errors():
     from genie_gym.models.tokenizer import check_tokenizer_config
 

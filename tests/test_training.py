@@ -307,7 +307,7 @@ def test_a_frozen_tokenizer_fits_whatever_loss_weights_trained_it():
 
     cfg = get_preset("tiny")
     ckpt = {"phase": "tokenizer", "config": cfg.to_dict()}
-    ckpt["config"]["tokenizer"].update(mse_weight=10.0, grad_weight=0.5, fsq_margin_weight=0.3)
+    ckpt["config"]["tokenizer"].update(mse_weight=10.0, grad_weight=0.5)
     check_tokenizer_fits(ckpt, cfg, Path("tok.pt"))
     ckpt["config"]["tokenizer"]["groups"] = cfg.tokenizer.groups + 1
     with pytest.raises(CheckpointError, match="groups"):

@@ -50,8 +50,7 @@ def test_a_v02_file_still_loads_as_the_patch_vq_design(tmp_path):
     torch.manual_seed(0)
     model = WorldModel(cfg)
     old = cfg.to_dict()  # the config as v0.2 wrote it: none of the keys added for v1.0
-    for key in ("stem", "conv_channels", "quantizer", "fsq_levels", "groups", "mse_weight", "l1_weight", "grad_weight",
-                "fsq_margin_weight"):
+    for key in ("stem", "conv_channels", "quantizer", "fsq_levels", "groups", "mse_weight", "l1_weight", "grad_weight"):
         del old["tokenizer"][key]
     for key in ("per_frame_mask", "context_noise"):
         del old["dynamics"][key]

@@ -6,10 +6,6 @@ radix: index = sum_i level_i * prod_{j<i} levels[j], so there are prod(levels) c
 no code can die (no commitment loss, no dead-code resets) and every code is a fixed point of the grid: the decoder
 always sees vectors in [-1, 1]^d. The paper recommends levels [8, 5, 5, 5] for ~2^10 codes.
 
-`margin_weight` > 0 adds a loss margin_weight * mean((bounded - round(bounded))^2) that pulls each channel towards the
-centre of its bin, away from the boundaries where a faint change of the frame flips the code (a code that flips
-under a faint change is one no dynamics can predict: benchmarks/results/fsq_margin.md).
-
 Same interface as `VectorQuantizer`: `forward(z) -> (z_q, indices, loss, stats)` and `lookup(indices)`.
 """
 
@@ -24,11 +20,8 @@ from genie_gym.errors import ConfigError
 
 
 class FSQ(nn.Module):
-    def __init__(self, levels: tuple[int, ...] | list[int], eps: float = 1e-3, margin_weight: float = 0.0):
+    def __init__(self, levels: tuple[int, ...] | list[int], eps: float = 1e-3):
         super().__init__()
-        if margin_weight < 0:
-            raise ConfigError(f"FSQ margin weight must be >= 0, got {margin_weight}")
-        self.margin_weight = float(margin_weight)
         levels = tuple(int(n) for n in levels)
         if not levels or min(levels) < 2:
             raise ConfigError(f"FSQ levels must be integers >= 2, got {list(levels)}; e.g. [8, 5, 5, 5]")
@@ -48,16 +41,14 @@ class FSQ(nn.Module):
         self.register_buffer("basis", basis, persistent=False)
 
     def forward(self, z: torch.Tensor):
-        """z (..., code_dim) -> (z_q in [-1, 1] straight-through, indices (...) long, margin loss (0 by default),
-        stats)."""
+        """z (..., code_dim) -> (z_q in [-1, 1] straight-through, indices (...) long, loss 0, stats)."""
         if z.shape[-1] != self.code_dim:
             raise ValueError(f"FSQ with levels {list(self.levels)} expects last dim {self.code_dim}, got shape "
                              f"{tuple(z.shape)}")
         with torch.autocast(device_type=z.device.type, enabled=False):
             bounded = torch.tanh(z.float() + self.shift) * self.half_l - self.offset
-            rounded = torch.round(bounded)
-            q = bounded + (rounded - bounded).detach()
-            levels = rounded.long() + self.half_width.long()  # 0 .. L-1 per channel
+            q = bounded + (torch.round(bounded) - bounded).detach()
+            levels = torch.round(bounded).long() + self.half_width.long()  # 0 .. L-1 per channel
             idx = (levels * self.basis).sum(-1)
             z_q = q / self.half_width
             counts = torch.bincount(idx.flatten(), minlength=self.num_codes)
@@ -66,9 +57,7 @@ class FSQ(nn.Module):
                 "usage": (counts > 0).float().mean(),
                 "perplexity": torch.exp(-(p * torch.log(p.clamp_min(1e-10))).sum()),
             }
-            loss = (self.margin_weight * (bounded - rounded).square().mean() if self.margin_weight
-                    else z.new_zeros(()).float())
-        return z_q, idx, loss, stats
+        return z_q, idx, z.new_zeros(()).float(), stats
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """Integer codes of any shape -> their grid vectors indices.shape + (code_dim,) in [-1, 1]."""

@@ -195,7 +195,7 @@ class VideoTokenizer(nn.Module):
         self.encoder = STTransformer(D, cfg.num_layers, cfg.num_heads, cfg.qk_norm, max_frames)
         self.pre_quant = nn.Linear(D, cfg.code_dim * G)
         if cfg.quantizer == "fsq":
-            self.vq: nn.Module = FSQ(cfg.fsq_levels, margin_weight=cfg.fsq_margin_weight)
+            self.vq: nn.Module = FSQ(cfg.fsq_levels)
         else:
             self.vq = VectorQuantizer(cfg.codebook_size, cfg.code_dim, cfg.commitment_weight)
         self.post_quant = nn.Linear(cfg.code_dim * G, D)

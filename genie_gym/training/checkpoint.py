@@ -116,7 +116,7 @@ def config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[
     return out
 
 
-TOKENIZER_LOSS_FIELDS = ("mse_weight", "l1_weight", "grad_weight", "fsq_margin_weight")
+TOKENIZER_LOSS_FIELDS = ("mse_weight", "l1_weight", "grad_weight")
 
 
 def check_tokenizer_fits(tok_ckpt: dict[str, Any], cfg: GenieConfig, path: Path) -> None:
