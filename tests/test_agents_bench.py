@@ -223,3 +223,22 @@ def test_int8_linears_times_every_shape_in_three_precisions(tmp_path: Path):
     assert all(v > 0 for r in res["rows"] for v in r["gflops"].values())
     assert "| 64 (1) | 192 -> 4000 |" in (tmp_path / "int8_linears.md").read_text()
 
+
+
+def test_background_cells_replays_episodes_bit_identically_and_classes_every_token(tiny_data: Path,
+                                                                                  tiny_model_file: Path,
+                                                                                  tmp_path: Path):
+    """studies/background_cells.py: a recorded episode replays bit for bit (so its background mask is the
+    background's), every scored token falls in one class, and the classes add up to the all-token figures."""
+    import background_cells
+
+    res = background_cells.main(background_cells.Args(model=tiny_model_file, data=tiny_data, episodes=2,
+                                                      max_frames=32, out=tmp_path / "bg"))
+    assert res["episodes_replayed"] >= 1 and res["episodes_skipped"] == 0
+    rows = res["rows"]
+    overall = rows.pop("all")
+    assert overall["tokens"] == sum(r["tokens"] for r in rows.values()) > 0
+    assert sum(r["share"] for r in rows.values()) == pytest.approx(1.0)
+    assert sum(r["gain"] for r in rows.values()) == pytest.approx(overall["gain"], abs=1e-9)
+    assert rows["background, changed"]["tokens"] + rows["background, unchanged"]["tokens"] > 0  # CoinRun's backdrop
+    assert "| foreground, changed |" in (tmp_path / "bg.md").read_text()
