@@ -140,14 +140,18 @@ def test_checkpoint_scores_match_genie_gym_eval(tiny_data: Path, tiny_model_file
 def test_checkpoint_scores_decode_one_maskgit_pass_is_the_one_pass_accuracy(tiny_data: Path, tiny_model_file: Path,
                                                                             tmp_path: Path):
     """--decode frame:1 is MaskGIT with one argmax pass over the all-masked frame: exactly the one-pass accuracy;
-    more passes give their own figure; a malformed setting is refused."""
+    more passes give their own figure; --copy-bias 0 is the plain argmax and an overwhelming bias copies the last
+    frame; a malformed setting is refused."""
     from checkpoint_scores import Args as ScoreArgs
     from checkpoint_scores import main as scores
 
     got = scores(ScoreArgs(base=tiny_model_file, models=(tiny_model_file,), data=tiny_data, split="test",
-                           num_clips=4, decode=("frame:1", "frame:3"), out=tmp_path / "decode.json"))
+                           num_clips=4, decode=("frame:1", "frame:3"), copy_bias=(0.0, 1e6),
+                           out=tmp_path / "decode.json"))
     model = got["models"][str(tiny_model_file)]
     assert model["gain_over_copy_frame:1"] == pytest.approx(model["gain_over_copy"], abs=1e-9)
+    assert model["gain_over_copy_bias0"] == pytest.approx(model["gain_over_copy"], abs=1e-9)
+    assert model["gain_over_copy_bias1e+06"] == pytest.approx(0.0, abs=1e-9)  # an overwhelming bias is a copy
     assert -1.0 <= model["gain_over_copy_frame:3"] <= 1.0
     assert "gain, frame:3" in (tmp_path / "decode.md").read_text()
     with pytest.raises(SystemExit, match="SCHEDULE:STEPS"):
