@@ -78,8 +78,6 @@ class Args:
     maskgit_schedule: Literal["frame", "cell"] | None = None
     """frame: MaskGIT ranks the whole frame (the paper); cell: every step decides a share of each grid cell's tokens
     (steps <= tokens per cell; default: the model's sampling config)"""
-    copy_bias: float = 0.0
-    """nats added to each position's token of the previous frame when sampling (a prior for "nothing changed")"""
     precision: Literal["float32", "bfloat16"] = "float32"
     """generation precision (bfloat16: autocast, as Genie-v0's precision setting)"""
     batch_size: int = 16
@@ -169,7 +167,6 @@ def simulate(
     keep: list[int] | None = None,
     precision: str = "float32",
     schedule: str | None = None,
-    copy_bias: float = 0.0,
 ) -> torch.Tensor:
     """Generated frames (B, K, H, W, C) float in [0, 1], through the env's Simulator.
 
@@ -180,7 +177,7 @@ def simulate(
     C = prompts_BHWC_u8.shape[1] if prompts_BHWC_u8.ndim == 5 else 1
     sim = Simulator(wm, num_worlds=len(seeds), maskgit_steps=maskgit_steps, temperature=temperature, device=device,
                     context_frames=max(wm.config.sampling.context_frames, C + 1), precision=precision,
-                    maskgit_schedule=schedule, copy_bias=copy_bias)
+                    maskgit_schedule=schedule)
     sim.reset(None, prompts_BHWC_u8, seeds, prompt_actions)
     frames = []
     for k in range(actions_BK.shape[1]):
@@ -276,8 +273,7 @@ def evaluate(args: Args) -> dict:
             prompts = u8[:, first:Cmax].numpy()
             gen = simulate(wm, prompts, acts_all[:, Cmax - 1 :].numpy(), seeds, args.maskgit_steps, device,
                             args.temperature, prompt_actions=acts_all[:, first : Cmax - 1].numpy(),
-                            precision=args.precision, schedule=args.maskgit_schedule,
-                            copy_bias=args.copy_bias)
+                            precision=args.precision, schedule=args.maskgit_schedule)
             still = real[:, Cmax - 1 : Cmax].cpu().expand_as(target)
             p_gen[c].append(psnr(gen, target))
             s_gen[c].append(ssim(gen, target))
@@ -290,8 +286,7 @@ def evaluate(args: Args) -> dict:
                 acts_rand = torch.randint(0, A, (len(batch), K), generator=g_rand)
                 gen_rand = simulate(wm, prompts, acts_rand.numpy(), seeds, args.maskgit_steps, device,
                                      args.temperature, prompt_actions=acts_all[:, first : Cmax - 1].numpy(),
-                                     precision=args.precision, schedule=args.maskgit_schedule,
-                                     copy_bias=args.copy_bias)
+                            precision=args.precision, schedule=args.maskgit_schedule)
                 psnr_rand.append(psnr(gen_rand, target))
                 for b in range(min(len(batch), 4 - len(grid_rows) // 2)):
                     grid_rows += [real[b, Cmax - 1 :].cpu(), torch.cat([real[b, Cmax - 1 : Cmax].cpu(), gen[b]])]
@@ -348,7 +343,7 @@ def evaluate(args: Args) -> dict:
             acts = torch.randint(0, A, (len(batch), L), generator=g_long)
             gen = simulate(wm, u8[:, 0].numpy(), acts.numpy(), [args.seed * 7 + i for i in batch],
                             args.maskgit_steps, device, args.temperature, keep=marks, precision=args.precision,
-                            schedule=args.maskgit_schedule, copy_bias=args.copy_bias)
+                            schedule=args.maskgit_schedule)
             real_marks = to_float(u8[:, marks])
             ge_gen.append(gradient_energy(gen))
             ge_real.append(gradient_energy(real_marks))
@@ -373,7 +368,7 @@ def evaluate(args: Args) -> dict:
     strip_acts = np.repeat(np.arange(A)[:, None], args.strip_steps, axis=1)
     strip = simulate(
         wm, np.repeat(prompt[None], A, axis=0), strip_acts, [args.seed] * A, args.maskgit_steps, device,
-        args.temperature, precision=args.precision, schedule=args.maskgit_schedule, copy_bias=args.copy_bias,
+        args.temperature, precision=args.precision, schedule=args.maskgit_schedule,
     )
     prompt_f = to_float(torch.as_tensor(prompt))[None]
     strip_img = clip_strip([torch.cat([prompt_f, strip[a]]) for a in range(A)])
@@ -390,7 +385,6 @@ def evaluate(args: Args) -> dict:
         "seed": args.seed,
         "maskgit_steps": args.maskgit_steps or cfg.sampling.maskgit_steps,
         "maskgit_schedule": args.maskgit_schedule or cfg.sampling.schedule,
-        "copy_bias": args.copy_bias,
         "temperature": cfg.sampling.temperature if args.temperature is None else args.temperature,
         "context_frames": cfg.sampling.context_frames,
         "tokenizer_psnr": float(torch.cat(psnrs).mean()),

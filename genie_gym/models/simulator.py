@@ -136,7 +136,7 @@ class Simulator:
     def __init__(self, world_model: WorldModel, num_worlds: int = 1, maskgit_steps: int | None = None,
                  temperature: float | None = None, context_frames: int | None = None,
                  device: str | torch.device = "cpu", use_cache: bool = True, precision: str = "float32",
-                 compile: bool = False, maskgit_schedule: str | None = None, copy_bias: float = 0.0):
+                 compile: bool = False, maskgit_schedule: str | None = None):
         context_frames = world_model.config.sampling.context_frames if context_frames is None else context_frames
         if not isinstance(num_worlds, (int, np.integer)) or num_worlds < 1:
             raise ConfigError(f"num_worlds must be a positive int, got {num_worlds!r}")
@@ -147,10 +147,6 @@ class Simulator:
                               f"new one included; Genie uses 16), got {context_frames!r}")
         if not isinstance(compile, bool):
             raise ConfigError(f"compile must be True or False, got {compile!r}")
-        if not isinstance(copy_bias, (int, float)) or not 0 <= copy_bias < float("inf"):
-            raise ConfigError(f"copy_bias must be a finite number >= 0 (nats added to the previous frame's token), "
-                              f"got {copy_bias!r}")
-        self.copy_bias = float(copy_bias)
         self.device = resolve_device(str(device))
         check_memory(world_model, int(num_worlds), int(context_frames), self.device)
         self.precision = precision
@@ -175,7 +171,6 @@ class Simulator:
         B, W, N = self.num_worlds, self.context_frames, self.tokens_per_frame
         self.generators = [torch.Generator(device=self.device) for _ in range(B)]
         self.features_BND: torch.Tensor | None = None  # dynamics features of the last generated frames
-        self.prev_tokens_BN = torch.zeros(B, N, dtype=torch.long, device=self.device)  # each world's last frame
         self.is_ready_B = np.zeros(B, dtype=bool)  # reset since creation
         self.steps_B = np.zeros(B, dtype=np.int64)  # frames generated since the world's reset
         with torch.inference_mode():
@@ -240,7 +235,6 @@ class Simulator:
         with self._compute():
             tokens_KCN = self.model.tokenizer.encode(to_float(prompts.to(self.device)))
             idx_t = torch.as_tensor(idx, device=self.device)
-            self.prev_tokens_BN[idx_t] = tokens_KCN[:, -1]
             no_action_K1 = torch.full((K, 1), self.no_action_id, dtype=torch.long, device=self.device)
             acts_KC = torch.cat([no_action_K1, acts.to(self.device)], dim=1)  # acts_KC[:, c] led to frame c
             if self.use_cache:
@@ -293,15 +287,7 @@ class Simulator:
         with self._compute():
             return torch.sigmoid(self.model.heads(self.features_BND)).float().cpu().numpy()
 
-    def _sample(self, logits_fn, batch_size: int, generators: list[torch.Generator],
-                prev_BN: torch.Tensor) -> torch.Tensor:
-        if self.copy_bias:  # a prior for "nothing changed here": bias nats on each position's previous token
-            unbiased, bias = logits_fn, self.copy_bias
-
-            def logits_fn(tokens_BN: torch.Tensor, mask_BN: torch.Tensor) -> torch.Tensor:
-                logits_BNV = unbiased(tokens_BN, mask_BN)
-                return logits_BNV.scatter_add(-1, prev_BN[..., None], torch.full_like(logits_BNV[..., :1], bias))
-
+    def _sample(self, logits_fn, batch_size: int, generators: list[torch.Generator]) -> torch.Tensor:
         return maskgit_sample(logits_fn, batch_size, self.tokens_per_frame, steps=self.maskgit_steps,
                               temperature=self.temperature, generators=generators,
                               mask_token_id=self.mask_token_id, device=self.device, cell_size=self._cell_size)
@@ -310,8 +296,7 @@ class Simulator:
         def logits_fn(tokens_BN: torch.Tensor, mask_BN: torch.Tensor) -> torch.Tensor:
             return self._dyn_step(tokens_BN, actions_B, mask_BN, self.dyn_cache, commit=False)
 
-        tokens_BN = self._sample(logits_fn, self.num_worlds, self.generators, self.prev_tokens_BN)
-        self.prev_tokens_BN = tokens_BN
+        tokens_BN = self._sample(logits_fn, self.num_worlds, self.generators)
         # the new frame's features feed the event heads only: without heads the commit stops at the last keys
         self.features_BND = self._dyn_commit(tokens_BN, actions_B, self.dyn_cache, self.model.heads is not None)
         return self._dec_step(tokens_BN, self.dec_cache, commit=True)
@@ -335,8 +320,7 @@ class Simulator:
                 mask_BTN[:, -1] = mask_BN
                 return self.model.dynamics(tokens_BTN, actions_gL, mask_BTN)[:, -1]
 
-            tokens_gN = self._sample(logits_fn, len(g), [self.generators[i] for i in g.tolist()],
-                                     self.prev_tokens_BN[g])
+            tokens_gN = self._sample(logits_fn, len(g), [self.generators[i] for i in g.tolist()])
             window_gLN = torch.cat([hist_gLN, tokens_gN[:, None]], dim=1)
             frames_BHWC[g] = self.model.tokenizer.decode(window_gLN)[:, -1]
             new_tokens_BN[g] = tokens_gN
@@ -355,6 +339,5 @@ class Simulator:
         self.hist_tokens_BWN[ar, self.hist_len_B] = new_tokens_BN
         self.hist_actions_BW[ar, self.hist_len_B] = actions_B
         self.hist_len_B += 1
-        self.prev_tokens_BN = new_tokens_BN
         self.features_BND = features_BND
         return frames_BHWC
