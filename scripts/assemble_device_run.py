@@ -1,10 +1,11 @@
 """Turn what `scripts/device_train.sh` brought back into a run directory and a world-model file.
 
 The GPU machine returns weights-only checkpoints (`tokenizer_weights.pt`, `dynamics_weights.pt` or one
-`dynamics_NAME_weights.pt` per arm of DYN_ARMS: no optimiser state, each with its metrics.jsonl inside, and no LAM,
-which was frozen). This puts them in RUN/tokenizer/last.pt and RUN/dynamics/last.pt (with their metrics.jsonl), the
-LAM taken from the file it was frozen from (the dynamics checkpoint's `init_from`, checked by sha256), and exports
-RUN/world_model.pt as `genie-gym export` does. Without `tokenizer_weights.pt` (TOK_S=0) the dynamics was trained on
+`dynamics_NAME_weights.pt` per arm of DYN_ARMS, a `tokenizer_NAME_weights.pt` beside it per arm of TOK_ARMS: no
+optimiser state, each with its metrics.jsonl inside, and no LAM, which was frozen). This puts them in
+RUN/tokenizer/last.pt and RUN/dynamics/last.pt (with their metrics.jsonl), the LAM taken from the file it was frozen
+from (the dynamics checkpoint's `init_from`, checked by sha256), and exports RUN/world_model.pt as `genie-gym export`
+does. Without `tokenizer_weights.pt` (TOK_S=0) the dynamics was trained on
 that same file's tokenizer, which the export takes.
 
     python scripts/assemble_device_run.py --returned runs/gpu1/device_out --run runs/gpu1
@@ -32,7 +33,8 @@ class Args:
     run: Path
     """run directory to create (RUN/tokenizer/last.pt, RUN/dynamics/last.pt, RUN/world_model.pt)"""
     arm: str | None = None
-    """which DYN_ARMS arm's dynamics to take (dynamics_ARM_weights.pt; default: dynamics_weights.pt)"""
+    """which DYN_ARMS or TOK_ARMS arm to take (dynamics_ARM_weights.pt, and tokenizer_ARM_weights.pt where a TOK_ARMS
+    arm trained its own tokenizer; default: dynamics_weights.pt)"""
     lam_from: Path | None = None
     """world-model file holding the frozen LAM (default: the dynamics' --init-from file, checked by sha256); without
     tokenizer_weights.pt, its tokenizer too"""
@@ -55,11 +57,14 @@ def main(args: Args) -> Path:
     parts = {"dynamics": dyn}
     if dyn["args"].get("tokenizer_ckpt") == source.get("path"):  # TOK_S=0: the tokens of the file it started from
         dyn["args"]["tokenizer_ckpt"] = str(lam_file)
-    else:  # the tokenizer phase of the same call
-        if not (args.returned / "tokenizer_weights.pt").is_file():
+    else:  # the tokenizer phase of the same call: the arm's own (TOK_ARMS) or the one every arm shared
+        tok_file = args.returned / (f"tokenizer_{args.arm}_weights.pt" if args.arm else "tokenizer_weights.pt")
+        if args.arm and not tok_file.is_file():
+            tok_file = args.returned / "tokenizer_weights.pt"
+        if not tok_file.is_file():
             raise SystemExit(f"the dynamics was trained on the tokenizer {dyn['args'].get('tokenizer_ckpt')} of the "
-                             f"device run; {args.returned} has no tokenizer_weights.pt to go with it")
-        parts["tokenizer"] = load_checkpoint(args.returned / "tokenizer_weights.pt")
+                             f"device run; {args.returned} has no {tok_file.name} to go with it")
+        parts["tokenizer"] = load_checkpoint(tok_file)
         dyn["args"]["tokenizer_ckpt"] = str(args.run / "tokenizer" / "last.pt")
     for phase, ckpt in parts.items():
         for key in ("format_version", "kind"):  # checkpoint_bytes writes them again

@@ -11,6 +11,7 @@
 #   OUT=/tmp/out bash scripts/device_train.sh                      # on the GPU machine (~9 minutes)
 #   DEVICE=cpu TOK_S=20 DYN_S=20 BATCH=2 PROBE=4 SPEED=0 OUT=/tmp/out bash scripts/device_train.sh   # rehearsal
 #   TOK_S=0 DYN_ARMS="l4: l8:dynamics.num_layers=8" OUT=/tmp/out bash scripts/device_train.sh   # two arms at once
+#   SPEED=0 TOK_ARMS="base: g2:tokenizer.groups=2" OUT=/tmp/out bash scripts/device_train.sh   # tokenizer designs
 #
 # Settings (environment): DATA, RUN, MODEL, PRESET (MODEL's), PYTHON, DEVICE, BATCH (clips per step), TOK_S / DYN_S
 # (training seconds per phase; TOK_S=0: no tokenizer phase), TOK_STEPS / DYN_STEPS (this many steps instead of the
@@ -19,7 +20,10 @@
 # DYN_SET (config overrides of the dynamics phase, as `genie-gym train --set`, space-separated FIELD=VALUE words, e.g.
 # DYN_SET="dynamics.num_layers=8": a deeper dynamics grown from MODEL's), DYN_ARMS (space-separated NAME:SETS, SETS
 # comma-separated FIELD=VALUE or empty: one dynamics run per arm, all at once, each with its own probe, in RUN/NAME,
-# to $OUT/dynamics_NAME_*; DYN_SET applies to every arm), CACHE_MIB
+# to $OUT/dynamics_NAME_*; DYN_SET applies to every arm), TOK_ARMS (space-separated NAME:SETS: tokenizer *designs*,
+# each trained from scratch with its SETS, then a dynamics from scratch on its tokens with the same SETS and DYN_SET,
+# MODEL's LAM frozen; all tokenizers at once, then all dynamics; to $OUT/tokenizer_NAME_* and $OUT/dynamics_NAME_*:
+# 4 files an arm, so 2 arms and SPEED=0 fill the 8 that come back), CACHE_MIB
 # (decompressed frames per data worker), SPEED (1: run benchmarks/env_speed.py on the device afterwards).
 set -uo pipefail
 OUT=${OUT:?set OUT to the folder that receives the results}
@@ -39,6 +43,7 @@ TOK_STEPS=${TOK_STEPS:-}
 DYN_STEPS=${DYN_STEPS:-}
 DYN_SET=${DYN_SET:-}
 DYN_ARMS=${DYN_ARMS:-}
+TOK_ARMS=${TOK_ARMS:-}
 CACHE_MIB=${CACHE_MIB:-2048}
 SPEED=${SPEED:-1}
 mkdir -p "$OUT"
@@ -109,25 +114,60 @@ print(out.name, "step", ckpt["step"], f"{out.stat().st_size / 2**20:.1f} MiB")
 EOF
 }
 
-arms=()  # every arm checked before any starts
-for arm in $DYN_ARMS; do
-  name=${arm%%:*}
-  [[ "$arm" == *:* && "$name" =~ ^[A-Za-z0-9_-]+$ ]] \
-    || { echo "DYN_ARMS: '$arm' is not NAME:SETS (NAME of letters, digits, _ and -; SETS comma-separated)"; exit 1; }
-  for seen in ${arms[@]+"${arms[@]}"}; do
-    [ "${seen%%:*}" = "$name" ] && { echo "DYN_ARMS: arm name '$name' given twice"; exit 1; }
+check_arms() {  # check_arms VAR VALUE: every arm is NAME:SETS with a new NAME (prints the arms, one a line)
+  local seen=() arm name
+  for arm in $2; do
+    name=${arm%%:*}
+    [[ "$arm" == *:* && "$name" =~ ^[A-Za-z0-9_-]+$ ]] \
+      || { echo "$1: '$arm' is not NAME:SETS (NAME of letters, digits, _ and -; SETS comma-separated)" >&2; return 1; }
+    for s in ${seen[@]+"${seen[@]}"}; do
+      [ "$s" = "$name" ] && { echo "$1: arm name '$name' given twice" >&2; return 1; }
+    done
+    seen+=("$name")
+    echo "$arm"
   done
-  arms+=("$arm")
-done
+}
+# every arm checked before any starts
+arms=() tok_arms=()
+listed=$(check_arms DYN_ARMS "$DYN_ARMS") || exit 1
+[ -n "$listed" ] && mapfile -t arms <<< "$listed"
+listed=$(check_arms TOK_ARMS "$TOK_ARMS") || exit 1
+[ -n "$listed" ] && mapfile -t tok_arms <<< "$listed"
+if [ -n "$TOK_ARMS" ] && { [ -n "$DYN_ARMS" ] || [[ "$TOK_S" =~ ^0+(\.0*)?$ ]]; }; then
+  echo "TOK_ARMS trains tokenizers from scratch and a dynamics on each: it needs TOK_S > 0 and no DYN_ARMS"; exit 1
+fi
 
 t0=$(date +%s)
+status=0
+if [ -n "$TOK_ARMS" ]; then  # tokenizer designs from scratch, then a dynamics from scratch on each one's tokens
+  sets_of() { local sets=${1#*:} a=(); read -r -a a <<< "${sets//,/ }"; [ ${#a[@]} -gt 0 ] && echo "--set ${a[*]}"; }
+  pids=()
+  for arm in "${tok_arms[@]}"; do
+    name=${arm%%:*}
+    read -r -a arm_set <<< "$(sets_of "$arm")"
+    phase tokenizer "tokenizer_$name" "$RUN/$name" "$TOK_S" "$TOK_LR" "$TOK_STEPS" ${arm_set[@]+"${arm_set[@]}"} &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+  [ $status = 0 ] || exit 1
+  echo "tokenizers done after $(( $(date +%s) - t0 )) s"
+  pids=()
+  for arm in "${tok_arms[@]}"; do
+    name=${arm%%:*}
+    read -r -a arm_set <<< "$(sets_of "${arm%%:*}:${arm#*:}${DYN_SET:+,${DYN_SET// /,}}")"
+    phase dynamics "dynamics_$name" "$RUN/$name" "$DYN_S" "$DYN_LR" "$DYN_STEPS" \
+      --tokenizer-ckpt "$RUN/$name/tokenizer/last.pt" --init-from "$MODEL" --init-parts lam --freeze-lam \
+      ${arm_set[@]+"${arm_set[@]}"} &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+else
 tokenizer=$MODEL
 if ! [[ "$TOK_S" =~ ^0+(\.0*)?$ ]]; then
   phase tokenizer tokenizer "$RUN" "$TOK_S" "$TOK_LR" "$TOK_STEPS" --init-from "$MODEL" || exit 1
   tokenizer=$RUN/tokenizer/last.pt
   echo "tokenizer done after $(( $(date +%s) - t0 )) s"
 fi
-status=0
 dyn=(--tokenizer-ckpt "$tokenizer" --init-from "$MODEL" --freeze-lam)
 if [ -z "$DYN_ARMS" ]; then
   dyn_set=()
@@ -145,6 +185,7 @@ else
     pids+=($!)
   done
   for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+fi
 fi
 echo "dynamics done after $(( $(date +%s) - t0 )) s"
 for f in "$OUT"/*_probe.log; do  # each probe's log goes to the end of its phase's

@@ -102,13 +102,36 @@ def test_device_train_script_runs_on_cpu_and_assembles(tiny_data: Path, tiny_mod
     for k, v in source.tokenizer.state_dict().items():  # the tokens it trained on are the source file's
         assert np.array_equal(wm.tokenizer.state_dict()[k].numpy(), v.numpy()), k
 
+    # two tokenizer designs from scratch, each with a dynamics from scratch on its own tokens
+    designs = tmp_path / "designs"
+    env = {**env, "OUT": str(designs), "RUN": str(tmp_path / "run_designs"), "TOK_S": "1", "TOK_STEPS": "3",
+           "DYN_STEPS": "3", "DYN_ARMS": "", "TOK_ARMS": "same: g1:tokenizer.groups=1,tokenizer_optim.warmup_steps=1"}
+    r = subprocess.run(["bash", "scripts/device_train.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert sorted(p.name for p in designs.iterdir()) == sorted(
+        f"{phase}_{arm}{suffix}" for phase in ("tokenizer", "dynamics") for arm in ("same", "g1")
+        for suffix in (".log", "_weights.pt"))
+    tok_g1 = load_checkpoint(designs / "tokenizer_g1_weights.pt")
+    assert tok_g1["config"]["tokenizer"]["groups"] == 1 and tok_g1.get("init_from") is None  # from scratch
+    dyn_g1 = load_checkpoint(designs / "dynamics_g1_weights.pt")
+    assert dyn_g1["config"]["tokenizer"]["groups"] == 1 and dyn_g1["config"]["dynamics_optim"]["min_lr"] == 1e-5
+    wm = WorldModel.load(assemble(AssembleArgs(returned=designs, arm="g1", run=tmp_path / "assembled_g1")))
+    assert wm.config.tokenizer.groups == 1 and wm.metadata["steps"] == {"tokenizer": 3, "dynamics": 3}
+    for k, v in source.lam.state_dict().items():  # the LAM stays the source file's
+        assert np.array_equal(wm.lam.state_dict()[k].numpy(), v.numpy()), k
 
-@pytest.mark.parametrize("arms, message", [("a: a:dynamics.num_layers=3", "given twice"),
-                                           ("a: b/c:", "is not NAME:SETS")])
-def test_device_train_checks_every_arm_before_starting_any(tmp_path: Path, arms: str, message: str):
-    """A bad DYN_ARMS stops the script before any arm trains (none is left running into $OUT)."""
+
+@pytest.mark.parametrize("settings, message", [
+    ({"DYN_ARMS": "a: a:dynamics.num_layers=3"}, "DYN_ARMS: arm name 'a' given twice"),
+    ({"DYN_ARMS": "a: b/c:"}, "is not NAME:SETS"),
+    ({"TOK_ARMS": "a: b/c:", "TOK_S": "60"}, "TOK_ARMS: 'b/c:' is not NAME:SETS"),
+    ({"TOK_ARMS": "a: b:tokenizer.groups=1"}, "needs TOK_S > 0"),
+    ({"TOK_ARMS": "a:", "TOK_S": "60", "DYN_ARMS": "b:"}, "no DYN_ARMS")])
+def test_device_train_checks_every_arm_before_starting_any(tmp_path: Path, settings: dict, message: str):
+    """A bad DYN_ARMS or TOK_ARMS stops the script before any arm trains (none is left running into $OUT)."""
     out = tmp_path / "out"
-    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "DEVICE": "cpu", "TOK_S": "0", "DYN_ARMS": arms}
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "DEVICE": "cpu", "TOK_S": "0", **settings}
     r = subprocess.run(["bash", "scripts/device_train.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode != 0 and message in r.stdout + r.stderr
