@@ -11,7 +11,8 @@
 #   OUT=/tmp/out bash scripts/device_train.sh                      # on the GPU machine (~9 minutes)
 #   DEVICE=cpu TOK_S=20 DYN_S=20 BATCH=2 PROBE=4 SPEED=0 OUT=/tmp/out bash scripts/device_train.sh   # rehearsal
 #   TOK_S=0 DYN_ARMS="l4: l8:dynamics.num_layers=8" OUT=/tmp/out bash scripts/device_train.sh   # two arms at once
-#   SPEED=0 TOK_ARMS="base: g2:tokenizer.groups=2" OUT=/tmp/out bash scripts/device_train.sh   # tokenizer designs
+#   SPEED=0 TOK_S=150 DYN_S=150 TOK_ARMS="base: c16:tokenizer.patch_size=16,tokenizer.conv_channels=64/128/128" \
+#     OUT=/tmp/out bash scripts/device_train.sh   # two tokenizer designs from scratch, a dynamics on each (~7 min)
 #
 # Settings (environment): DATA, RUN, MODEL, PRESET (MODEL's), PYTHON, DEVICE, BATCH (clips per step), TOK_S / DYN_S
 # (training seconds per phase; TOK_S=0: no tokenizer phase), TOK_STEPS / DYN_STEPS (this many steps instead of the
@@ -20,7 +21,8 @@
 # DYN_SET (config overrides of the dynamics phase, as `genie-gym train --set`, space-separated FIELD=VALUE words, e.g.
 # DYN_SET="dynamics.num_layers=8": a deeper dynamics grown from MODEL's), DYN_ARMS (space-separated NAME:SETS, SETS
 # comma-separated FIELD=VALUE or empty: one dynamics run per arm, all at once, each with its own probe, in RUN/NAME,
-# to $OUT/dynamics_NAME_*; DYN_SET applies to every arm), TOK_ARMS (space-separated NAME:SETS: tokenizer *designs*,
+# to $OUT/dynamics_NAME_*; DYN_SET applies to every arm; a tuple's elements are written with / in SETS, e.g.
+# tokenizer.fsq_levels=5/5/5), TOK_ARMS (space-separated NAME:SETS: tokenizer *designs*,
 # each trained from scratch with its SETS, then a dynamics from scratch on its tokens with the same SETS and DYN_SET,
 # MODEL's LAM frozen; all tokenizers at once, then all dynamics; to $OUT/tokenizer_NAME_* and $OUT/dynamics_NAME_*:
 # 4 files an arm, so 2 arms and SPEED=0 fill the 8 that come back), CACHE_MIB
@@ -140,7 +142,9 @@ fi
 t0=$(date +%s)
 status=0
 if [ -n "$TOK_ARMS" ]; then  # tokenizer designs from scratch, then a dynamics from scratch on each one's tokens
-  sets_of() { local sets=${1#*:} a=(); read -r -a a <<< "${sets//,/ }"; [ ${#a[@]} -gt 0 ] && echo "--set ${a[*]}"; }
+  sets_of() {  # NAME:SETS -> --set FIELD=VALUE ... (a / inside a value is a tuple's comma)
+    local sets=${1#*:} a=(); read -r -a a <<< "${sets//,/ }"; [ ${#a[@]} -gt 0 ] && echo "--set ${a[*]//\//,}"
+  }
   pids=()
   for arm in "${tok_arms[@]}"; do
     name=${arm%%:*}
@@ -179,7 +183,7 @@ else
     name=${arm%%:*} sets=${arm#*:}
     arm_set=()
     read -r -a arm_set <<< "$DYN_SET ${sets//,/ }"
-    [ ${#arm_set[@]} -gt 0 ] && arm_set=(--set "${arm_set[@]}")
+    [ ${#arm_set[@]} -gt 0 ] && arm_set=(--set "${arm_set[@]//\//,}")
     phase dynamics "dynamics_$name" "$RUN/$name" "$DYN_S" "$DYN_LR" "$DYN_STEPS" "${dyn[@]}" \
       ${arm_set[@]+"${arm_set[@]}"} &
     pids+=($!)

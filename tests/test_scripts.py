@@ -105,7 +105,8 @@ def test_device_train_script_runs_on_cpu_and_assembles(tiny_data: Path, tiny_mod
     # two tokenizer designs from scratch, each with a dynamics from scratch on its own tokens
     designs = tmp_path / "designs"
     env = {**env, "OUT": str(designs), "RUN": str(tmp_path / "run_designs"), "TOK_S": "1", "TOK_STEPS": "3",
-           "DYN_STEPS": "3", "DYN_ARMS": "", "TOK_ARMS": "same: g1:tokenizer.groups=1,tokenizer_optim.warmup_steps=1"}
+           "DYN_STEPS": "3", "DYN_ARMS": "",
+           "TOK_ARMS": "same: g1:tokenizer.groups=1,tokenizer.fsq_levels=2/4/8,tokenizer_optim.warmup_steps=1"}
     r = subprocess.run(["bash", "scripts/device_train.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -114,6 +115,7 @@ def test_device_train_script_runs_on_cpu_and_assembles(tiny_data: Path, tiny_mod
         for suffix in (".log", "_weights.pt"))
     tok_g1 = load_checkpoint(designs / "tokenizer_g1_weights.pt")
     assert tok_g1["config"]["tokenizer"]["groups"] == 1 and tok_g1.get("init_from") is None  # from scratch
+    assert list(tok_g1["config"]["tokenizer"]["fsq_levels"]) == [2, 4, 8]  # a tuple's elements written with /
     dyn_g1 = load_checkpoint(designs / "dynamics_g1_weights.pt")
     assert dyn_g1["config"]["tokenizer"]["groups"] == 1 and dyn_g1["config"]["dynamics_optim"]["min_lr"] == 1e-5
     wm = WorldModel.load(assemble(AssembleArgs(returned=designs, arm="g1", run=tmp_path / "assembled_g1")))
