@@ -334,7 +334,16 @@ def test_cli_record_and_inspect(tmp_path: Path, capsys):
     assert (
         iio.imread(out / "inspect" / "episodes.gif", index=None).shape[0] == 12
     )  # the longest episode shown, under --gif-frames 64
-    assert json.loads((out / "inspect" / "stats.json").read_text())["frames"] == 24
+    stats = json.loads((out / "inspect" / "stats.json").read_text())
+    assert stats["frames"] == 24 and stats["content_sha256"] == S.content_sha256(S.load_manifest(out))
+    assert f"content sha256 {stats['content_sha256'][:16]}" in text
+
+    # the same command again: the same shards, so the same content hash (the manifest also holds the wall time)
+    again = tmp_path / "again"
+    main(["data", "--game", "coinrun", "--episodes", "2", "--max-steps", "12", "--num-envs", "2", "--levels",
+          "100:120", "--out", str(again), "--no-progress"])
+    assert S.content_sha256(S.load_manifest(again)) == stats["content_sha256"]
+    assert f"content sha256 {stats['content_sha256'][:16]}" in capsys.readouterr().out
 
 
 def test_cli_prints_genie_errors_without_traceback(tmp_path: Path, capsys):

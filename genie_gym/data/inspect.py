@@ -58,6 +58,7 @@ def dataset_stats(root: str | Path, action_shards: int = 32) -> dict[str, Any]:
         "shards": len(m["shards"]),
         "bytes": total_bytes,
         "bytes_per_frame": total_bytes / max(m["frames"], 1),
+        "content_sha256": S.content_sha256(m),
         "splits": {},
     }
     hist = np.zeros(m["num_actions"], dtype=np.int64)
@@ -139,7 +140,8 @@ def main(args: Args) -> None:
     )
     print(
         f"  {stats['frames']} frames, {stats['episodes']} episodes, {stats['shards']} shards, "
-        f"{stats['bytes'] / 1e6:.1f} MB, {stats['bytes_per_frame']:.0f} B/frame"
+        f"{stats['bytes'] / 1e6:.1f} MB, {stats['bytes_per_frame']:.0f} B/frame, content sha256 "
+        f"{stats['content_sha256'][:16]}"
     )
     for split, e in stats["splits"].items():
         line = (

@@ -558,5 +558,6 @@ def main(args: Args) -> None:
     per = {s: f"{m['splits'][s]['episodes']} ep / {m['splits'][s]['frames']} fr" for s in S.SPLITS}
     print(
         f"{root}: {m['frames']} frames, {m['episodes']} episodes ({per}), "
-        f"{size / max(m['frames'], 1):.0f} B/frame, {len(m['shards'])} shards, {dt:.1f} s"
+        f"{size / max(m['frames'], 1):.0f} B/frame, {len(m['shards'])} shards, content sha256 "
+        f"{S.content_sha256(m)[:16]}, {dt:.1f} s"
     )

@@ -12,6 +12,7 @@ records the sha256 of every shard, which readers verify before trusting a single
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -233,6 +234,12 @@ def decode_arrays(data: bytes, header: ShardHeader, name: str) -> dict[str, np.n
 
 
 # ---------------------------------------------------------------- manifest
+
+
+def content_sha256(manifest: dict[str, Any]) -> str:
+    """The recording's identity: sha256 of its shards' sha256s in manifest order. The same `genie-gym data` command
+    writes the same shards, so this reproduces where the manifest's own hash does not (it records the wall time)."""
+    return hashlib.sha256("".join(e["sha256"] for e in manifest["shards"]).encode()).hexdigest()
 
 
 def manifest_path(root: str | os.PathLike) -> Path:
