@@ -158,7 +158,7 @@ if [ -n "$TOK_ARMS" ]; then  # tokenizer designs from scratch, then a dynamics f
   pids=()
   for arm in "${tok_arms[@]}"; do
     name=${arm%%:*}
-    read -r -a arm_set <<< "$(sets_of "${arm%%:*}:${arm#*:}${DYN_SET:+,${DYN_SET// /,}}")"
+    read -r -a arm_set <<< "$(sets_of "$arm${DYN_SET:+,${DYN_SET// /,}}")"
     phase dynamics "dynamics_$name" "$RUN/$name" "$DYN_S" "$DYN_LR" "$DYN_STEPS" \
       --tokenizer-ckpt "$RUN/$name/tokenizer/last.pt" --init-from "$MODEL" --init-parts lam --freeze-lam \
       ${arm_set[@]+"${arm_set[@]}"} &
@@ -166,30 +166,31 @@ if [ -n "$TOK_ARMS" ]; then  # tokenizer designs from scratch, then a dynamics f
   done
   for pid in "${pids[@]}"; do wait "$pid" || status=1; done
 else
-tokenizer=$MODEL
-if ! [[ "$TOK_S" =~ ^0+(\.0*)?$ ]]; then
-  phase tokenizer tokenizer "$RUN" "$TOK_S" "$TOK_LR" "$TOK_STEPS" --init-from "$MODEL" || exit 1
-  tokenizer=$RUN/tokenizer/last.pt
-  echo "tokenizer done after $(( $(date +%s) - t0 )) s"
-fi
-dyn=(--tokenizer-ckpt "$tokenizer" --init-from "$MODEL" --freeze-lam)
-if [ -z "$DYN_ARMS" ]; then
-  dyn_set=()
-  [ -n "$DYN_SET" ] && read -r -a dyn_set <<< "--set $DYN_SET"
-  phase dynamics dynamics "$RUN" "$DYN_S" "$DYN_LR" "$DYN_STEPS" "${dyn[@]}" ${dyn_set[@]+"${dyn_set[@]}"} || status=1
-else
-  pids=()
-  for arm in "${arms[@]}"; do
-    name=${arm%%:*} sets=${arm#*:}
-    arm_set=()
-    read -r -a arm_set <<< "$DYN_SET ${sets//,/ }"
-    [ ${#arm_set[@]} -gt 0 ] && arm_set=(--set "${arm_set[@]//\//,}")
-    phase dynamics "dynamics_$name" "$RUN/$name" "$DYN_S" "$DYN_LR" "$DYN_STEPS" "${dyn[@]}" \
-      ${arm_set[@]+"${arm_set[@]}"} &
-    pids+=($!)
-  done
-  for pid in "${pids[@]}"; do wait "$pid" || status=1; done
-fi
+  tokenizer=$MODEL
+  if ! [[ "$TOK_S" =~ ^0+(\.0*)?$ ]]; then
+    phase tokenizer tokenizer "$RUN" "$TOK_S" "$TOK_LR" "$TOK_STEPS" --init-from "$MODEL" || exit 1
+    tokenizer=$RUN/tokenizer/last.pt
+    echo "tokenizer done after $(( $(date +%s) - t0 )) s"
+  fi
+  dyn=(--tokenizer-ckpt "$tokenizer" --init-from "$MODEL" --freeze-lam)
+  if [ -z "$DYN_ARMS" ]; then
+    dyn_set=()
+    [ -n "$DYN_SET" ] && read -r -a dyn_set <<< "--set $DYN_SET"
+    phase dynamics dynamics "$RUN" "$DYN_S" "$DYN_LR" "$DYN_STEPS" "${dyn[@]}" ${dyn_set[@]+"${dyn_set[@]}"} \
+      || status=1
+  else
+    pids=()
+    for arm in "${arms[@]}"; do
+      name=${arm%%:*} sets=${arm#*:}
+      arm_set=()
+      read -r -a arm_set <<< "$DYN_SET ${sets//,/ }"
+      [ ${#arm_set[@]} -gt 0 ] && arm_set=(--set "${arm_set[@]//\//,}")
+      phase dynamics "dynamics_$name" "$RUN/$name" "$DYN_S" "$DYN_LR" "$DYN_STEPS" "${dyn[@]}" \
+        ${arm_set[@]+"${arm_set[@]}"} &
+      pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+  fi
 fi
 echo "dynamics done after $(( $(date +%s) - t0 )) s"
 for f in "$OUT"/*_probe.log; do  # each probe's log goes to the end of its phase's
