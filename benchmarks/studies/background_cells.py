@@ -83,28 +83,25 @@ def main(args: Args) -> dict:
             continue
         background_LHW = (replay(settings["game"], settings["mode"], level, actions, L, False) != recorded).any(-1)
         replayed += 1
-        clips = torch.from_numpy(recorded).view(L // T, T, *recorded.shape[1:])
+        clips_BTHWC = recorded.reshape(L // T, T, *recorded.shape[1:])
         with torch.no_grad():
-            frames_BTHWC = to_float(clips)
+            frames_BTHWC = to_float(torch.from_numpy(clips_BTHWC))
             tokens_BTN = wm.tokenizer.encode(frames_BTHWC)
             actions_BT = infer_actions_windowed(wm.lam, frames_BTHWC, T)
             mask_BTN = torch.zeros_like(tokens_BTN, dtype=torch.bool)
             mask_BTN[:, -1] = True
             pred_BN = wm.dynamics(tokens_BTN, actions_BT, mask_BTN)[:, -1].argmax(-1)
-        hit_BN = (pred_BN == tokens_BTN[:, -1]).numpy()
-        copy_BN = (tokens_BTN[:, -2] == tokens_BTN[:, -1]).numpy()
-        B, g = hit_BN.shape[0], recorded.shape[1] // P
-        clips_np = recorded.reshape(B, T, *recorded.shape[1:])
-        last, prev = clips_np[:, -1], clips_np[:, -2]
-        bg_share = background_LHW.reshape(B, T, g, P, g, P)[:, -1].mean((2, 4)).reshape(B, g * g)
-        changed = (last != prev).any(-1).reshape(B, g, P, g, P).any((2, 4)).reshape(B, g * g)
-        for b in range(B):
-            for cell in range(g * g):
-                share = bg_share[b, cell]
-                kind = "background" if share >= 0.95 else "foreground" if share <= 0.05 else "mixed"
-                key = f"{kind}, {'changed' if changed[b, cell] else 'unchanged'}"
-                sl = slice(cell * G, (cell + 1) * G)
-                tally[key] += (G, hit_BN[b, sl].sum(), copy_BN[b, sl].sum())
+        B, g = clips_BTHWC.shape[0], recorded.shape[1] // P
+        hit_BC = (pred_BN == tokens_BTN[:, -1]).numpy().reshape(B, g * g, G).sum(-1)  # cell-major tokens
+        copy_BC = (tokens_BTN[:, -2] == tokens_BTN[:, -1]).numpy().reshape(B, g * g, G).sum(-1)
+        share_BC = background_LHW.reshape(B, T, g, P, g, P)[:, -1].mean((2, 4)).reshape(B, g * g)
+        changed_BC = (clips_BTHWC[:, -1] != clips_BTHWC[:, -2]).any(-1).reshape(B, g, P, g, P).any((2, 4))
+        changed_BC = changed_BC.reshape(B, g * g)
+        for kind, in_kind in (("background", share_BC >= 0.95), ("foreground", share_BC <= 0.05),
+                              ("mixed", (share_BC > 0.05) & (share_BC < 0.95))):
+            for state, in_state in (("changed", changed_BC), ("unchanged", ~changed_BC)):
+                m = in_kind & in_state
+                tally[f"{kind}, {state}"] += (G * m.sum(), hit_BC[m].sum(), copy_BC[m].sum())
     total = sum(tally.values())
     rows = {c: {"tokens": int(v[0]), "share": float(v[0] / max(total[0], 1)), "accuracy": float(v[1] / max(v[0], 1)),
                 "copy": float(v[2] / max(v[0], 1)), "gain": float((v[1] - v[2]) / max(total[0], 1))}

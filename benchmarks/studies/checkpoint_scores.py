@@ -20,6 +20,7 @@ Writes `--out` (JSON) and a markdown table beside it (.md), and prints one line 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -85,13 +86,13 @@ def dynamics_scores(path: Path, args: Args) -> dict[str, float]:
             raise SystemExit(f"--context-frames must be 2..{wm.config.seq_len} (the model's training length), "
                              f"got {args.context_frames}")
         wm.config.sampling.context_frames = args.context_frames
-    settings = [parse_decode(d, wm.tokenizer.groups) for d in args.decode]
+    predictors = {f"gain_over_copy_{d}": decoded(*parse_decode(d, wm.tokenizer.groups)) for d in args.decode}
+    predictors |= {f"gain_over_copy_bias{b:g}": copy_biased(b) for b in args.copy_bias}
     context, generated = 4, 10  # genie-gym eval's defaults: --context 1 4, --rollout-steps 10
     ds = open_clips(args.data, args.split, context + generated, "token accuracy")
     idx = pick_clips(len(ds), args.num_clips, 1)  # the rollout clips of `genie-gym eval --seed 0`
     hits = copies = 0.0
-    decoded = [0.0] * len(settings)
-    biased = [0.0] * len(args.copy_bias)
+    other = dict.fromkeys(predictors, 0.0)
     with torch.no_grad():
         for b in range(0, len(idx), 16):
             real = to_float(torch.stack([ds[i] for i in idx[b : b + 16]]))
@@ -99,16 +100,11 @@ def dynamics_scores(path: Path, args: Args) -> dict[str, float]:
             tokens_BTN = wm.tokenizer.encode(real)
             acc, copy = token_accuracy(wm, tokens_BTN, actions_BT, context)
             hits, copies = hits + acc * len(real), copies + copy * len(real)
-            for i, (cell_size, steps) in enumerate(settings):
-                decoded[i] += decoded_accuracy(wm, tokens_BTN, actions_BT, context, cell_size, steps) * len(real)
-            for i, bias in enumerate(args.copy_bias):
-                biased[i] += copy_biased_accuracy(wm, tokens_BTN, actions_BT, context, bias) * len(real)
+            for key, predict in predictors.items():
+                other[key] += next_frame_accuracy(wm, tokens_BTN, actions_BT, context, predict) * len(real)
     n = len(idx)
     out = {"token_accuracy": hits / n, "copy_token_accuracy": copies / n, "gain_over_copy": (hits - copies) / n}
-    for d, h in zip(args.decode, decoded, strict=True):
-        out[f"gain_over_copy_{d}"] = (h - copies) / n
-    for bias, h in zip(args.copy_bias, biased, strict=True):
-        out[f"gain_over_copy_bias{bias:g}"] = (h - copies) / n
+    out |= {key: (h - copies) / n for key, h in other.items()}
     return out
 
 
@@ -129,35 +125,34 @@ def _next_frame_logits(wm: WorldModel, context_BTN: torch.Tensor, actions_BT: to
     return wm.dynamics(window_BTN, actions_BT, mask_BTN)[:, -1]
 
 
-def decoded_accuracy(wm: WorldModel, tokens_BTN: torch.Tensor, actions_BT: torch.Tensor, first: int,
-                     cell_size: int, steps: int) -> float:
-    """`token_accuracy` with frame t decoded by MaskGIT (argmax): each pass sees the tokens decided before it."""
+def next_frame_accuracy(wm: WorldModel, tokens_BTN: torch.Tensor, actions_BT: torch.Tensor, first: int,
+                        predict: Callable[[Callable, torch.Tensor], torch.Tensor]) -> float:
+    """`token_accuracy` with frame t's tokens from `predict(logits_fn, prev_BN)` (logits_fn as `maskgit_sample`
+    takes it; prev_BN: frame t-1's real tokens) instead of one argmax pass."""
     W = wm.config.sampling.context_frames
     hits, n = 0.0, 0
     for t in range(max(first, 1), tokens_BTN.shape[1]):
         lo = max(0, t - (W - 1))
         logits_fn = partial(_next_frame_logits, wm, tokens_BTN[:, lo:t], actions_BT[:, lo:t])
-        B, N = tokens_BTN.shape[0], tokens_BTN.shape[2]
-        pred_BN = maskgit_sample(logits_fn, B, N, steps=steps, temperature=0.0, cell_size=cell_size)
+        pred_BN = predict(logits_fn, tokens_BTN[:, t - 1])
         hits += float((pred_BN == tokens_BTN[:, t]).float().sum())
         n += pred_BN.numel()
     return hits / n
 
 
-def copy_biased_accuracy(wm: WorldModel, tokens_BTN: torch.Tensor, actions_BT: torch.Tensor, first: int,
-                         bias: float) -> float:
-    """`token_accuracy` with `bias` nats added to the log-probability of the previous frame's token everywhere."""
-    W = wm.config.sampling.context_frames
-    hits, n = 0.0, 0
-    for t in range(max(first, 1), tokens_BTN.shape[1]):
-        lo = max(0, t - (W - 1))
-        frame_BN = torch.zeros_like(tokens_BTN[:, t])
-        logp_BNV = _next_frame_logits(wm, tokens_BTN[:, lo:t], actions_BT[:, lo:t], frame_BN,
-                                      torch.ones_like(frame_BN, dtype=torch.bool)).float().log_softmax(-1)
-        logp_BNV.scatter_add_(-1, tokens_BTN[:, t - 1, :, None], torch.full_like(logp_BNV[..., :1], bias))
-        hits += float((logp_BNV.argmax(-1) == tokens_BTN[:, t]).float().sum())
-        n += frame_BN.numel()
-    return hits / n
+def decoded(cell_size: int, steps: int) -> Callable[[Callable, torch.Tensor], torch.Tensor]:
+    """MaskGIT argmax decoding with that schedule: each pass sees the tokens decided before it."""
+    return lambda logits_fn, prev_BN: maskgit_sample(logits_fn, prev_BN.shape[0], prev_BN.shape[1], steps=steps,
+                                                     temperature=0.0, cell_size=cell_size)
+
+
+def copy_biased(bias: float) -> Callable[[Callable, torch.Tensor], torch.Tensor]:
+    """One pass, `bias` nats added to the log-probability of the previous frame's token everywhere."""
+    def predict(logits_fn: Callable, prev_BN: torch.Tensor) -> torch.Tensor:
+        logp_BNV = logits_fn(torch.zeros_like(prev_BN), torch.ones_like(prev_BN, dtype=torch.bool))
+        logp_BNV = logp_BNV.float().log_softmax(-1)
+        return logp_BNV.scatter_add(-1, prev_BN[..., None], torch.full_like(logp_BNV[..., :1], bias)).argmax(-1)
+    return predict
 
 
 def main(args: Args) -> dict:
