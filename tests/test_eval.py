@@ -74,6 +74,7 @@ def test_eval_writes_json_and_pictures(tiny_data: Path, model_file: Path, tmp_pa
     assert stab["steps"] == [1, 5, 10, 12] and stab["prompts"] == 3
     assert all(math.isfinite(x) and x >= 0 for x in stab["gradient_energy_ratio"])
     assert (tmp_path / "a" / "stability.png").is_file()
+    assert on_disk["heads"] == {}  # a model without event heads
     by_action = np.array(on_disk["lam_code_by_action"])  # codes x 15 true actions, the same transitions
     assert by_action.shape[1] == 15 and by_action.sum(1).tolist() == on_disk["lam_code_histogram"]
     strip = np.asarray(Image.open(tmp_path / "a" / "action_strip.png"))

@@ -69,6 +69,26 @@ def test_heads_learn_known_events_and_beat_the_constant_predictor(heads_model: P
         assert val[event]["recall"] >= 0.9 and val[event]["precision"] >= 0.8, (event, val[event])
 
 
+def test_eval_scores_the_heads_one_step_ahead_and_on_generated_frames(heads_model: Path, event_data: Path,
+                                                                      tmp_path: Path):
+    from genie_gym.evaluation.evaluate import Args as EvalArgs
+    from genie_gym.evaluation.evaluate import evaluate
+
+    r = evaluate(EvalArgs(model=heads_model, data=event_data, split="validation", out=tmp_path, num_clips=4,
+                          rollout_steps=4, delta_t=2, context=(1,), stability_steps=0, device="cpu",
+                          heads_episodes=18, heads_rollout_clips=6))
+    heads = r["heads"]
+    # one step ahead: the same function, episodes and seed as the validation scores train_heads wrote
+    assert heads["one_step"] == WorldModel.load(heads_model).metadata["heads"]["validation"]
+    assert heads["horizon"] == 1 and 0 < heads["event_rate"]["reward"] < heads["event_rate"]["terminal"] < 1
+    roll = heads["rollouts"]
+    assert roll["event_clips"] == 6 and roll["random_clips"] == 6 and roll["steps"] == 4
+    for event in ("terminal", "reward"):
+        assert roll[event]["frames"] == 12 * 4 and 0 <= roll[event]["precision"] <= 1
+    # every event clip ends on a terminal frame (a won episode's also pays the reward)
+    assert roll["terminal"]["events"] >= 6 and roll["reward"]["events"] <= roll["terminal"]["events"]
+
+
 def test_precision_recall_on_hand_made_predictions():
     pr = precision_recall([np.array([0.9, 0.2, 0.7, 0.1])], [np.array([1, 1, 0, 0])], 0.5)
     assert pr == {"precision": 0.5, "recall": 0.5, "events": 2, "predicted": 2, "frames": 4, "horizon": 1}

@@ -16,6 +16,8 @@ Writes OUT/eval.json and OUT/{grid.png, action_strip.png}:
 - long-horizon stability: `stability_steps` generated frames with random actions from `stability_prompts`
   held-out prompts; the gradient energy (mean |image gradient|) of generated frames at steps 50/100/200 over that of
   the real frames at the same steps of the same episodes (flat colour: 0), and stability.png (real over generated);
+- the reward / episode-end heads (a model with them): precision and recall one step ahead on whole held-out
+  episodes and over the generated frames of rollouts ending on an event (`score_heads`);
 - LAM code usage, perplexity and NMI against the true actions (the only place true actions are read).
 """
 
@@ -88,6 +90,12 @@ class Args:
     """frames generated with random actions for the long-horizon stability figure (0: skip it)"""
     stability_prompts: int = 32
     """held-out prompts (first frames of distinct clips) for the stability rollouts"""
+    heads_episodes: int = 200
+    """a model with reward / episode-end heads: held-out episodes whose every frame they score one step ahead (0:
+    skip the heads' scores)"""
+    heads_rollout_clips: int = 64
+    """a model with heads: clips ending on an event (and as many random clips) on whose `rollout_steps` generated
+    frames they are scored"""
     name_actions: bool = False
     """write the latent actions' names (left / right / jump ..., from what their held-out transitions did) into
     the --model file's metadata, where Genie-v0's keys and `get_action_meanings()` read them"""
@@ -167,11 +175,13 @@ def simulate(
     keep: list[int] | None = None,
     precision: str = "float32",
     schedule: str | None = None,
+    event_probs: list[np.ndarray] | None = None,
 ) -> torch.Tensor:
     """Generated frames (B, K, H, W, C) float in [0, 1], through the env's Simulator.
 
     `prompts_BHWC_u8` may hold C context frames per world, (B, C, H, W, 3), with `prompt_actions` (B, C-1).
-    `keep`: return only these generated steps (1-indexed), for long rollouts."""
+    `keep`: return only these generated steps (1-indexed), for long rollouts. `event_probs`: a list that receives
+    the event heads' (B, 2) probabilities of each generated frame (a model with heads)."""
     from genie_gym.models.simulator import Simulator
 
     C = prompts_BHWC_u8.shape[1] if prompts_BHWC_u8.ndim == 5 else 1
@@ -182,6 +192,8 @@ def simulate(
     frames = []
     for k in range(actions_BK.shape[1]):
         frame = sim.step(actions_BK[:, k])
+        if event_probs is not None:
+            event_probs.append(sim.event_probs())
         if keep is None or k + 1 in keep:
             frames.append(frame)
     return to_float(np.stack(frames, axis=1))
@@ -205,6 +217,51 @@ def token_accuracy(wm, tokens_BTN: torch.Tensor, actions_BT: torch.Tensor, first
         copies += float((tokens_BTN[:, t - 1] == tokens_BTN[:, t]).float().sum())
         n += tokens_BTN[:, t].numel()
     return hits / n, copies / n
+
+
+@torch.no_grad()
+def score_heads(wm, args: Args, device: torch.device) -> dict:
+    """The event heads' precision and recall (`training.heads.precision_recall`, at their threshold and horizon) on
+    the held-out split: one step ahead on every frame of up to `heads_episodes` whole episodes (real frames as
+    context), and over `rollout_steps` generated frames (1 real frame, then the LAM's actions from the real clip)
+    of clips whose last real frame is an event frame, beside as many random clips. `event_rate` is the share of
+    frames within the horizon of an event: the precision of a head that always fires."""
+    from genie_gym.data.dataset import EpisodeStore
+    from genie_gym.models.heads import EVENTS
+    from genie_gym.training.heads import evaluate_heads, event_windows, frame_labels, precision_recall, within
+
+    store = EpisodeStore(args.data, args.split)
+    T, K, horizon = wm.config.seq_len, args.rollout_steps, wm.config.heads.horizon
+    amp = args.precision == "bfloat16"
+    labels_E = [frame_labels(store, e) for e in range(len(store.episode_lengths))]
+    near_FE = np.concatenate([within(lab > 0, horizon) for lab in labels_E])
+    out: dict = {"horizon": horizon, "threshold": wm.config.heads.threshold,
+                 "event_rate": dict(zip(EVENTS, near_FE.mean(0).tolist(), strict=True)),
+                 "one_step": evaluate_heads(wm, wm.heads, store, T, amp, args.heads_episodes, args.seed, horizon)}
+    rng = np.random.default_rng(args.seed + 5)
+    events = event_windows(labels_E, K + 1)  # (episode, start) of K+1 real frames ending on an event frame
+    rng.shuffle(events)
+    events = events[: args.heads_rollout_clips]
+    long_enough = np.flatnonzero(store.episode_lengths >= K + 1)
+    if not events or long_enough.size == 0:
+        return {**out, "rollouts": {"note": f"no held-out episode ends on an event after >= {K + 1} frames"}}
+    windows = events + [(int(ep), int(rng.integers(0, int(store.episode_lengths[ep]) - K)))
+                        for ep in rng.choice(long_enough, len(events))]
+    probs_W, labels_W = [], []
+    for batch in tqdm(_batches(list(range(len(windows))), args.batch_size), desc="heads: rollouts"):
+        u8 = torch.stack([torch.from_numpy(store.frames(ep, s, s + K + 1)) for ep, s in (windows[i] for i in batch)])
+        acts = infer_actions_windowed(wm.lam, to_float(u8).to(device), T).cpu().numpy()  # (B, K)
+        steps: list[np.ndarray] = []
+        simulate(wm, u8[:, 0].numpy(), acts, [args.seed * 31 + i for i in batch], args.maskgit_steps, device,
+                 args.temperature, precision=args.precision, schedule=args.maskgit_schedule, event_probs=steps)
+        probs_W += list(np.stack(steps, axis=1))  # (B, K, 2): generated step k is real frame start + k
+        labels_W += [labels_E[ep][s + 1 : s + K + 1] for ep, s in (windows[i] for i in batch)]
+    out["rollouts"] = {
+        e: precision_recall([p[:, k] for p in probs_W], [lab[:, k] for lab in labels_W], wm.config.heads.threshold,
+                            horizon)
+        for k, e in enumerate(EVENTS)}
+    out["rollouts"].update(event_clips=len(events), random_clips=len(windows) - len(events), steps=K)
+    return out
 
 
 @torch.no_grad()
@@ -360,6 +417,9 @@ def evaluate(args: Args) -> dict:
         _png(out_dir / "stability.png", _labelled(clip_strip(long_rows), ["real", "gen"] * (len(long_rows) // 2),
                                                   cfg.image_size))
 
+    # 2c. the reward / episode-end heads, when the model has them
+    heads = score_heads(wm, args, device) if wm.heads is not None and args.heads_episodes > 0 else {}
+
     # 3. pictures: real vs generated, and the action strip (one prompt x each action x strip_steps)
     H = cfg.image_size
     grid = clip_strip(grid_rows)
@@ -406,6 +466,7 @@ def evaluate(args: Args) -> dict:
         "delta_t": args.delta_t,
         "delta_psnr_t4": float(p_lam[:, t].mean() - p_rand[:, t].mean()),
         "stability": stability,
+        "heads": heads,
         "lam_usage": lam_stats["usage"],
         "lam_perplexity": lam_stats["perplexity"],
         "lam_code_histogram": lam_stats["histogram"],
@@ -424,9 +485,13 @@ def evaluate(args: Args) -> dict:
 
 def main(args: Args) -> None:
     r = evaluate(args)
-    stab = r["stability"]
+    stab, heads = r["stability"], r["heads"]
     ratio = f"; gradient-energy ratio at step {stab['steps'][-1]}: {stab['gradient_energy_ratio'][-1]:.2f}" \
         if stab else ""
+    if heads:
+        ratio += "; heads one step ahead " + ", ".join(
+            f"{e} precision {heads['one_step'][e]['precision']:.2f} recall {heads['one_step'][e]['recall']:.2f}"
+            for e in ("terminal", "reward") if e in heads["one_step"])
     print(
         f"tokenizer PSNR {r['tokenizer_psnr']:.2f} dB, SSIM {r['tokenizer_ssim']:.3f}; rollout PSNR mean "
         f"{r['rollout_psnr_mean']:.2f} dB (still image {r['still_psnr_mean']:.2f}); token accuracy "

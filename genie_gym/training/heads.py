@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from genie_gym.training.train import Args
 
 
+CURVE_THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)  # evaluate_heads' precision-recall curve
 PROCGEN_TIME_LIMIT = 1000  # Procgen ends every episode here by itself: a time limit, not an event
 
 
@@ -74,11 +75,13 @@ def within(events_LE: np.ndarray, horizon: int) -> np.ndarray:
 
 @torch.no_grad()
 def clip_features(wm: WorldModel, frames_BTHWC_u8: torch.Tensor, amp: bool) -> torch.Tensor:
-    """Dynamics features (B, T, positions, D) of real clips: their tokens and the LAM's actions, clean context."""
+    """Dynamics features (B, T, positions, D) of real clips: their tokens and the LAM's actions, clean context (on
+    the model's device; `amp`: bf16 autocast)."""
     from genie_gym.models.frames import to_float
 
-    frames = to_float(frames_BTHWC_u8)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+    device = next(wm.dynamics.parameters()).device
+    frames = to_float(frames_BTHWC_u8.to(device))
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         tokens_BTN = wm.tokenizer.encode(frames)
         actions_BT = wm.lam.infer_actions(frames)
         return wm.dynamics.features(tokens_BTN, actions_BT).to(torch.bfloat16)
@@ -104,7 +107,7 @@ def _features_of(wm: WorldModel, store: EpisodeStore, windows: list[tuple[int, i
     for i in tqdm(range(0, len(windows), 16), desc=desc, leave=False):
         chunk = windows[i:i + 16]
         frames = torch.stack([torch.from_numpy(store.frames(ep, s, s + T)) for ep, s in chunk])
-        feats.append(clip_features(wm, frames, amp))
+        feats.append(clip_features(wm, frames, amp).cpu())
         labels.append(torch.from_numpy(np.stack([labels_E[ep][s:s + T] for ep, s in chunk])))
     return torch.cat(feats), torch.cat(labels)
 
@@ -214,17 +217,22 @@ def evaluate_heads(wm: WorldModel, heads: EventHeads, store: EpisodeStore, T: in
         return {"note": "no held-out episode of seq_len frames"}
     exact = {ep: frame_labels(store, ep) for ep in {ep for ep, _ in windows}}
     feats, labels = _features_of(wm, store, windows, T, amp, "heads: held-out", exact)
-    probs = torch.sigmoid(torch.cat([heads(feats[i:i + 64].float()) for i in range(0, len(feats), 64)])).numpy()
+    dev = next(heads.parameters()).device
+    probs = torch.sigmoid(torch.cat([heads(feats[i:i + 64].to(dev).float()).cpu()
+                                     for i in range(0, len(feats), 64)])).numpy()
     by_episode: dict[int, list[int]] = {}
     for i, (ep, _) in enumerate(windows):
         by_episode.setdefault(ep, []).append(i)
     order = {ep: idx[::-1] for ep, idx in by_episode.items()}  # windows were listed from the episode's end backwards
     probs_E = {ep: probs[idx].reshape(-1, len(EVENTS)) for ep, idx in order.items()}
     events_E = {ep: labels.numpy()[idx].reshape(-1, len(EVENTS)) for ep, idx in order.items()}
-    out: dict[str, Any] = {
-        e: precision_recall([p[:, k] for p in probs_E.values()], [v[:, k] for v in events_E.values()],
-                            heads.cfg.threshold, horizon)
-        for k, e in enumerate(EVENTS)}
+    out: dict[str, Any] = {}
+    for k, e in enumerate(EVENTS):
+        probs_k, events_k = [p[:, k] for p in probs_E.values()], [v[:, k] for v in events_E.values()]
+        out[e] = precision_recall(probs_k, events_k, heads.cfg.threshold, horizon)
+        out[e]["curve"] = [{"threshold": th, **{m: precision_recall(probs_k, events_k, th, horizon)[m]
+                                                 for m in ("precision", "recall", "predicted")}}
+                           for th in CURVE_THRESHOLDS]
     out["episodes"] = len(order)
     return out
 
