@@ -344,3 +344,19 @@ def test_ppo_speed_benchmark_quick(tiny_model_file: Path, tmp_path: Path):
     assert "| float32 |" in (tmp_path / "ppo_speed.md").read_text()
     with pytest.raises(ConfigError, match="less than one PPO rollout"):
         ppo_speed.main(ppo_speed.Args(world_model=str(tiny_model_file), frames=4, out=str(tmp_path)))
+
+
+def test_heads_pixels_probe_finds_visible_events_and_scores_generated_frames(event_data: Path, heads_model: Path,
+                                                                            tmp_path: Path):
+    """studies/heads_pixels.py: a CNN on the real frames finds events the last frame shows (a big square), scored on
+    whole held-out episodes as the heads are; with a world model, also on its generated frames."""
+    import heads_pixels
+
+    res = heads_pixels.main(heads_pixels.Args(data=event_data, split="validation", steps=150, negatives=4,
+                                              eval_episodes=18, window=4, world_model=heads_model, rollout_clips=2,
+                                              out=tmp_path / "pixels"))
+    for event in ("terminal", "reward"):
+        assert res["scores"][event]["recall"] >= 0.9 and res["scores"][event]["precision"] >= 0.8, res["scores"]
+        assert len(res["scores"][event]["curve"]) == len(heads_pixels.THRESHOLDS)
+    assert res["generated"]["event_clips"] >= 1 and res["generated"]["terminal"]["frames"] > 0
+    assert "On generated frames" in (tmp_path / "pixels.md").read_text()

@@ -1,0 +1,235 @@
+"""How much do the frames themselves say about a CoinRun event one step ahead? (a ceiling for the event heads)
+
+The event heads read the frozen dynamics' features of a frame; on held-out episodes they find coins but hardly any
+episode end (`benchmarks/results/heads_data/README.md`). This probe reads the pixels instead: a small CNN on the
+real frames t-k+1..t (no tokenizer, no world model), trained on the same labels (`training.heads.frame_labels`,
+horizon 1: the transition out of frame t ends the episode / pays) from every event frame of the train split and
+`--negatives` times as many random frames, with the heads' prior correction, and scored like `genie-gym eval`'s
+heads: every frame of the same `--eval-episodes` held-out episodes (`tiling_windows`, seed 0), precision / recall
+and the curve over thresholds. If a CNN on the real pixels cannot find episode ends, no head on a world model's
+features or generated frames will.
+
+    python benchmarks/studies/heads_pixels.py --data data/coinrun_hard_sticky_s1 --negatives 20 --steps 4000 \
+        --world-model genie_gym/assets/world_model.pt --out benchmarks/results/heads_data/pixels_neg20
+
+writes <out>.json and <out>.md (default benchmarks/results/heads_data/pixels).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from tqdm import tqdm
+
+from genie_gym.data.dataset import EpisodeStore
+from genie_gym.models.heads import EVENTS
+from genie_gym.training.heads import CURVE_THRESHOLDS, frame_labels, precision_recall, tiling_windows
+from genie_gym.utils.io import atomic_write_json, write_markdown
+
+THRESHOLDS = (*CURVE_THRESHOLDS, 0.95, 0.98, 0.99)  # the heads' curve and its top end (a confident probe)
+
+
+@dataclass
+class Args:
+    """Train a pixel CNN on (terminal, reward) one step ahead and score it on held-out episodes."""
+
+    data: Path = Path("data/coinrun_hard_sticky_s1")
+    """dataset (train split: training; --split: scoring)"""
+    split: str = "test"
+    """held-out split scored"""
+    frames: int = 2
+    """frames t-k+1..t the CNN reads (2: the frame and the one before, i.e. its motion)"""
+    negatives: int = 4
+    """random frames per event frame in the training sample"""
+    steps: int = 3000
+    """AdamW steps"""
+    batch_size: int = 128
+    """frames per step"""
+    eval_episodes: int = 100
+    """held-out episodes scored (every frame of their T-frame windows, as `genie-gym eval` scores the heads)"""
+    window: int = 8
+    """T of those windows (the shipped model's seq_len)"""
+    seed: int = 0
+    """seed for the sample, the initialisation and the batches"""
+    world_model: Path | None = None
+    """also score the probe on generated frames: this world model's 10-step rollouts (1 real frame, the LAM's
+    actions) of `--rollout-clips` held-out clips ending on an event and as many random ones, as `genie-gym eval`
+    scores the heads (None: skip)"""
+    rollout_clips: int = 64
+    """event clips for --world-model"""
+    threads: int = 2
+    """torch threads"""
+    out: Path = Path("benchmarks/results/heads_data/pixels")
+    """writes OUT.json and OUT.md"""
+
+
+class PixelProbe(nn.Module):
+    """(B, k*3, 64, 64) -> (B, 2) logits: four convolutions down to an 8x8 grid, flattened (where a sprite is
+    matters: the camera keeps the agent near the centre), an MLP."""
+
+    def __init__(self, in_channels: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 4, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(64, 64, 3, padding=1), nn.GELU(),
+            nn.Conv2d(64, 128, 4, stride=2, padding=1), nn.GELU(),
+            nn.Flatten(), nn.Linear(128 * 8 * 8, 256), nn.GELU(), nn.Linear(256, len(EVENTS)))
+
+    def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
+        return self.net(x_BCHW)
+
+
+def window_of(clip_THWC: np.ndarray, t: int, k: int) -> np.ndarray:
+    """(k*3, H, W) uint8: frames t-k+1..t of a clip (its first frame repeated before it starts)."""
+    return clip_THWC[np.clip(np.arange(t - k + 1, t + 1), 0, None)].transpose(0, 3, 1, 2).reshape(
+        -1, *clip_THWC.shape[1:3])
+
+
+def stack(store: EpisodeStore, ep: int, t: int, k: int) -> np.ndarray:
+    """`window_of` frame t of episode `ep`."""
+    lo = max(0, t - k + 1)
+    return window_of(store.frames(ep, lo, t + 1), t - lo, k)
+
+
+def to_input(u8: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(u8).float().div_(127.5).sub_(1.0)
+
+
+def score(probs_E: list[np.ndarray], events_E: list[np.ndarray]) -> dict:
+    """Per event: precision / recall at 0.5 and the curve over THRESHOLDS (horizon 1)."""
+    out: dict = {}
+    for k, e in enumerate(EVENTS):
+        p_k, v_k = [p[:, k] for p in probs_E], [v[:, k] for v in events_E]
+        out[e] = precision_recall(p_k, v_k, 0.5)
+        out[e]["curve"] = [{"threshold": th, **{m: precision_recall(p_k, v_k, th)[m]
+                                                 for m in ("precision", "recall", "predicted")}}
+                           for th in THRESHOLDS]
+    return out
+
+
+@torch.no_grad()
+def rollout_scores(args: Args, probe: PixelProbe, held: EpisodeStore, K: int = 10) -> dict:
+    """The probe on generated frames: `evaluate.score_heads`' clips (seed 5, K+1 real frames ending on an event,
+    as many random ones), each frame generated from the first through the Simulator with the LAM's actions; the
+    probe reads generated frames k-1, k (the real prompt before the first)."""
+    from genie_gym.evaluation.evaluate import infer_actions_windowed, simulate
+    from genie_gym.models.frames import to_float
+    from genie_gym.models.world_model import WorldModel
+    from genie_gym.training.heads import event_windows
+
+    wm = WorldModel.load(args.world_model)
+    labels_E = [frame_labels(held, e) for e in range(len(held.episode_lengths))]
+    rng = np.random.default_rng(args.seed + 5)
+    events = event_windows(labels_E, K + 1)
+    rng.shuffle(events)
+    events = events[: args.rollout_clips]
+    long_enough = np.flatnonzero(held.episode_lengths >= K + 1)
+    windows = events + [(int(ep), int(rng.integers(0, int(held.episode_lengths[ep]) - K)))
+                        for ep in rng.choice(long_enough, len(events))]
+    probs_W, labels_W = [], []
+    for i in tqdm(range(0, len(windows), 16), desc="pixels: rollouts"):
+        chunk = windows[i:i + 16]
+        u8 = torch.stack([torch.from_numpy(held.frames(ep, s, s + K + 1)) for ep, s in chunk])
+        acts = infer_actions_windowed(wm.lam, to_float(u8), wm.config.seq_len).numpy()
+        gen = simulate(wm, u8[:, 0].numpy(), acts, [args.seed * 31 + i + j for j in range(len(chunk))], None,
+                       torch.device("cpu"))
+        gen_u8 = torch.cat([u8[:, :1], (gen * 255).round().to(torch.uint8)], dim=1).numpy()  # (B, K+1, H, W, C)
+        for b, (ep, s) in enumerate(chunk):
+            x = np.stack([window_of(gen_u8[b], k, args.frames) for k in range(1, K + 1)])
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                probs_W.append(torch.sigmoid(probe(to_input(x)).float()).numpy())
+            labels_W.append(labels_E[ep][s + 1:s + K + 1])
+    return {"event_clips": len(events), "random_clips": len(windows) - len(events), **score(probs_W, labels_W)}
+
+
+def main(args: Args) -> dict:
+    t0 = time.time()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    train = EpisodeStore(args.data, "train")
+    labels_E = [frame_labels(train, e) for e in range(len(train.episode_lengths))]
+    events = [(e, t) for e, lab in enumerate(labels_E) for t in np.flatnonzero(lab.any(1))]
+    lengths = train.episode_lengths
+    eps = rng.integers(0, len(lengths), args.negatives * len(events))
+    randoms = [(int(e), int(rng.integers(0, int(lengths[e])))) for e in eps]
+    sample = events + randoms
+    x_u8 = np.stack([stack(train, e, t, args.frames) for e, t in tqdm(sample, desc="pixels: sample")])
+    y = torch.from_numpy(np.stack([labels_E[e][t] for e, t in sample]))
+    true_rate = torch.from_numpy(np.concatenate(labels_E).mean(0)).clamp(1e-6, 1 - 1e-6)
+    sample_rate = y.mean(0).clamp(1e-6, 1 - 1e-6)
+
+    probe = PixelProbe(3 * args.frames)
+    opt = torch.optim.AdamW(probe.parameters(), lr=1e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps)
+    gen = torch.Generator().manual_seed(args.seed)
+    bar = tqdm(range(args.steps), desc="pixels: train", mininterval=2)
+    for _ in bar:
+        idx = torch.randint(0, len(sample), (args.batch_size,), generator=gen)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = probe(to_input(x_u8[idx.numpy()]))
+        loss = F.binary_cross_entropy_with_logits(logits.float(), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    with torch.no_grad():  # the heads' prior correction: probabilities at the data's event rates
+        probe.net[-1].bias += (torch.log(true_rate) - torch.log1p(-true_rate)) - (
+            torch.log(sample_rate) - torch.log1p(-sample_rate))
+    probe.eval()
+
+    held = EpisodeStore(args.data, args.split)
+    windows = tiling_windows(held, args.window, args.eval_episodes, np.random.default_rng(args.seed))
+    frames_by_ep: dict[int, list[int]] = {}
+    for ep, start in windows:
+        frames_by_ep.setdefault(ep, []).extend(range(start, start + args.window))
+    probs_E, events_E = [], []
+    with torch.no_grad():
+        for ep, ts in tqdm(frames_by_ep.items(), desc="pixels: held-out"):
+            ts = sorted(ts)
+            x = np.stack([stack(held, ep, t, args.frames) for t in ts])
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = torch.cat([probe(to_input(x[i:i + 256])) for i in range(0, len(x), 256)])
+            probs_E.append(torch.sigmoid(logits.float()).numpy())
+            events_E.append(frame_labels(held, ep)[ts])
+    scores = score(probs_E, events_E)
+    generated = rollout_scores(args, probe, held) if args.world_model is not None else {}
+    result = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+              "train_events": len(events), "train_sample": len(sample), "episodes": len(frames_by_ep),
+              "final_loss": float(loss.detach()), "scores": scores, "generated": generated,
+              "seconds": round(time.time() - t0, 1)}
+    atomic_write_json(args.out.with_suffix(".json"), result)
+    lines = [
+        "# Event heads' ceiling: a CNN on the real pixels", "",
+        f"`python benchmarks/studies/heads_pixels.py --data {args.data} --negatives {args.negatives} --steps "
+        f"{args.steps}{f' --world-model {args.world_model}' if args.world_model else ''} --out {args.out}` "
+        f"({result['seconds'] / 60:.1f} min; "
+        f"frames t-{args.frames - 1}..t; {len(events)} train event frames + {len(randoms)} random; {args.steps} "
+        f"steps). Scored on every frame of {len(frames_by_ep)} {args.split} episodes, horizon 1, precision / recall "
+        "at each threshold:", "",
+        "| event | events | " + " | ".join(str(th) for th in THRESHOLDS) + " |",
+        "|---|---|" + "---|" * len(THRESHOLDS),
+    ]
+    for e in EVENTS:
+        lines.append(f"| {e} | {scores[e]['events']} | " + " | ".join(
+            f"{c['precision']:.2f} / {c['recall']:.2f}" for c in scores[e]["curve"]) + " |")
+    if generated:
+        lines += ["", f"On generated frames ({args.world_model}: {generated['event_clips']} clips of 1 real frame + 10 "
+                  f"generated ending on an event, {generated['random_clips']} random):", ""]
+        lines += [lines[4], lines[5]] + [f"| {e} | {generated[e]['events']} | " + " | ".join(
+            f"{c['precision']:.2f} / {c['recall']:.2f}" for c in generated[e]["curve"]) + " |" for e in EVENTS]
+    write_markdown(args.out.with_suffix(".md"), lines)
+    return result
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
