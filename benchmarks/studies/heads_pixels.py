@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from genie_gym.data.dataset import EpisodeStore
 from genie_gym.models.heads import EVENTS
-from genie_gym.training.heads import CURVE_THRESHOLDS, frame_labels, precision_recall, tiling_windows
+from genie_gym.training.heads import CURVE_THRESHOLDS, frame_labels, pr_curve, precision_recall, tiling_windows
 from genie_gym.utils.io import atomic_write_json, write_markdown
 
 THRESHOLDS = (*CURVE_THRESHOLDS, 0.95, 0.98, 0.99)  # the heads' curve and its top end (a confident probe)
@@ -108,32 +108,22 @@ def score(probs_E: list[np.ndarray], events_E: list[np.ndarray]) -> dict:
     out: dict = {}
     for k, e in enumerate(EVENTS):
         p_k, v_k = [p[:, k] for p in probs_E], [v[:, k] for v in events_E]
-        out[e] = precision_recall(p_k, v_k, 0.5)
-        out[e]["curve"] = [{"threshold": th, **{m: precision_recall(p_k, v_k, th)[m]
-                                                 for m in ("precision", "recall", "predicted")}}
-                           for th in THRESHOLDS]
+        out[e] = {**precision_recall(p_k, v_k, 0.5), "curve": pr_curve(p_k, v_k, THRESHOLDS)}
     return out
 
 
 @torch.no_grad()
 def rollout_scores(args: Args, probe: PixelProbe, held: EpisodeStore, K: int = 10) -> dict:
-    """The probe on generated frames: `evaluate.score_heads`' clips (seed 5, K+1 real frames ending on an event,
-    as many random ones), each frame generated from the first through the Simulator with the LAM's actions; the
-    probe reads generated frames k-1, k (the real prompt before the first)."""
-    from genie_gym.evaluation.evaluate import infer_actions_windowed, simulate
+    """The probe on generated frames: `evaluate.score_heads`' clips (`event_rollout_windows`), each frame
+    generated from the first through the Simulator with the LAM's actions; the probe reads generated frames k-1, k
+    (the real prompt before the first)."""
+    from genie_gym.evaluation.evaluate import event_rollout_windows, infer_actions_windowed, simulate
     from genie_gym.models.frames import to_float
     from genie_gym.models.world_model import WorldModel
-    from genie_gym.training.heads import event_windows
 
     wm = WorldModel.load(args.world_model)
     labels_E = [frame_labels(held, e) for e in range(len(held.episode_lengths))]
-    rng = np.random.default_rng(args.seed + 5)
-    events = event_windows(labels_E, K + 1)
-    rng.shuffle(events)
-    events = events[: args.rollout_clips]
-    long_enough = np.flatnonzero(held.episode_lengths >= K + 1)
-    windows = events + [(int(ep), int(rng.integers(0, int(held.episode_lengths[ep]) - K)))
-                        for ep in rng.choice(long_enough, len(events))]
+    windows, n_events = event_rollout_windows(held, labels_E, K, args.rollout_clips, args.seed)
     probs_W, labels_W = [], []
     for i in tqdm(range(0, len(windows), 16), desc="pixels: rollouts"):
         chunk = windows[i:i + 16]
@@ -147,7 +137,7 @@ def rollout_scores(args: Args, probe: PixelProbe, held: EpisodeStore, K: int = 1
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 probs_W.append(torch.sigmoid(probe(to_input(x)).float()).numpy())
             labels_W.append(labels_E[ep][s + 1:s + K + 1])
-    return {"event_clips": len(events), "random_clips": len(windows) - len(events), **score(probs_W, labels_W)}
+    return {"event_clips": n_events, "random_clips": len(windows) - n_events, **score(probs_W, labels_W)}
 
 
 def main(args: Args) -> dict:

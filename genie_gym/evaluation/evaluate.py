@@ -219,6 +219,23 @@ def token_accuracy(wm, tokens_BTN: torch.Tensor, actions_BT: torch.Tensor, first
     return hits / n, copies / n
 
 
+def event_rollout_windows(store, labels_E: list[np.ndarray], K: int, n: int, seed: int) -> tuple[list, int]:
+    """(episode, start) of up to `n` held-out windows of K+1 real frames ending on an event frame (`frame_labels`),
+    then as many random windows: the rollouts on which event readers are scored. Returns (windows, event count)."""
+    from genie_gym.training.heads import event_windows
+
+    rng = np.random.default_rng(seed + 5)
+    events = event_windows(labels_E, K + 1)
+    rng.shuffle(events)
+    events = events[:n]
+    long_enough = np.flatnonzero(store.episode_lengths >= K + 1)
+    if not events or long_enough.size == 0:
+        return [], 0
+    randoms = [(int(ep), int(rng.integers(0, int(store.episode_lengths[ep]) - K)))
+               for ep in rng.choice(long_enough, len(events))]
+    return events + randoms, len(events)
+
+
 @torch.no_grad()
 def score_heads(wm, args: Args, device: torch.device) -> dict:
     """The event heads' precision and recall (`training.heads.precision_recall`, at their threshold and horizon) on
@@ -228,7 +245,7 @@ def score_heads(wm, args: Args, device: torch.device) -> dict:
     frames within the horizon of an event: the precision of a head that always fires."""
     from genie_gym.data.dataset import EpisodeStore
     from genie_gym.models.heads import EVENTS
-    from genie_gym.training.heads import evaluate_heads, event_windows, frame_labels, precision_recall, within
+    from genie_gym.training.heads import evaluate_heads, frame_labels, precision_recall, within
 
     store = EpisodeStore(args.data, args.split)
     T, K, horizon = wm.config.seq_len, args.rollout_steps, wm.config.heads.horizon
@@ -238,15 +255,9 @@ def score_heads(wm, args: Args, device: torch.device) -> dict:
     out: dict = {"horizon": horizon, "threshold": wm.config.heads.threshold,
                  "event_rate": dict(zip(EVENTS, near_FE.mean(0).tolist(), strict=True)),
                  "one_step": evaluate_heads(wm, wm.heads, store, T, amp, args.heads_episodes, args.seed, horizon)}
-    rng = np.random.default_rng(args.seed + 5)
-    events = event_windows(labels_E, K + 1)  # (episode, start) of K+1 real frames ending on an event frame
-    rng.shuffle(events)
-    events = events[: args.heads_rollout_clips]
-    long_enough = np.flatnonzero(store.episode_lengths >= K + 1)
-    if not events or long_enough.size == 0:
+    windows, n_events = event_rollout_windows(store, labels_E, K, args.heads_rollout_clips, args.seed)
+    if not windows:
         return {**out, "rollouts": {"note": f"no held-out episode ends on an event after >= {K + 1} frames"}}
-    windows = events + [(int(ep), int(rng.integers(0, int(store.episode_lengths[ep]) - K)))
-                        for ep in rng.choice(long_enough, len(events))]
     probs_W, labels_W = [], []
     for batch in tqdm(_batches(list(range(len(windows))), args.batch_size), desc="heads: rollouts"):
         u8 = torch.stack([torch.from_numpy(store.frames(ep, s, s + K + 1)) for ep, s in (windows[i] for i in batch)])
@@ -260,7 +271,7 @@ def score_heads(wm, args: Args, device: torch.device) -> dict:
         e: precision_recall([p[:, k] for p in probs_W], [lab[:, k] for lab in labels_W], wm.config.heads.threshold,
                             horizon)
         for k, e in enumerate(EVENTS)}
-    out["rollouts"].update(event_clips=len(events), random_clips=len(windows) - len(events), steps=K)
+    out["rollouts"].update(event_clips=n_events, random_clips=len(windows) - n_events, steps=K)
     return out
 
 

@@ -134,6 +134,13 @@ def precision_recall(probs_E: list[np.ndarray], events_E: list[np.ndarray], thre
             "predicted": fired, "frames": frames, "horizon": horizon}
 
 
+def pr_curve(probs_E: list[np.ndarray], events_E: list[np.ndarray], thresholds: tuple[float, ...] = CURVE_THRESHOLDS,
+             horizon: int = 1) -> list[dict[str, float | int]]:
+    """`precision_recall` at each threshold: [{threshold, precision, recall, predicted}, ...]."""
+    return [{"threshold": th, **{m: precision_recall(probs_E, events_E, th, horizon)[m]
+                                 for m in ("precision", "recall", "predicted")}} for th in thresholds]
+
+
 def train_heads(args: Args) -> Path:
     """Train the event heads of `args.model` (default RUN/world_model.pt) and write RUN/world_model.pt."""
     t0 = time.time()
@@ -229,10 +236,8 @@ def evaluate_heads(wm: WorldModel, heads: EventHeads, store: EpisodeStore, T: in
     out: dict[str, Any] = {}
     for k, e in enumerate(EVENTS):
         probs_k, events_k = [p[:, k] for p in probs_E.values()], [v[:, k] for v in events_E.values()]
-        out[e] = precision_recall(probs_k, events_k, heads.cfg.threshold, horizon)
-        out[e]["curve"] = [{"threshold": th, **{m: precision_recall(probs_k, events_k, th, horizon)[m]
-                                                 for m in ("precision", "recall", "predicted")}}
-                           for th in CURVE_THRESHOLDS]
+        out[e] = {**precision_recall(probs_k, events_k, heads.cfg.threshold, horizon),
+                  "curve": pr_curve(probs_k, events_k, horizon=horizon)}
     out["episodes"] = len(order)
     return out
 
