@@ -354,9 +354,12 @@ def test_heads_pixels_probe_finds_visible_events_and_scores_generated_frames(eve
 
     res = heads_pixels.main(heads_pixels.Args(data=event_data, split="validation", steps=150, negatives=4,
                                               eval_episodes=18, window=4, world_model=heads_model, rollout_clips=2,
+                                              rollout_contexts=(1, 10),
                                               out=tmp_path / "pixels"))
     for event in ("terminal", "reward"):
         assert res["scores"][event]["recall"] >= 0.9 and res["scores"][event]["precision"] >= 0.8, res["scores"]
         assert len(res["scores"][event]["curve"]) == len(heads_pixels.THRESHOLDS)
-    assert res["generated"]["event_clips"] >= 1 and res["generated"]["terminal"]["frames"] > 0
+    gen = res["generated"]
+    assert gen["1"]["event_clips"] >= 1 and gen["1"]["terminal"]["frames"] == 10 * 2 * gen["1"]["event_clips"]
+    assert gen["10"]["terminal"]["frames"] == 1 * 2 * gen["10"]["event_clips"]  # only the event frame generated
     assert "On generated frames" in (tmp_path / "pixels.md").read_text()

@@ -10,7 +10,8 @@ and the curve over thresholds. If a CNN on the real pixels cannot find episode e
 features or generated frames will.
 
     python benchmarks/studies/heads_pixels.py --data data/coinrun_hard_sticky_s1 --negatives 20 --steps 4000 \
-        --world-model genie_gym/assets/world_model.pt --out benchmarks/results/heads_data/pixels_neg20
+        --world-model genie_gym/assets/world_model.pt --rollout-contexts 1 10 \
+        --out benchmarks/results/heads_data/pixels_neg20
 
 writes <out>.json and <out>.md (default benchmarks/results/heads_data/pixels).
 """
@@ -64,6 +65,9 @@ class Args:
     scores the heads (None: skip)"""
     rollout_clips: int = 64
     """event clips for --world-model"""
+    rollout_contexts: tuple[int, ...] = (1,)
+    """--world-model: real frames before the generated ones, each a separate score (1: 10 generated frames; 10: only
+    the event frame generated, from 10 real ones)"""
     threads: int = 2
     """torch threads"""
     out: Path = Path("benchmarks/results/heads_data/pixels")
@@ -114,9 +118,9 @@ def score(probs_E: list[np.ndarray], events_E: list[np.ndarray]) -> dict:
 
 @torch.no_grad()
 def rollout_scores(args: Args, probe: PixelProbe, held: EpisodeStore, K: int = 10) -> dict:
-    """The probe on generated frames: `evaluate.score_heads`' clips (`event_rollout_windows`), each frame
-    generated from the first through the Simulator with the LAM's actions; the probe reads generated frames k-1, k
-    (the real prompt before the first)."""
+    """The probe on generated frames, per C in `rollout_contexts`: `evaluate.score_heads`' clips of K+1 real frames
+    (`event_rollout_windows`), the first C real, the rest generated through the Simulator with the LAM's actions;
+    the probe reads frames k-1, k of that clip for every generated k (a real frame where k-1 < C)."""
     from genie_gym.evaluation.evaluate import event_rollout_windows, infer_actions_windowed, simulate
     from genie_gym.models.frames import to_float
     from genie_gym.models.world_model import WorldModel
@@ -124,20 +128,27 @@ def rollout_scores(args: Args, probe: PixelProbe, held: EpisodeStore, K: int = 1
     wm = WorldModel.load(args.world_model)
     labels_E = [frame_labels(held, e) for e in range(len(held.episode_lengths))]
     windows, n_events = event_rollout_windows(held, labels_E, K, args.rollout_clips, args.seed)
-    probs_W, labels_W = [], []
-    for i in tqdm(range(0, len(windows), 16), desc="pixels: rollouts"):
-        chunk = windows[i:i + 16]
-        u8 = torch.stack([torch.from_numpy(held.frames(ep, s, s + K + 1)) for ep, s in chunk])
-        acts = infer_actions_windowed(wm.lam, to_float(u8), wm.config.seq_len).numpy()
-        gen = simulate(wm, u8[:, 0].numpy(), acts, [args.seed * 31 + i + j for j in range(len(chunk))], None,
-                       torch.device("cpu"))
-        gen_u8 = torch.cat([u8[:, :1], (gen * 255).round().to(torch.uint8)], dim=1).numpy()  # (B, K+1, H, W, C)
-        for b, (ep, s) in enumerate(chunk):
-            x = np.stack([window_of(gen_u8[b], k, args.frames) for k in range(1, K + 1)])
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                probs_W.append(torch.sigmoid(probe(to_input(x)).float()).numpy())
-            labels_W.append(labels_E[ep][s + 1:s + K + 1])
-    return {"event_clips": n_events, "random_clips": len(windows) - n_events, **score(probs_W, labels_W)}
+    out: dict = {}
+    for C in args.rollout_contexts:
+        if not 1 <= C <= K:
+            raise ValueError(f"--rollout-contexts takes 1..{K} real frames, got {C}")
+        probs_W, labels_W = [], []
+        for i in tqdm(range(0, len(windows), 16), desc=f"pixels: rollouts from {C} real frames"):
+            chunk = windows[i:i + 16]
+            u8 = torch.stack([torch.from_numpy(held.frames(ep, s, s + K + 1)) for ep, s in chunk])
+            acts = infer_actions_windowed(wm.lam, to_float(u8), wm.config.seq_len).numpy()  # (B, K)
+            prompts = u8[:, 0].numpy() if C == 1 else u8[:, :C].numpy()
+            gen = simulate(wm, prompts, acts[:, C - 1:], [args.seed * 31 + i + j for j in range(len(chunk))], None,
+                           torch.device("cpu"), prompt_actions=acts[:, :C - 1] if C > 1 else None)
+            clip_u8 = torch.cat([u8[:, :C], (gen * 255).round().to(torch.uint8)], dim=1).numpy()  # (B, K+1, ...)
+            for b, (ep, s) in enumerate(chunk):
+                x = np.stack([window_of(clip_u8[b], k, args.frames) for k in range(C, K + 1)])
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    probs_W.append(torch.sigmoid(probe(to_input(x)).float()).numpy())
+                labels_W.append(labels_E[ep][s + C:s + K + 1])
+        out[str(C)] = {"event_clips": n_events, "random_clips": len(windows) - n_events, "generated_steps": K + 1 - C,
+                       **score(probs_W, labels_W)}
+    return out
 
 
 def main(args: Args) -> dict:
@@ -201,7 +212,9 @@ def main(args: Args) -> dict:
     lines = [
         "# Event heads' ceiling: a CNN on the real pixels", "",
         f"`python benchmarks/studies/heads_pixels.py --data {args.data} --negatives {args.negatives} --steps "
-        f"{args.steps}{f' --world-model {args.world_model}' if args.world_model else ''} --out {args.out}` "
+        f"{args.steps}{f' --world-model {args.world_model}' if args.world_model else ''}"
+        f"{' --rollout-contexts ' + ' '.join(map(str, args.rollout_contexts)) if args.world_model else ''} --out "
+        f"{args.out}` "
         f"({result['seconds'] / 60:.1f} min; "
         f"frames t-{args.frames - 1}..t; {len(events)} train event frames + {len(randoms)} random; {args.steps} "
         f"steps). Scored on every frame of {len(frames_by_ep)} {args.split} episodes, horizon 1, precision / recall "
@@ -212,11 +225,12 @@ def main(args: Args) -> dict:
     for e in EVENTS:
         lines.append(f"| {e} | {scores[e]['events']} | " + " | ".join(
             f"{c['precision']:.2f} / {c['recall']:.2f}" for c in scores[e]["curve"]) + " |")
-    if generated:
-        lines += ["", f"On generated frames ({args.world_model}: {generated['event_clips']} clips of 1 real frame + 10 "
-                  f"generated ending on an event, {generated['random_clips']} random):", ""]
-        lines += [lines[4], lines[5]] + [f"| {e} | {generated[e]['events']} | " + " | ".join(
-            f"{c['precision']:.2f} / {c['recall']:.2f}" for c in generated[e]["curve"]) + " |" for e in EVENTS]
+    header = lines[4:6]
+    for C, g in generated.items():
+        lines += ["", f"On generated frames ({args.world_model}: {g['event_clips']} clips ending on an event and "
+                  f"{g['random_clips']} random, {C} real frame(s) then {g['generated_steps']} generated):", ""]
+        lines += header + [f"| {e} | {g[e]['events']} | " + " | ".join(
+            f"{c['precision']:.2f} / {c['recall']:.2f}" for c in g[e]["curve"]) + " |" for e in EVENTS]
     write_markdown(args.out.with_suffix(".md"), lines)
     return result
 
