@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from genie_gym.data.dataset import EpisodeStore
 from genie_gym.models.heads import EVENTS
-from genie_gym.training.heads import CURVE_THRESHOLDS, frame_labels, pr_curve, precision_recall, tiling_windows
+from genie_gym.training.heads import CURVE_THRESHOLDS, frame_labels, pr_curve, precision_recall
 from genie_gym.utils.io import atomic_write_json, write_markdown
 
 THRESHOLDS = (*CURVE_THRESHOLDS, 0.95, 0.98, 0.99)  # the heads' curve and its top end (a confident probe)
@@ -49,6 +49,8 @@ class Args:
     """frames t-k+1..t the CNN reads (2: the frame and the one before, i.e. its motion)"""
     negatives: int = 4
     """random frames per event frame in the training sample"""
+    hard_negatives: int = 0
+    """also the H frames before each event frame (near misses: the agent next to the coin or enemy a step early)"""
     steps: int = 3000
     """AdamW steps"""
     batch_size: int = 128
@@ -89,6 +91,15 @@ class PixelProbe(nn.Module):
 
     def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
         return self.net(x_BCHW)
+
+
+def tiling_windows(store: EpisodeStore, T: int, max_episodes: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """(episode, first frame) of T-frame windows tiling up to `max_episodes` random episodes backwards from their
+    last frame (the frames the first, feature-reading heads were scored on)."""
+    eps = np.flatnonzero(store.episode_lengths >= T)
+    rng.shuffle(eps)
+    return [(int(ep), start) for ep in eps[:max_episodes]
+            for start in range(int(store.episode_lengths[ep]) - T, -1, -T)]
 
 
 def window_of(clip_THWC: np.ndarray, t: int, k: int) -> np.ndarray:
@@ -151,6 +162,33 @@ def rollout_scores(args: Args, probe: PixelProbe, held: EpisodeStore, K: int = 1
     return out
 
 
+@torch.no_grad()
+def recon_scores(args: Args, probe: PixelProbe, held: EpisodeStore, frames_by_ep: dict[int, list[int]]) -> dict:
+    """The probe on the world model's tokenizer reconstructions of the same held-out frames (each T-frame window
+    encoded and decoded as a clip): what heads reading Genie-v0's decoded frames see when the tokens are right."""
+    from genie_gym.models.frames import to_float, to_uint8
+    from genie_gym.models.world_model import WorldModel
+
+    wm = WorldModel.load(args.world_model)
+    probs_E, events_E = [], []
+    for ep, ts in tqdm(frames_by_ep.items(), desc="pixels: reconstructed"):
+        ts = sorted(ts)
+        clip = torch.from_numpy(held.frames(ep, ts[0], ts[-1] + 1))
+        T = args.window
+        recon = []
+        for s in range(0, len(clip), T):  # the tiling windows, first to last
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                r = wm.tokenizer.decode(wm.tokenizer.encode(to_float(clip[None, s:s + T])))
+            recon.append(to_uint8(r[0]))
+        rec = torch.cat(recon).numpy()
+        x = np.stack([window_of(rec, t, args.frames) for t in range(len(rec))])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = torch.cat([probe(to_input(x[i:i + 256])) for i in range(0, len(x), 256)])
+        probs_E.append(torch.sigmoid(logits.float()).numpy())
+        events_E.append(frame_labels(held, ep)[ts])
+    return score(probs_E, events_E)
+
+
 def main(args: Args) -> dict:
     t0 = time.time()
     torch.set_num_threads(args.threads)
@@ -162,6 +200,7 @@ def main(args: Args) -> dict:
     lengths = train.episode_lengths
     eps = rng.integers(0, len(lengths), args.negatives * len(events))
     randoms = [(int(e), int(rng.integers(0, int(lengths[e])))) for e in eps]
+    randoms += [(e, t - h) for e, t in events for h in range(1, args.hard_negatives + 1) if t - h >= 0]
     sample = events + randoms
     x_u8 = np.stack([stack(train, e, t, args.frames) for e, t in tqdm(sample, desc="pixels: sample")])
     y = torch.from_numpy(np.stack([labels_E[e][t] for e, t in sample]))
@@ -203,16 +242,21 @@ def main(args: Args) -> dict:
             probs_E.append(torch.sigmoid(logits.float()).numpy())
             events_E.append(frame_labels(held, ep)[ts])
     scores = score(probs_E, events_E)
+    if args.world_model is not None:
+        scores_recon = recon_scores(args, probe, held, frames_by_ep)
     generated = rollout_scores(args, probe, held) if args.world_model is not None else {}
     result = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "train_events": len(events), "train_sample": len(sample), "episodes": len(frames_by_ep),
-              "final_loss": float(loss.detach()), "scores": scores, "generated": generated,
+              "final_loss": float(loss.detach()), "scores": scores,
+              "scores_reconstructed": scores_recon if args.world_model is not None else {}, "generated": generated,
               "seconds": round(time.time() - t0, 1)}
     atomic_write_json(args.out.with_suffix(".json"), result)
     lines = [
         "# Event heads' ceiling: a CNN on the real pixels", "",
         f"`python benchmarks/studies/heads_pixels.py --data {args.data} --negatives {args.negatives} --steps "
-        f"{args.steps}{f' --world-model {args.world_model}' if args.world_model else ''}"
+        f"{args.steps}{f' --hard-negatives {args.hard_negatives}' if args.hard_negatives else ''}"
+        f"{f' --frames {args.frames}' if args.frames != 2 else ''}"
+        f"{f' --world-model {args.world_model}' if args.world_model else ''}"
         f"{' --rollout-contexts ' + ' '.join(map(str, args.rollout_contexts)) if args.world_model else ''} --out "
         f"{args.out}` "
         f"({result['seconds'] / 60:.1f} min; "
@@ -226,6 +270,12 @@ def main(args: Args) -> dict:
         lines.append(f"| {e} | {scores[e]['events']} | " + " | ".join(
             f"{c['precision']:.2f} / {c['recall']:.2f}" for c in scores[e]["curve"]) + " |")
     header = lines[4:6]
+    if result["scores_reconstructed"]:
+        rec = result["scores_reconstructed"]
+        lines += ["", f"On the same frames reconstructed by {args.world_model}'s tokenizer (each 8-frame window "
+                  "encoded and decoded):", ""]
+        lines += header + [f"| {e} | {rec[e]['events']} | " + " | ".join(
+            f"{c['precision']:.2f} / {c['recall']:.2f}" for c in rec[e]["curve"]) + " |" for e in EVENTS]
     for C, g in generated.items():
         lines += ["", f"On generated frames ({args.world_model}: {g['event_clips']} clips ending on an event and "
                   f"{g['random_clips']} random, {C} real frame(s) then {g['generated_steps']} generated):", ""]
