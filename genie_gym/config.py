@@ -94,11 +94,13 @@ class DynamicsConfig:
 
 @dataclass
 class HeadsConfig:
-    """Reward and episode-end heads on the dynamics' features of a frame (models/heads.py), trained after the two
+    """Reward and episode-end heads, a small CNN on the last `frames` frames (models/heads.py), trained after the two
     unsupervised phases (`genie-gym train --phase heads`); a model without them has `enabled=False`."""
 
     enabled: bool = False
-    hidden: int = 128
+    frames: int = 2  # frames t-K+1..t the heads read (2: the frame and its motion)
+    width: int = 32  # channels of the first convolution (then 2x, 2x, 4x)
+    hidden: int = 256
     reward_value: float = 10.0  # the reward of a reward event (the mean non-zero reward of the training data)
     threshold: float = 0.5  # an event happens when its predicted probability is at least this (deterministic)
     horizon: int = 1  # frames before an event that carry its label: 1 = only the frame its transition leaves;
@@ -206,6 +208,7 @@ def _tiny() -> GenieConfig:
         tokenizer_optim=OptimConfig(steps=40, batch_size=4, lr=3e-3, min_lr=3e-4, warmup_steps=5),
         dynamics_optim=OptimConfig(steps=40, batch_size=4, lr=3e-3, min_lr=3e-4, warmup_steps=5),
         sampling=SamplingConfig(maskgit_steps=4, temperature=1.0, context_frames=4),
+        heads=HeadsConfig(width=8, hidden=64),
     )
 
 

@@ -15,6 +15,7 @@ from genie_gym.envs.genie_env import GenieEnv
 from genie_gym.envs.sb3 import GenieSB3VecEnv
 from genie_gym.envs.vector_env import GenieVectorEnv
 from genie_gym.errors import ConfigError, DatasetError
+from genie_gym.models.frames import to_float
 from genie_gym.models.world_model import WorldModel
 from genie_gym.training.heads import precision_recall, train_heads, within
 from genie_gym.training.train import Args
@@ -48,16 +49,12 @@ def event_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def heads_model(event_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Heads on an untrained tiny world model whose tokenizer sees the pixels: at initialisation every frame
-    quantises to one code, so its pre-quantisation projection is scaled up until the codes follow the content."""
+    """Heads (they read the frames) on an untrained tiny world model."""
     run = tmp_path_factory.mktemp("heads_run")
     torch.manual_seed(0)
-    wm = WorldModel(get_preset("tiny"))
-    with torch.no_grad():
-        wm.tokenizer.pre_quant.weight.mul_(30)
-    wm.save(run / "seeing.pt")
-    return train_heads(Args(phase="heads", out=run, model=run / "seeing.pt", data=event_data, steps=400,
-                            heads_clips=128, heads_eval_episodes=18, seed=0))
+    WorldModel(get_preset("tiny")).save(run / "untrained.pt")
+    return train_heads(Args(phase="heads", out=run, model=run / "untrained.pt", data=event_data, steps=150,
+                            batch_size=32, heads_negatives=4, heads_eval_episodes=18, seed=0))
 
 
 def test_heads_learn_known_events_and_beat_the_constant_predictor(heads_model: Path):
@@ -67,6 +64,8 @@ def test_heads_learn_known_events_and_beat_the_constant_predictor(heads_model: P
     assert val["terminal"]["events"] == 12 and val["reward"]["events"] == 6  # 2/3 end naturally, 1/3 are won
     for event in ("terminal", "reward"):  # "never" has recall 0; the heads find the events and little else
         assert val[event]["recall"] >= 0.9 and val[event]["precision"] >= 0.8, (event, val[event])
+    # Genie-v0's episode end (either head: every reward of this data ended its episode) finds at least as many
+    assert val["terminated"]["recall"] >= val["terminal"]["recall"] and val["terminated"]["events"] == 12
 
 
 def test_eval_scores_the_heads_one_step_ahead_and_on_generated_frames(heads_model: Path, event_data: Path,
@@ -128,6 +127,13 @@ def test_genie_env_reports_the_heads_and_reward_fn_overrides_the_reward(heads_mo
     assert runs[0] == runs[1]  # deterministic per seed: rewards, ends and probabilities
     reward, terminated, truncated, info = runs[0][0]
     assert set(info) == {"terminal_prob", "reward_prob"} and 0 <= info["terminal_prob"] <= 1
+    # the heads read the last two frames the env returned (the prompt, then the generated frame)
+    first, _ = env.reset(seed=3)
+    second, *_, info = env.step(1)
+    wm = WorldModel.load(heads_model)
+    with torch.no_grad():
+        probs = torch.sigmoid(wm.heads(to_float(np.stack([first, second])[None]))).numpy()[0]
+    assert np.allclose([info["terminal_prob"], info["reward_prob"]], probs, atol=1e-5)
     assert reward == (10.0 if info["reward_prob"] >= 0.5 else 0.0)
     assert wm_ends_on_reward(heads_model)  # every reward of event_data ends its episode
     assert terminated == (info["terminal_prob"] >= 0.5 or info["reward_prob"] >= 0.5)
@@ -164,7 +170,7 @@ def test_vector_env_and_sb3_honour_terminated(heads_model: Path, tmp_path: Path)
     assert all("terminal_observation" in i and i["TimeLimit.truncated"] is False for i in infos)
 
 
-def test_bad_heads_input(tiny_model_file: Path, event_data: Path, tmp_path: Path):
+def test_bad_heads_input(tiny_model_file: Path, event_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     with pytest.raises(ConfigError, match="no reward / episode-end heads.*--phase heads"):
         GenieEnv(checkpoint=tiny_model_file, learned_rewards=True)
     with pytest.warns(UserWarning, match="no reward / episode-end heads"):
@@ -178,12 +184,34 @@ def test_bad_heads_input(tiny_model_file: Path, event_data: Path, tmp_path: Path
                            "validation": [_episode(rng, 8, "cut")]})
     with pytest.raises(DatasetError, match="no natural episode end and no reward"):
         train_heads(Args(phase="heads", out=tmp_path, model=tiny_model_file, data=never, steps=2))
+    import genie_gym.training.heads as heads_module
+
+    with monkeypatch.context() as m:  # 1 MiB free: the sample cannot fit
+        m.setattr(heads_module, "available_memory_bytes", lambda device: 2**20)
+        with pytest.raises(ConfigError, match="needs .* GiB of RAM .* lower --heads-events or --heads-negatives"):
+            train_heads(Args(phase="heads", out=tmp_path, model=tiny_model_file, data=event_data, steps=2))
     from genie_gym.cli import main as cli_main
 
     with pytest.raises(SystemExit):  # no world model in the run directory: one line, before any work
         cli_main(["train", "--phase", "heads", "--out", str(tmp_path / "empty"), "--data", str(event_data)])
     cfg = dataclasses.replace(get_preset("tiny"))
     assert not cfg.heads.enabled  # presets build no heads: only `--phase heads` adds them
+
+
+def test_a_file_with_heads_of_the_earlier_design_loads_without_them(tiny_model_file: Path, tmp_path: Path):
+    """Heads that read the dynamics' features (before the pixel heads) cannot run here: the file loads without
+    them, with a warning naming `--phase heads`, rather than failing or running garbage."""
+    wm = WorldModel.load(tiny_model_file)
+    old = torch.nn.Module()
+    old.query = torch.nn.Parameter(torch.zeros(wm.config.dynamics.d_model))
+    old.mlp = torch.nn.Sequential(torch.nn.Linear(2 * wm.config.dynamics.d_model, 2))
+    wm.config = dataclasses.replace(wm.config, heads=dataclasses.replace(wm.config.heads, enabled=True))
+    wm.heads = old
+    wm.save(tmp_path / "old_heads.pt")
+    with pytest.warns(UserWarning, match="earlier design.*--phase heads"):
+        loaded = WorldModel.load(tmp_path / "old_heads.pt")
+    assert loaded.heads is None and not loaded.config.heads.enabled
+    assert torch.equal(loaded.dynamics.head.weight, wm.dynamics.head.weight)  # the rest is the file's
 
 
 def test_replay_prompts_start_worlds_from_recorded_train_frames(event_data: Path, tiny_model_file: Path,
@@ -285,13 +313,18 @@ def test_dream_transfer_plays_the_dream_agent_in_real_coinrun(heads_model: Path,
 def test_heads_horizon_is_recorded_and_checked(event_data: Path, tiny_model_file: Path, tmp_path: Path):
     """--heads-horizon k labels the k frames before each event; the file and its held-out scores record k."""
     out = train_heads(Args(phase="heads", out=tmp_path, model=tiny_model_file, data=event_data, steps=3,
-                           heads_clips=16, heads_eval_episodes=6, heads_horizon=3, seed=0))
+                           heads_eval_episodes=6, heads_horizon=3, seed=0))
     wm = WorldModel.load(out)
     assert wm.config.heads.horizon == 3 and wm.metadata["heads"]["validation"]["terminal"]["horizon"] == 3
     from genie_gym.training.heads import check_heads_args
 
     with pytest.raises(ConfigError, match="--heads-horizon must be >= 1"):
         check_heads_args(Args(phase="heads", out=tmp_path, model=tiny_model_file, heads_horizon=0))
+    with pytest.raises(ConfigError, match="--set takes heads.FIELD=VALUE"):
+        check_heads_args(Args(phase="heads", out=tmp_path, model=tiny_model_file, set=("dynamics.num_layers=2",)))
+    three = train_heads(Args(phase="heads", out=tmp_path / "f3", model=tiny_model_file, data=event_data, steps=2,
+                             heads_eval_episodes=2, set=("heads.frames=3",)))
+    assert WorldModel.load(three).heads.cnn[0].in_channels == 9  # frames t-2..t
 
 
 @pytest.mark.slow
@@ -346,20 +379,17 @@ def test_ppo_speed_benchmark_quick(tiny_model_file: Path, tmp_path: Path):
         ppo_speed.main(ppo_speed.Args(world_model=str(tiny_model_file), frames=4, out=str(tmp_path)))
 
 
-def test_heads_pixels_probe_finds_visible_events_and_scores_generated_frames(event_data: Path, heads_model: Path,
-                                                                            tmp_path: Path):
-    """studies/heads_pixels.py: a CNN on the real frames finds events the last frame shows (a big square), scored on
-    whole held-out episodes as the heads are; with a world model, also on its generated frames."""
-    import heads_pixels
+def test_heads_frames_study_scores_real_reconstructed_and_generated_frames(event_data: Path, heads_model: Path,
+                                                                        tmp_path: Path):
+    """studies/heads_frames.py: the heads file scored on real frames (as genie-gym eval's one_step), on the
+    tokenizer's reconstructions of the same frames and on rollouts from 1 and from 10 real frames."""
+    import heads_frames
 
-    res = heads_pixels.main(heads_pixels.Args(data=event_data, split="validation", steps=150, negatives=4,
-                                              eval_episodes=18, window=4, world_model=heads_model, rollout_clips=2,
-                                              rollout_contexts=(1, 10),
-                                              out=tmp_path / "pixels"))
-    for event in ("terminal", "reward"):
-        assert res["scores"][event]["recall"] >= 0.9 and res["scores"][event]["precision"] >= 0.8, res["scores"]
-        assert len(res["scores"][event]["curve"]) == len(heads_pixels.THRESHOLDS)
-    gen = res["generated"]
-    assert gen["1"]["event_clips"] >= 1 and gen["1"]["terminal"]["frames"] == 10 * 2 * gen["1"]["event_clips"]
-    assert gen["10"]["terminal"]["frames"] == 1 * 2 * gen["10"]["event_clips"]  # only the event frame generated
-    assert "On generated frames" in (tmp_path / "pixels.md").read_text()
+    res = heads_frames.main(heads_frames.Args(model=heads_model, data=event_data, split="validation", episodes=18,
+                                              rollout_clips=2, contexts=(1, 10), threads=1, out=tmp_path / "frames"))
+    assert res["real"] == WorldModel.load(heads_model).metadata["heads"]["validation"]  # same episodes and seed
+    assert res["reconstructed"]["terminal"]["frames"] == res["real"]["terminal"]["frames"]
+    one, ten = res["rollout_1"], res["rollout_10"]
+    assert one["event_clips"] >= 1 and one["terminal"]["frames"] == 10 * 2 * one["event_clips"]
+    assert ten["terminal"]["frames"] == 1 * 2 * ten["event_clips"]  # only the event frame generated
+    assert "| rollout_10 | reward |" in (tmp_path / "frames.md").read_text()

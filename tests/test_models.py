@@ -426,8 +426,8 @@ def test_dynamics_cached_steps_equal_full(cfg):
 
 
 def test_commit_without_features_writes_the_same_cache(cfg):
-    """commit_step(features=False) skips the last layer's temporal read and MLP: None back, the same keys,
-    values and history as a full commit, so the next frame's logits are the same."""
+    """commit_step stops the last layer at its keys and values (no temporal read, no MLP): the same keys, values
+    and history as a commit that computes the frame's features, so the next frame's logits are the same."""
     tok, _, dyn = _models(cfg)
     dyn.eval()
     V, N, A = tok.codebook_size, tok.tokens_per_frame, cfg.lam.num_actions
@@ -437,9 +437,10 @@ def test_commit_without_features_writes_the_same_cache(cfg):
     caches = [dyn.new_cache(2), dyn.new_cache(2)]
     with torch.no_grad():
         for t in range(2):
-            feats = dyn.commit_step(tokens[:, t], actions[:, t], caches[0])
+            x = dyn._embed(tokens[:, t], None, actions[:, t])
+            feats = dyn.transformer.forward_step(x, caches[0], commit=True, output=True)
             assert feats is not None and feats.shape[:2] == (2, N // cfg.tokenizer.groups)
-            assert dyn.commit_step(tokens[:, t], actions[:, t], caches[1], features=False) is None
+            assert dyn.commit_step(tokens[:, t], actions[:, t], caches[1]) is None
         for k_a, k_b, v_a, v_b in zip(caches[0].k, caches[1].k, caches[0].v, caches[1].v, strict=True):
             assert torch.equal(k_a, k_b) and torch.equal(v_a, v_b)
         assert torch.equal(caches[0].valid_BM, caches[1].valid_BM) and torch.equal(caches[0].t_B, caches[1].t_B)

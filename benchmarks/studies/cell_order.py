@@ -62,7 +62,8 @@ def run_variant(args: Args, variant: str, model_sha: str) -> dict:
             print(f"{variant}: reading {path}")
             return old
     return evaluate(EvalArgs(model=args.model, data=args.data, num_clips=args.num_clips, temperature=0.0,
-                             maskgit_steps=steps, maskgit_schedule=schedule, out=args.out / variant))
+                             maskgit_steps=steps, maskgit_schedule=schedule, heads_episodes=0,  # not its subject
+                             out=args.out / variant))
 
 
 def main(args: Args) -> dict:

@@ -1,9 +1,9 @@
 """Two exact levers of a Genie-v0 step on the CPU, each on and off in alternation in one run:
 
-1. **commit without features** (`DynamicsModel.commit_step(features=False)`): after a frame is decided, the
-   cache commit runs the dynamics over its tokens only for the keys and values of each layer's temporal
-   attention. Unless the model has event heads (which read the frame's features), the last layer can stop once
-   its keys and values are written: no temporal read, no MLP, no final norm.
+1. **commit without features** (`DynamicsModel.commit_step`): after a frame is decided, the cache commit runs the
+   dynamics over its tokens only for the keys and values of each layer's temporal attention, so the last layer
+   stops once its keys and values are written: no temporal read, no MLP, no final norm. (Event heads once read
+   those features; they read the frames now, so every commit stops there.)
 2. **fused nearest x2 + conv** (`tokenizer.upsample2x_conv`): the pixel decoder's two "nearest upsample, then 3x3
    conv" stages computed as four 2x2 convolutions on the low-resolution grid (4 x 4 instead of 4 x 9
    multiply-adds per output pixel), the same weights and, to float rounding, the same frames.
@@ -54,8 +54,12 @@ class Args:
 def _set(sim: Any, commit_lever: bool, fused: bool) -> None:
     tokenizer.ConvDecoder.forward = FUSED_FORWARD if fused else (lambda self, x: self.net(x))
     if sim is not None:
-        commit = sim.model.dynamics.commit_step
-        sim._dyn_commit = commit if commit_lever else (lambda t, a, c, features: commit(t, a, c, True))
+        dyn = sim.model.dynamics
+
+        def full_commit(t: torch.Tensor, a: torch.Tensor, c: Any) -> None:  # the replaced code: features too
+            dyn.transformer.forward_step(dyn._embed(t, None, a.long()), c, commit=True, output=True)
+
+        sim._dyn_commit = dyn.commit_step if commit_lever else full_commit
 
 
 def _jobs() -> dict[str, tuple[Any, Callable[[], Any], int]]:

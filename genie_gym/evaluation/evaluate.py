@@ -254,7 +254,7 @@ def score_heads(wm, args: Args, device: torch.device) -> dict:
     near_FE = np.concatenate([within(lab > 0, horizon) for lab in labels_E])
     out: dict = {"horizon": horizon, "threshold": wm.config.heads.threshold,
                  "event_rate": dict(zip(EVENTS, near_FE.mean(0).tolist(), strict=True)),
-                 "one_step": evaluate_heads(wm, wm.heads, store, T, amp, args.heads_episodes, args.seed, horizon)}
+                 "one_step": evaluate_heads(wm, store, args.heads_episodes, args.seed, amp)}
     windows, n_events = event_rollout_windows(store, labels_E, K, args.heads_rollout_clips, args.seed)
     if not windows:
         return {**out, "rollouts": {"note": f"no held-out episode ends on an event after >= {K + 1} frames"}}

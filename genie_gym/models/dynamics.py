@@ -82,7 +82,7 @@ class DynamicsModel(nn.Module):
 
     def features(self, tokens_BTN: torch.Tensor, actions_BT: torch.Tensor, mask_BTN: torch.Tensor | None = None
                  ) -> torch.Tensor:
-        """The transformer's output (B, T, positions, D) before the logits head (what the event heads read)."""
+        """The transformer's output (B, T, positions, D) before the logits head."""
         B = tokens_BTN.shape[0]
         none_B1 = torch.full((B, 1), self.no_action_id, dtype=torch.long, device=tokens_BTN.device)
         act_BT = torch.cat([none_B1, actions_BT.long()], dim=1)  # act_BT[:, t+1] = a_t conditions frame t+1
@@ -132,10 +132,8 @@ class DynamicsModel(nn.Module):
         x_BND = self._embed(tokens_BN, mask_BN, actions_B.long())
         return self._logits(self.transformer.forward_step(x_BND, cache, commit))
 
-    def commit_step(self, tokens_BN: torch.Tensor, actions_B: torch.Tensor, cache: TemporalKVCache,
-                    features: bool = True) -> torch.Tensor | None:
-        """Append a decided frame to the cached history without computing logits (the head is ~30% of a pass);
-        returns the frame's features (B, positions, D), as `features` gives them, or None with `features=False`
-        (then the last layer stops at its keys and values)."""
+    def commit_step(self, tokens_BN: torch.Tensor, actions_B: torch.Tensor, cache: TemporalKVCache) -> None:
+        """Append a decided frame to the cached history without computing logits (the head is ~30% of a pass):
+        the last layer stops at its keys and values."""
         x_BND = self._embed(tokens_BN, None, actions_B.long())
-        return self.transformer.forward_step(x_BND, cache, commit=True, output=features)
+        self.transformer.forward_step(x_BND, cache, commit=True, output=False)

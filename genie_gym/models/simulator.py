@@ -170,7 +170,9 @@ class Simulator:
         self.no_action_id = world_model.dynamics.no_action_id
         B, W, N = self.num_worlds, self.context_frames, self.tokens_per_frame
         self.generators = [torch.Generator(device=self.device) for _ in range(B)]
-        self.features_BND: torch.Tensor | None = None  # dynamics features of the last generated frames
+        # the event heads' input: each world's last K frames (prompt, then generated), float in [0, 1]
+        self.heads_frames = world_model.config.heads.frames if world_model.heads is not None else 0
+        self.recent_BKHWC: torch.Tensor | None = None
         self.is_ready_B = np.zeros(B, dtype=bool)  # reset since creation
         self.steps_B = np.zeros(B, dtype=np.int64)  # frames generated since the world's reset
         with torch.inference_mode():
@@ -246,7 +248,7 @@ class Simulator:
                     dyn = self._new_cache(self.model.dynamics.transformer, K)
                     dec = self._new_cache(self.model.tokenizer.decoder, K)
                 for c in range(C):
-                    self.model.dynamics.commit_step(tokens_KCN[:, c], acts_KC[:, c], dyn, features=False)
+                    self.model.dynamics.commit_step(tokens_KCN[:, c], acts_KC[:, c], dyn)
                     self.model.tokenizer.decode_step(tokens_KCN[:, c], dec, commit=True)
                 if dyn is not self.dyn_cache:
                     _load_into(self.dyn_cache, idx_t, dyn)
@@ -257,6 +259,11 @@ class Simulator:
                 self.hist_actions_BW[idx_t] = self.no_action_id
                 self.hist_actions_BW[idx_t, :C] = acts_KC
                 self.hist_len_B[idx_t] = C
+            if self.heads_frames:  # the last K prompt frames, the first repeated when there are fewer
+                if self.recent_BKHWC is None:
+                    self.recent_BKHWC = torch.zeros(self.num_worlds, self.heads_frames, S, S, 3, device=self.device)
+                last_KC = torch.arange(C - self.heads_frames, C, device=self.device).clamp(min=0)
+                self.recent_BKHWC[idx_t] = to_float(prompts.to(self.device))[:, last_KC]
         self.is_ready_B[idx] = True
         self.steps_B[idx] = 0
 
@@ -275,17 +282,21 @@ class Simulator:
         with self._compute():
             actions_t = torch.as_tensor(actions, dtype=torch.long, device=self.device)
             frames_BHWC = self._step_cached(actions_t) if self.use_cache else self._step_full(actions_t)
-            out = to_uint8(frames_BHWC.float()).cpu().numpy()
+            out_BHWC = to_uint8(frames_BHWC.float())
+            if self.heads_frames:  # the heads read the frames as the env returns them
+                self.recent_BKHWC = torch.cat([self.recent_BKHWC[:, 1:], to_float(out_BHWC)[:, None]], dim=1)
+            out = out_BHWC.cpu().numpy()
         self.steps_B += 1
         return out
 
     def event_probs(self) -> np.ndarray | None:
         """(B, 2) probabilities of (terminal, reward) for the frames the last `step` generated, from the model's
-        event heads; None for a model without heads (or before the first step)."""
-        if self.model.heads is None or self.features_BND is None:
+        event heads on each world's last `config.heads.frames` frames; None for a model without heads (or before
+        the first step)."""
+        if not self.heads_frames or not self.steps_B.any():
             return None
         with self._compute():
-            return torch.sigmoid(self.model.heads(self.features_BND)).float().cpu().numpy()
+            return torch.sigmoid(self.model.heads(self.recent_BKHWC).float()).cpu().numpy()
 
     def _sample(self, logits_fn, batch_size: int, generators: list[torch.Generator]) -> torch.Tensor:
         return maskgit_sample(logits_fn, batch_size, self.tokens_per_frame, steps=self.maskgit_steps,
@@ -297,8 +308,7 @@ class Simulator:
             return self._dyn_step(tokens_BN, actions_B, mask_BN, self.dyn_cache, commit=False)
 
         tokens_BN = self._sample(logits_fn, self.num_worlds, self.generators)
-        # the new frame's features feed the event heads only: without heads the commit stops at the last keys
-        self.features_BND = self._dyn_commit(tokens_BN, actions_B, self.dyn_cache, self.model.heads is not None)
+        self._dyn_commit(tokens_BN, actions_B, self.dyn_cache)
         return self._dec_step(tokens_BN, self.dec_cache, commit=True)
 
     def _step_full(self, actions_B: torch.Tensor) -> torch.Tensor:
@@ -306,7 +316,6 @@ class Simulator:
         S = self.model.image_size
         frames_BHWC = torch.empty(self.num_worlds, S, S, 3, device=self.device)
         new_tokens_BN = torch.empty(self.num_worlds, self.tokens_per_frame, dtype=torch.long, device=self.device)
-        features_BND: torch.Tensor | None = None
         for L in torch.unique(self.hist_len_B).tolist():
             g = torch.nonzero(self.hist_len_B == L)[:, 0]
             hist_gLN = self.hist_tokens_BWN[g, :L]
@@ -324,11 +333,6 @@ class Simulator:
             window_gLN = torch.cat([hist_gLN, tokens_gN[:, None]], dim=1)
             frames_BHWC[g] = self.model.tokenizer.decode(window_gLN)[:, -1]
             new_tokens_BN[g] = tokens_gN
-            if self.model.heads is not None:  # the new frame's features, as the cached path's commit gives them
-                feats = self.model.dynamics.features(window_gLN, actions_gL)[:, -1]
-                if features_BND is None:
-                    features_BND = feats.new_empty(self.num_worlds, *feats.shape[1:])
-                features_BND[g] = feats
         # Append the new frame, dropping the oldest once W-1 past frames are held.
         full_B = self.hist_len_B == self.hist_tokens_BWN.shape[1]
         if full_B.any():
@@ -339,5 +343,4 @@ class Simulator:
         self.hist_tokens_BWN[ar, self.hist_len_B] = new_tokens_BN
         self.hist_actions_BW[ar, self.hist_len_B] = actions_B
         self.hist_len_B += 1
-        self.features_BND = features_BND
         return frames_BHWC

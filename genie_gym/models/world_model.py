@@ -18,9 +18,11 @@ Everything is read with `torch.load(weights_only=True)`, so loading a file never
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +79,7 @@ def build_dynamics(config: GenieConfig) -> DynamicsModel:
 
 
 def build_heads(config: GenieConfig) -> EventHeads | None:
-    return EventHeads(config.heads, config.dynamics.d_model) if config.heads.enabled else None
+    return EventHeads(config.heads, config.image_size, config.channels) if config.heads.enabled else None
 
 
 
@@ -201,9 +203,16 @@ class WorldModel(nn.Module):
             raise CheckpointError(f"{str(path)!r} holds a config this genie-gym cannot read ({e}); it was "
                                   f"written by genie-gym {outer.get('genie_gym_version')}: use that version or "
                                   "re-export the model") from e
+        state = payload["state_dict"]
+        if config.heads.enabled and "heads.query" in state:  # the first heads design, on the dynamics features
+            warnings.warn(f"{str(path)!r} holds event heads of an earlier design (on the dynamics' features), which "
+                          "this genie-gym replaced by heads on the frames; loading it without heads: retrain them "
+                          "with `genie-gym train --phase heads --model FILE`", UserWarning, stacklevel=2)
+            config = dataclasses.replace(config, heads=dataclasses.replace(config.heads, enabled=False))
+            state = {k: v for k, v in state.items() if not k.startswith("heads.")}
         try:
             model = cls(config)
-            model.load_state_dict(payload["state_dict"], strict=True)
+            model.load_state_dict(state, strict=True)
         except Exception as e:  # missing/unexpected keys, shape mismatches
             raise CheckpointError(f"{str(path)!r} has weights incompatible with its config / this genie-gym's "
                                   f"model code ({str(e).splitlines()[0][:300]}); re-export the model with this "

@@ -8,21 +8,24 @@ DreamerV3 learn them beside their dynamics. Labels of frame t of an episode of L
 by the game, not by the recording's or Procgen's 1000-step time limit; `reward` = one of the next k transitions pays
 a non-zero reward (CoinRun: the coin, on the last transition). k = 1 is the strict "the transition out of this frame";
 Procgen returns the next level's first frame after the last transition, so the frame that shows the agent on the
-coin or the enemy never reaches the data, and k > 1 labels the approach instead. Features: the frozen dynamics'
-output for each frame of a clip of `seq_len` real frames (its tokens, the LAM's actions), the same features
-Genie-v0 computes for a generated frame.
+coin or the enemy never reaches the data, and k > 1 labels the approach instead. Input: the recorded frames t-K+1..t
+(`HeadsConfig.frames`), what Genie-v0 shows of a world (models/heads.py says why pixels and not the dynamics'
+features).
 
-1. Features are computed once (no gradient, bf16 on CPU with --cpu-bf16) for every clip ending on an event frame
-   (up to `--heads-clips`) and as many random clips, and cached.
-2. The heads train on the cached features (`--steps` AdamW steps of `--batch-size` clips). Event clips are
-   over-represented in that sample, so at the end each head's bias is shifted by the log-odds ratio between the
-   data's event rate and the sample's (prior correction): its probabilities are those of the real frequency.
-3. Held-out scores (validation split, whole episodes tiled by windows that end on their last frame), per event at
+1. The sample: every frame labelled with an event (up to `--heads-events`) and `--heads-negatives` times as many
+   random frames of the train split, held in RAM (K x 12 KiB a frame at 64x64).
+2. The heads train on it (`--steps` AdamW steps of `--batch-size` frames, cosine decay; bf16 autocast on CUDA, and on
+   the CPU with --cpu-bf16). Event frames are over-represented in that sample, so at the end each head's bias is
+   shifted by the log-odds ratio between the data's event rate and the sample's (prior correction): its
+   probabilities are those of the real frequency.
+3. Held-out scores (every frame of up to `--heads-eval-episodes` validation episodes), per event at
    `HeadsConfig.threshold`: precision = the share of firing frames that are within k transitions of that event,
    recall = the share of events with a firing frame among the k frames before them (k = 1: plain per-frame
-   precision and recall; the constant "never" predictor has recall 0). They go into the model's metadata.
+   precision and recall; the constant "never" predictor has recall 0), and the curve over thresholds. They go into
+   the model's metadata; `genie-gym eval` reports the same on the test split, and on generated frames.
 4. RUN/world_model.pt is (re)written with the heads (`config.heads.enabled`, the data's mean non-zero reward as
-   `reward_value`, `horizon`, and `reward_ends_episode` when 99% of the data's rewards came with their episode's end).
+   `reward_value`, `horizon`, and `reward_ends_episode` when 99% of the data's rewards came with their episode's end);
+   the tokenizer, LAM and dynamics are untouched.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,10 +42,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from genie_gym.config import apply_overrides
 from genie_gym.data.dataset import EpisodeStore
 from genie_gym.errors import ConfigError, DatasetError
-from genie_gym.models.heads import EVENTS, EventHeads
+from genie_gym.models.frames import to_float
+from genie_gym.models.heads import EVENTS, EventHeads, frame_windows
 from genie_gym.models.world_model import WorldModel
+from genie_gym.utils.device import available_memory_bytes, resolve_device
 from genie_gym.utils.seeding import seed_everything
 
 if TYPE_CHECKING:
@@ -73,43 +80,15 @@ def within(events_LE: np.ndarray, horizon: int) -> np.ndarray:
     return out
 
 
-@torch.no_grad()
-def clip_features(wm: WorldModel, frames_BTHWC_u8: torch.Tensor, amp: bool) -> torch.Tensor:
-    """Dynamics features (B, T, positions, D) of real clips: their tokens and the LAM's actions, clean context (on
-    the model's device; `amp`: bf16 autocast)."""
-    from genie_gym.models.frames import to_float
-
-    device = next(wm.dynamics.parameters()).device
-    frames = to_float(frames_BTHWC_u8.to(device))
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        tokens_BTN = wm.tokenizer.encode(frames)
-        actions_BT = wm.lam.infer_actions(frames)
-        return wm.dynamics.features(tokens_BTN, actions_BT).to(torch.bfloat16)
-
-
 def event_windows(labels_E: list[np.ndarray], T: int) -> list[tuple[int, int]]:
     """(episode, first frame) of the T-frame window ending on each event frame (`frame_labels` per episode)."""
     return [(ep, t - T + 1) for ep, labels in enumerate(labels_E) for t in np.flatnonzero(labels.any(1)) if t >= T - 1]
 
 
-def tiling_windows(store: EpisodeStore, T: int, max_episodes: int, rng: np.random.Generator) -> list[tuple[int, int]]:
-    """(episode, first frame) of T-frame windows tiling up to `max_episodes` random episodes backwards from their
-    last frame: each frame scored at most once, the last with full history (the first L mod T frames are not)."""
-    eps = np.flatnonzero(store.episode_lengths >= T)
-    rng.shuffle(eps)
-    return [(int(ep), start) for ep in eps[:max_episodes]
-            for start in range(int(store.episode_lengths[ep]) - T, -1, -T)]
-
-
-def _features_of(wm: WorldModel, store: EpisodeStore, windows: list[tuple[int, int]], T: int, amp: bool,
-                 desc: str, labels_E: list[np.ndarray] | dict[int, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    feats, labels = [], []
-    for i in tqdm(range(0, len(windows), 16), desc=desc, leave=False):
-        chunk = windows[i:i + 16]
-        frames = torch.stack([torch.from_numpy(store.frames(ep, s, s + T)) for ep, s in chunk])
-        feats.append(clip_features(wm, frames, amp).cpu())
-        labels.append(torch.from_numpy(np.stack([labels_E[ep][s:s + T] for ep, s in chunk])))
-    return torch.cat(feats), torch.cat(labels)
+def heads_input(store: EpisodeStore, ep: int, t: int, frames: int) -> np.ndarray:
+    """(K, H, W, C) uint8: frames t-K+1..t of episode `ep` (its first frame repeated before it starts)."""
+    lo = max(0, t - frames + 1)
+    return frame_windows(store.frames(ep, lo, t + 1), frames)[-1]
 
 
 def _logit(p: torch.Tensor) -> torch.Tensor:
@@ -147,8 +126,8 @@ def train_heads(args: Args) -> Path:
     run = Path(args.out)
     source = Path(args.model) if args.model is not None else run / "world_model.pt"
     wm = WorldModel.load(source)
-    cfg, T = wm.config, wm.config.seq_len
-    steps = args.steps or 1000
+    cfg = apply_overrides(wm.config, args.set)  # heads.FIELD=VALUE only (check_heads_args)
+    steps = args.steps or 4000
     seed_everything(args.seed)
     rng = np.random.default_rng(args.seed)
     train_store = EpisodeStore(args.data, args.split)
@@ -167,43 +146,62 @@ def train_heads(args: Args) -> Path:
     # a reward that (nearly) always came with the episode's end (CoinRun's coin) ends a Genie-v0 episode too
     rewarded = np.concatenate([labels[labels[:, 1] > 0, 0] for labels in exact_E])
     reward_ends_episode = bool(rewarded.size > 0 and rewarded.mean() >= 0.99)
-    amp = bool(args.cpu_bf16)
-    wm.eval()
-    events = event_windows(labels_E, T)
-    rng.shuffle(events)
-    events = events[: args.heads_clips]
-    if not events:
-        raise DatasetError(f"no episode of {args.data} ({args.split}) is at least seq_len={T} frames long and ends "
-                           "in an event; record longer episodes")
-    randoms = [(int(ep), int(rng.integers(0, int(train_store.episode_lengths[ep]) - T + 1)))
-               for ep in rng.choice(np.flatnonzero(train_store.episode_lengths >= T), len(events))]
-    feats, labels = _features_of(wm, train_store, events + randoms, T, amp, "heads: features", labels_E)
-    sample_rate = labels.mean(dim=(0, 1)).clamp(1e-6, 1 - 1e-6)  # per event, in the cached sample
-    true_rate = torch.tensor([terminal_rate, reward_rate]).clamp(1e-6, 1 - 1e-6)
-
     heads_cfg = dataclasses.replace(cfg.heads, enabled=True, reward_value=reward_value, horizon=horizon,
                                     reward_ends_episode=reward_ends_episode)
-    heads = EventHeads(heads_cfg, cfg.dynamics.d_model)
+    K = heads_cfg.frames
+    events = [(ep, int(t)) for ep, labels in enumerate(labels_E) for t in np.flatnonzero(labels.any(1))]
+    rng.shuffle(events)
+    events = events[: args.heads_events]
+    if not events:
+        raise DatasetError(f"no episode of {args.data} ({args.split}) ends in an event: nothing for the heads to "
+                           "learn; record longer episodes")
+    lengths = train_store.episode_lengths
+    randoms = [(int(ep), int(rng.integers(0, int(lengths[ep]))))
+               for ep in rng.integers(0, len(lengths), args.heads_negatives * len(events))]
+    sample = events + randoms
+    shape = (len(sample), K, *train_store.frames(0, 0, 1).shape[1:])
+    need, free = int(np.prod(shape)), available_memory_bytes(torch.device("cpu"))
+    if free is not None and need > 0.8 * free:
+        raise ConfigError(f"the heads' training sample ({len(events)} event frames x {1 + args.heads_negatives}, "
+                          f"{K} frames each) needs {need / 2**30:.1f} GiB of RAM but {free / 2**30:.1f} GiB are "
+                          "free; lower --heads-events or --heads-negatives")
+    x_u8 = np.empty(shape, dtype=np.uint8)  # filled in place (a list then np.stack would need twice the RAM)
+    for i, (ep, t) in enumerate(tqdm(sample, desc="heads: frames", mininterval=2)):
+        x_u8[i] = heads_input(train_store, ep, t, K)
+    y = torch.from_numpy(np.stack([labels_E[ep][t] for ep, t in sample]))
+    sample_rate = y.mean(0).clamp(1e-6, 1 - 1e-6)  # per event, in the training sample
+    true_rate = torch.tensor([terminal_rate, reward_rate]).clamp(1e-6, 1 - 1e-6)
+
+    device = resolve_device(args.device)
+    amp = bool(args.bf16) if device.type == "cuda" else bool(args.cpu_bf16)
+    heads = EventHeads(heads_cfg, cfg.image_size, cfg.channels).to(device)
     opt = torch.optim.AdamW(heads.parameters(), lr=args.lr or 1e-3, weight_decay=1e-4)
-    batch = args.batch_size or 64
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    batch = args.batch_size or 128
     gen = torch.Generator().manual_seed(args.seed)
     bar = tqdm(range(steps), desc="train heads", mininterval=2)
     for _ in bar:
-        idx = torch.randint(0, len(feats), (batch,), generator=gen)
-        logits = heads(feats[idx].float())
-        loss = F.binary_cross_entropy_with_logits(logits, labels[idx])
+        idx = torch.randint(0, len(sample), (batch,), generator=gen)
+        frames = to_float(torch.from_numpy(x_u8[idx.numpy()]).to(device))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = heads(frames)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), y[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        sched.step()
         bar.set_postfix(loss=f"{loss.item():.4f}")
     with torch.no_grad():  # prior correction: probabilities of the data's event rates, not the sample's
-        heads.mlp[-1].bias += _logit(true_rate) - _logit(sample_rate)
+        heads.mlp[-1].bias += (_logit(true_rate) - _logit(sample_rate)).to(device)
+    heads.eval()
 
-    scores = evaluate_heads(wm, heads, val_store, T, amp, args.heads_eval_episodes, args.seed, horizon)
     wm.config = dataclasses.replace(cfg, heads=heads_cfg)
     wm.heads = heads
+    wm.to(device)
+    scores = evaluate_heads(wm, val_store, args.heads_eval_episodes, args.seed, amp)
     out = run / "world_model.pt"
-    wm.save(out, {**wm.metadata, "heads": {"data": str(args.data), "steps": steps, "train_clips": len(feats),
+    wm.save(out, {**wm.metadata, "heads": {"data": str(args.data), "steps": steps, "train_frames": len(sample),
+                                           "event_frames": len(events), "final_loss": round(loss.item(), 5),
                                            "reward_value": reward_value, "terminal_rate": terminal_rate,
                                            "reward_rate": reward_rate, "validation": scores,
                                            "seconds": round(time.time() - t0, 1)}},
@@ -215,30 +213,39 @@ def train_heads(args: Args) -> Path:
 
 
 @torch.no_grad()
-def evaluate_heads(wm: WorldModel, heads: EventHeads, store: EpisodeStore, T: int, amp: bool, max_episodes: int,
-                   seed: int, horizon: int = 1) -> dict[str, Any]:
-    """Precision / recall of each event on held-out episodes (`precision_recall`; whole episodes tiled backwards from
-    their last frame by T-frame windows), one step ahead (real context), at the heads' threshold."""
-    windows = tiling_windows(store, T, max_episodes, np.random.default_rng(seed))
-    if not windows:
-        return {"note": "no held-out episode of seq_len frames"}
-    exact = {ep: frame_labels(store, ep) for ep in {ep for ep, _ in windows}}
-    feats, labels = _features_of(wm, store, windows, T, amp, "heads: held-out", exact)
+def evaluate_heads(wm: WorldModel, store: EpisodeStore, max_episodes: int, seed: int, amp: bool,
+                   frames_fn: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, Any]:
+    """Precision / recall of each event one step ahead on every frame of up to `max_episodes` random held-out
+    episodes (`precision_recall` at the heads' threshold and horizon, and the curve over thresholds; for heads whose
+    reward ends the episode, also `terminated`: Genie-v0's episode end, either head firing). `frames_fn`
+    maps an episode's uint8 frames (L, H, W, C) to those the heads read (default: the real frames)."""
+    eps = np.arange(len(store.episode_lengths))
+    np.random.default_rng(seed).shuffle(eps)
+    eps = eps[:max_episodes]
+    if eps.size == 0:
+        return {"note": "no held-out episode"}
+    heads, K = wm.heads, wm.config.heads.frames
     dev = next(heads.parameters()).device
-    probs = torch.sigmoid(torch.cat([heads(feats[i:i + 64].to(dev).float()).cpu()
-                                     for i in range(0, len(feats), 64)])).numpy()
-    by_episode: dict[int, list[int]] = {}
-    for i, (ep, _) in enumerate(windows):
-        by_episode.setdefault(ep, []).append(i)
-    order = {ep: idx[::-1] for ep, idx in by_episode.items()}  # windows were listed from the episode's end backwards
-    probs_E = {ep: probs[idx].reshape(-1, len(EVENTS)) for ep, idx in order.items()}
-    events_E = {ep: labels.numpy()[idx].reshape(-1, len(EVENTS)) for ep, idx in order.items()}
+    probs_E, events_E = [], []
+    for ep in tqdm(eps.tolist(), desc="heads: held-out", leave=False):
+        frames_LHWC = store.frames(ep, 0, int(store.episode_lengths[ep]))
+        x_u8 = frame_windows(frames_fn(frames_LHWC) if frames_fn is not None else frames_LHWC, K)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            logits = torch.cat([heads(to_float(torch.from_numpy(x_u8[i:i + 256]).to(dev))).float()
+                                for i in range(0, len(x_u8), 256)])
+        probs_E.append(torch.sigmoid(logits).cpu().numpy())
+        events_E.append(frame_labels(store, ep))
     out: dict[str, Any] = {}
+    cfg = wm.config.heads
     for k, e in enumerate(EVENTS):
-        probs_k, events_k = [p[:, k] for p in probs_E.values()], [v[:, k] for v in events_E.values()]
-        out[e] = {**precision_recall(probs_k, events_k, heads.cfg.threshold, horizon),
-                  "curve": pr_curve(probs_k, events_k, horizon=horizon)}
-    out["episodes"] = len(order)
+        probs_k, events_k = [p[:, k] for p in probs_E], [v[:, k] for v in events_E]
+        out[e] = {**precision_recall(probs_k, events_k, cfg.threshold, cfg.horizon),
+                  "curve": pr_curve(probs_k, events_k, horizon=cfg.horizon)}
+    if cfg.reward_ends_episode:  # Genie-v0's `terminated`: either head fires (a coin ends CoinRun's episode)
+        ends = [p.max(1) for p in probs_E]
+        out["terminated"] = {**precision_recall(ends, [v[:, 0] for v in events_E], cfg.threshold, cfg.horizon),
+                             "curve": pr_curve(ends, [v[:, 0] for v in events_E], horizon=cfg.horizon)}
+    out["episodes"] = len(eps)
     return out
 
 
@@ -246,11 +253,16 @@ def check_heads_args(args: Args) -> None:
     if args.heads_horizon < 1:
         raise ConfigError(f"--heads-horizon must be >= 1 (1: only the frame before the event), got "
                           f"{args.heads_horizon}")
-    if args.heads_clips < 1 or args.heads_eval_episodes < 1:
-        raise ConfigError(f"--heads-clips ({args.heads_clips}) and --heads-eval-episodes "
-                          f"({args.heads_eval_episodes}) must be >= 1")
+    if args.heads_events < 1 or args.heads_negatives < 0 or args.heads_eval_episodes < 1:
+        raise ConfigError(f"--heads-events ({args.heads_events}) and --heads-eval-episodes "
+                          f"({args.heads_eval_episodes}) must be >= 1, --heads-negatives ({args.heads_negatives}) "
+                          ">= 0")
     if args.model is None and not (Path(args.out) / "world_model.pt").is_file():
         raise ConfigError(f"phase heads needs a trained world model: {Path(args.out) / 'world_model.pt'} does not "
                           "exist; train phase dynamics first or pass --model FILE")
+    not_heads = [item for item in args.set if not item.strip().startswith("heads.")]
+    if not_heads:
+        raise ConfigError(f"phase heads trains only the heads: --set takes heads.FIELD=VALUE (e.g. heads.frames=3), "
+                          f"got {not_heads}")
     if not math.isfinite(args.lr or 1e-3):
         raise ConfigError(f"--lr must be finite, got {args.lr}")

@@ -71,7 +71,7 @@ class Args:
     heads: bool = True
     """train the reward / episode-end heads after the dynamics (`genie-gym train --phase heads`)"""
     heads_steps: int | None = None
-    """steps of the heads phase (default: 1000; 50 for tiny)"""
+    """steps of the heads phase (default: 4000; 50 for tiny)"""
 
 
 def _stage(name: str) -> float:
@@ -198,8 +198,8 @@ def run_pipeline(args: Args) -> dict:
         else:
             try:
                 train_heads(train_mod.Args(phase="heads", out=run, data=data, seed=args.seed, cpu_bf16=args.cpu_bf16,
-                                           steps=args.heads_steps or (50 if args.preset == "tiny" else 1000),
-                                           heads_clips=64 if args.preset == "tiny" else 512))
+                                           steps=args.heads_steps or (50 if args.preset == "tiny" else 4000),
+                                           heads_negatives=4 if args.preset == "tiny" else 20))
             except DatasetError as e:  # e.g. tiny data whose episodes were all cut by the time limit
                 print(f"heads not trained: {e}")
         timings["heads_s"] = time.time() - t

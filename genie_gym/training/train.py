@@ -86,8 +86,10 @@ class Args:
     """write TensorBoard logs to RUN/<phase>/tb"""
     model: Path | None = None
     """phase heads: the world-model file to add heads to (default RUN/world_model.pt); writes RUN/world_model.pt"""
-    heads_clips: int = 512
-    """phase heads: clips ending on an event frame (and as many random clips) whose features train the heads"""
+    heads_events: int = 100_000
+    """phase heads: at most this many frames labelled with an event train the heads (all of them by default)"""
+    heads_negatives: int = 20
+    """phase heads: random frames per event frame in the training sample (fewer: the heads fire too often)"""
     heads_horizon: int = 1
     """phase heads: an event's label covers the k frames before it ("within k transitions"); 1 = only the frame its
     transition leaves (Procgen's data never holds the frame that shows it: k > 1 learns the approach)"""

@@ -1,0 +1,154 @@
+"""Event heads on the frames Genie-v0 shows them: real, redrawn by the tokenizer, dreamed.
+
+`genie-gym train --phase heads` trains the reward / episode-end heads on recorded frames, and `genie-gym eval`
+scores them one step ahead on real held-out episodes and on 10-step rollouts from one real frame. Inside Genie-v0
+they read decoded frames. This study scores one heads file three ways on the same held-out data, each at every
+threshold of `training.heads.CURVE_THRESHOLDS` (precision / recall as `precision_recall` counts them, at the heads'
+horizon):
+1. `real`: every frame of `--episodes` held-out episodes (what `genie-gym eval` reports as `one_step`);
+2. `reconstructed`: the same frames encoded and decoded by the model's tokenizer (seq_len-frame windows from each
+   episode's start): what the heads see when every token is right;
+3. `rollout_C`: clips of 11 real frames ending on an event (`evaluate.event_rollout_windows`, beside as many random
+   clips), the first C real and the rest generated with the LAM's actions of the real clip, the heads scored on
+   every generated frame, per C in `--contexts` (1: ten dreamed steps; 10: only the event frame dreamed).
+
+    python benchmarks/studies/heads_frames.py --model runs/s18/heads_s2/world_model.pt \
+        --data data/coinrun_hard_sticky_s2 --out benchmarks/results/heads_data/frames_s2
+
+writes <out>.json and <out>.md.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import tyro
+from tqdm import tqdm
+
+from genie_gym.data.dataset import EpisodeStore
+from genie_gym.evaluation.evaluate import event_rollout_windows, infer_actions_windowed, simulate
+from genie_gym.models.frames import to_float, to_uint8
+from genie_gym.models.heads import EVENTS
+from genie_gym.models.world_model import WorldModel
+from genie_gym.training.heads import CURVE_THRESHOLDS, evaluate_heads, frame_labels, pr_curve, precision_recall
+from genie_gym.utils.io import atomic_write_json, write_markdown
+
+K = 10  # generated steps of a rollout from one real frame (genie-gym eval's rollout_steps)
+
+
+@dataclass
+class Args:
+    """Score a world model's event heads on real, reconstructed and generated held-out frames."""
+
+    model: Path = Path("runs/heads/world_model.pt")
+    """world-model file with heads (`genie-gym train --phase heads`)"""
+    data: Path = Path("data/coinrun_hard_sticky_s2")
+    """dataset holding the held-out split"""
+    split: str = "test"
+    """held-out split scored"""
+    episodes: int = 200
+    """held-out episodes scored on real and reconstructed frames (every frame)"""
+    rollout_clips: int = 64
+    """clips ending on an event (and as many random ones) for the rollouts"""
+    contexts: tuple[int, ...] = (1, 10)
+    """real frames before the generated ones, one score each (1..10)"""
+    batch_size: int = 16
+    """rollouts generated together"""
+    seed: int = 0
+    """seed for the episodes, the clips and the rollouts"""
+    threads: int = 2
+    """torch threads"""
+    out: Path = Path("benchmarks/results/heads_data/frames")
+    """writes OUT.json and OUT.md"""
+
+
+def reconstruct_fn(wm: WorldModel):
+    """uint8 frames (L, H, W, C) -> the tokenizer's reconstructions, seq_len-frame windows from the first frame."""
+    T = wm.config.seq_len
+
+    @torch.no_grad()
+    def fn(frames_LHWC: np.ndarray) -> np.ndarray:
+        out = []
+        for s in range(0, len(frames_LHWC), T):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                clip = to_float(frames_LHWC[None, s:s + T])
+                out.append(to_uint8(wm.tokenizer.decode(wm.tokenizer.encode(clip))[0]).numpy())
+        return np.concatenate(out)
+
+    return fn
+
+
+@torch.no_grad()
+def rollout_scores(wm: WorldModel, store: EpisodeStore, args: Args, C: int) -> dict:
+    """The heads on the generated frames of rollouts from C real frames (the LAM's actions of the real clip)."""
+    if not 1 <= C <= K:
+        raise ValueError(f"--contexts takes 1..{K} real frames, got {C}")
+    labels_E = [frame_labels(store, e) for e in range(len(store.episode_lengths))]
+    windows, n_events = event_rollout_windows(store, labels_E, K, args.rollout_clips, args.seed)
+    probs_W, labels_W = [], []
+    for i in tqdm(range(0, len(windows), args.batch_size), desc=f"heads: rollouts from {C} real frames"):
+        chunk = windows[i:i + args.batch_size]
+        u8 = torch.stack([torch.from_numpy(store.frames(ep, s, s + K + 1)) for ep, s in chunk])
+        acts = infer_actions_windowed(wm.lam, to_float(u8), wm.config.seq_len).numpy()  # (B, K)
+        steps: list[np.ndarray] = []
+        simulate(wm, u8[:, :C].numpy() if C > 1 else u8[:, 0].numpy(), acts[:, C - 1:],
+                 [args.seed * 31 + i + j for j in range(len(chunk))], None, torch.device("cpu"),
+                 prompt_actions=acts[:, :C - 1] if C > 1 else None, event_probs=steps)
+        probs_W += list(np.stack(steps, axis=1))  # (B, K+1-C, 2): generated step k is real frame start + C - 1 + k
+        labels_W += [labels_E[ep][s + C:s + K + 1] for ep, s in chunk]
+    return {**scores(wm, probs_W, labels_W), "event_clips": n_events, "random_clips": len(windows) - n_events,
+            "generated_steps": K + 1 - C}
+
+
+def scores(wm: WorldModel, probs_E: list[np.ndarray], events_E: list[np.ndarray]) -> dict:
+    h, th = wm.config.heads.horizon, wm.config.heads.threshold
+    out: dict = {}
+    for k, e in enumerate(EVENTS):
+        p_k, v_k = [p[:, k] for p in probs_E], [v[:, k] for v in events_E]
+        out[e] = {**precision_recall(p_k, v_k, th, h), "curve": pr_curve(p_k, v_k, horizon=h)}
+    return out
+
+
+def main(args: Args) -> dict:
+    t0 = time.time()
+    torch.set_num_threads(args.threads)
+    wm = WorldModel.load(args.model)
+    if wm.heads is None:
+        raise SystemExit(f"{args.model} has no event heads; train them with `genie-gym train --phase heads`")
+    store = EpisodeStore(args.data, args.split)
+    result: dict = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                    "real": evaluate_heads(wm, store, args.episodes, args.seed, amp=False),
+                    "reconstructed": evaluate_heads(wm, store, args.episodes, args.seed, amp=False,
+                                                    frames_fn=reconstruct_fn(wm))}
+    for C in args.contexts:
+        result[f"rollout_{C}"] = rollout_scores(wm, store, args, C)
+    result["seconds"] = round(time.time() - t0, 1)
+    atomic_write_json(args.out.with_suffix(".json"), result)
+    lines = ["# Event heads on real, reconstructed and generated frames", "",
+             f"`python benchmarks/studies/heads_frames.py --model {args.model} --data {args.data} --split {args.split} "
+             f"--episodes {args.episodes} --rollout-clips {args.rollout_clips} --contexts "
+             f"{' '.join(map(str, args.contexts))} --out {args.out}` ({result['seconds'] / 60:.1f} min; heads "
+             f"threshold {wm.config.heads.threshold}, horizon {wm.config.heads.horizon}). Precision / recall at each "
+             "threshold:", "",
+             "| frames | event | events | " + " | ".join(str(t) for t in CURVE_THRESHOLDS) + " |",
+             "|---|---|---|" + "---|" * len(CURVE_THRESHOLDS)]
+    for kind in ["real", "reconstructed", *(f"rollout_{C}" for C in args.contexts)]:
+        for e in EVENTS:
+            r = result[kind][e]
+            lines.append(f"| {kind} | {e} | {r['events']} | " + " | ".join(
+                f"{c['precision']:.2f} / {c['recall']:.2f}" for c in r["curve"]) + " |")
+    lines += ["", f"`real` and `reconstructed`: every frame of {result['real']['episodes']} {args.split} episodes. "
+              "`rollout_C`: " + ", ".join(f"C = {C}: {result[f'rollout_{C}']['event_clips']} clips ending on an "
+                                         f"event and {result[f'rollout_{C}']['random_clips']} random, "
+                                         f"{result[f'rollout_{C}']['generated_steps']} generated frames each"
+                                         for C in args.contexts) + "."]
+    write_markdown(args.out.with_suffix(".md"), lines)
+    return result
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
