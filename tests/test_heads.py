@@ -207,10 +207,10 @@ def test_a_file_with_heads_of_the_earlier_design_loads_without_them(tiny_model_f
     old.mlp = torch.nn.Sequential(torch.nn.Linear(2 * wm.config.dynamics.d_model, 2))
     wm.config = dataclasses.replace(wm.config, heads=dataclasses.replace(wm.config.heads, enabled=True))
     wm.heads = old
-    wm.save(tmp_path / "old_heads.pt")
+    wm.save(tmp_path / "old_heads.pt", {**wm.metadata, "heads": {"validation": {"terminal": {}}}})
     with pytest.warns(UserWarning, match="earlier design.*--phase heads"):
         loaded = WorldModel.load(tmp_path / "old_heads.pt")
-    assert loaded.heads is None and not loaded.config.heads.enabled
+    assert loaded.heads is None and not loaded.config.heads.enabled and "heads" not in loaded.metadata
     assert torch.equal(loaded.dynamics.head.weight, wm.dynamics.head.weight)  # the rest is the file's
 
 

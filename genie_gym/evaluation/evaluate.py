@@ -239,8 +239,8 @@ def event_rollout_windows(store, labels_E: list[np.ndarray], K: int, n: int, see
 @torch.no_grad()
 def score_heads(wm, args: Args, device: torch.device) -> dict:
     """The event heads' precision and recall (`training.heads.precision_recall`, at their threshold and horizon) on
-    the held-out split: one step ahead on every frame of up to `heads_episodes` whole episodes (real frames as
-    context), and over `rollout_steps` generated frames (1 real frame, then the LAM's actions from the real clip)
+    the held-out split: one step ahead on every frame of up to `heads_episodes` whole episodes (the recorded
+    frames), and over `rollout_steps` generated frames (1 real frame, then the LAM's actions from the real clip)
     of clips whose last real frame is an event frame, beside as many random clips. `event_rate` is the share of
     frames within the horizon of an event: the precision of a head that always fires."""
     from genie_gym.data.dataset import EpisodeStore

@@ -116,7 +116,7 @@ def bytes_per_world(world_model: WorldModel, context_frames: int) -> int:
     caches = 2 * context_frames * positions * (cfg.dynamics.num_layers * cfg.dynamics.d_model
                                                + cfg.tokenizer.num_layers * cfg.tokenizer.d_model)
     activations = 8 * positions * cfg.dynamics.d_model + N * cfg.tokenizer.codebook_size * 3
-    frames = 4 * 3 * world_model.image_size ** 2 * 8
+    frames = 4 * 3 * world_model.image_size ** 2 * (8 + 2 * cfg.heads.frames * cfg.heads.enabled)  # + heads' input
     return 4 * (caches + activations) + frames
 
 

@@ -210,6 +210,7 @@ class WorldModel(nn.Module):
                           "with `genie-gym train --phase heads --model FILE`", UserWarning, stacklevel=2)
             config = dataclasses.replace(config, heads=dataclasses.replace(config.heads, enabled=False))
             state = {k: v for k, v in state.items() if not k.startswith("heads.")}
+            payload["metadata"] = {k: v for k, v in (payload.get("metadata") or {}).items() if k != "heads"}
         try:
             model = cls(config)
             model.load_state_dict(state, strict=True)
