@@ -27,14 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import tyro
-from tqdm import tqdm
 
 from genie_gym.data.dataset import EpisodeStore
-from genie_gym.evaluation.evaluate import event_rollout_windows, infer_actions_windowed, simulate
+from genie_gym.evaluation.evaluate import event_rollout_windows, rollout_event_probs
 from genie_gym.models.frames import to_float, to_uint8
 from genie_gym.models.heads import EVENTS
 from genie_gym.models.world_model import WorldModel
-from genie_gym.training.heads import CURVE_THRESHOLDS, evaluate_heads, frame_labels, pr_curve, precision_recall
+from genie_gym.training.heads import CURVE_THRESHOLDS, evaluate_heads, frame_labels, score_events
 from genie_gym.utils.io import atomic_write_json, write_markdown
 
 K = 10  # generated steps of a rollout from one real frame (genie-gym eval's rollout_steps)
@@ -82,35 +81,16 @@ def reconstruct_fn(wm: WorldModel):
     return fn
 
 
-@torch.no_grad()
 def rollout_scores(wm: WorldModel, store: EpisodeStore, args: Args, C: int) -> dict:
     """The heads on the generated frames of rollouts from C real frames (the LAM's actions of the real clip)."""
     if not 1 <= C <= K:
         raise ValueError(f"--contexts takes 1..{K} real frames, got {C}")
     labels_E = [frame_labels(store, e) for e in range(len(store.episode_lengths))]
     windows, n_events = event_rollout_windows(store, labels_E, K, args.rollout_clips, args.seed)
-    probs_W, labels_W = [], []
-    for i in tqdm(range(0, len(windows), args.batch_size), desc=f"heads: rollouts from {C} real frames"):
-        chunk = windows[i:i + args.batch_size]
-        u8 = torch.stack([torch.from_numpy(store.frames(ep, s, s + K + 1)) for ep, s in chunk])
-        acts = infer_actions_windowed(wm.lam, to_float(u8), wm.config.seq_len).numpy()  # (B, K)
-        steps: list[np.ndarray] = []
-        simulate(wm, u8[:, :C].numpy() if C > 1 else u8[:, 0].numpy(), acts[:, C - 1:],
-                 [args.seed * 31 + i + j for j in range(len(chunk))], None, torch.device("cpu"),
-                 prompt_actions=acts[:, :C - 1] if C > 1 else None, event_probs=steps)
-        probs_W += list(np.stack(steps, axis=1))  # (B, K+1-C, 2): generated step k is real frame start + C - 1 + k
-        labels_W += [labels_E[ep][s + C:s + K + 1] for ep, s in chunk]
-    return {**scores(wm, probs_W, labels_W), "event_clips": n_events, "random_clips": len(windows) - n_events,
-            "generated_steps": K + 1 - C}
-
-
-def scores(wm: WorldModel, probs_E: list[np.ndarray], events_E: list[np.ndarray]) -> dict:
-    h, th = wm.config.heads.horizon, wm.config.heads.threshold
-    out: dict = {}
-    for k, e in enumerate(EVENTS):
-        p_k, v_k = [p[:, k] for p in probs_E], [v[:, k] for v in events_E]
-        out[e] = {**precision_recall(p_k, v_k, th, h), "curve": pr_curve(p_k, v_k, horizon=h)}
-    return out
+    probs_W, labels_W = rollout_event_probs(wm, store, labels_E, windows, K, C, args.seed, args.batch_size,
+                                            torch.device("cpu"))
+    return {**score_events(probs_W, labels_W, wm.config.heads), "event_clips": n_events,
+            "random_clips": len(windows) - n_events, "generated_steps": K + 1 - C}
 
 
 def main(args: Args) -> dict:

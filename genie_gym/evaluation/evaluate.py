@@ -245,10 +245,10 @@ def score_heads(wm, args: Args, device: torch.device) -> dict:
     frames within the horizon of an event: the precision of a head that always fires."""
     from genie_gym.data.dataset import EpisodeStore
     from genie_gym.models.heads import EVENTS
-    from genie_gym.training.heads import evaluate_heads, frame_labels, precision_recall, within
+    from genie_gym.training.heads import evaluate_heads, frame_labels, score_events, within
 
     store = EpisodeStore(args.data, args.split)
-    T, K, horizon = wm.config.seq_len, args.rollout_steps, wm.config.heads.horizon
+    K, horizon = args.rollout_steps, wm.config.heads.horizon
     amp = args.precision == "bfloat16"
     labels_E = [frame_labels(store, e) for e in range(len(store.episode_lengths))]
     near_FE = np.concatenate([within(lab > 0, horizon) for lab in labels_E])
@@ -258,21 +258,34 @@ def score_heads(wm, args: Args, device: torch.device) -> dict:
     windows, n_events = event_rollout_windows(store, labels_E, K, args.heads_rollout_clips, args.seed)
     if not windows:
         return {**out, "rollouts": {"note": f"no held-out episode ends on an event after >= {K + 1} frames"}}
-    probs_W, labels_W = [], []
-    for batch in tqdm(_batches(list(range(len(windows))), args.batch_size), desc="heads: rollouts"):
-        u8 = torch.stack([torch.from_numpy(store.frames(ep, s, s + K + 1)) for ep, s in (windows[i] for i in batch)])
-        acts = infer_actions_windowed(wm.lam, to_float(u8).to(device), T).cpu().numpy()  # (B, K)
-        steps: list[np.ndarray] = []
-        simulate(wm, u8[:, 0].numpy(), acts, [args.seed * 31 + i for i in batch], args.maskgit_steps, device,
-                 args.temperature, precision=args.precision, schedule=args.maskgit_schedule, event_probs=steps)
-        probs_W += list(np.stack(steps, axis=1))  # (B, K, 2): generated step k is real frame start + k
-        labels_W += [labels_E[ep][s + 1 : s + K + 1] for ep, s in (windows[i] for i in batch)]
-    out["rollouts"] = {
-        e: precision_recall([p[:, k] for p in probs_W], [lab[:, k] for lab in labels_W], wm.config.heads.threshold,
-                            horizon)
-        for k, e in enumerate(EVENTS)}
-    out["rollouts"].update(event_clips=n_events, random_clips=len(windows) - n_events, steps=K)
+    probs_W, labels_W = rollout_event_probs(wm, store, labels_E, windows, K, 1, args.seed, args.batch_size, device,
+                                            args.maskgit_steps, args.temperature, args.precision,
+                                            args.maskgit_schedule)
+    out["rollouts"] = {**score_events(probs_W, labels_W, wm.config.heads), "event_clips": n_events,
+                       "random_clips": len(windows) - n_events, "steps": K}
     return out
+
+
+@torch.no_grad()
+def rollout_event_probs(wm, store, labels_E: list[np.ndarray], windows: list[tuple[int, int]], K: int, C: int,
+                        seed: int, batch_size: int, device: torch.device, maskgit_steps: int | None = None,
+                        temperature: float | None = None, precision: str = "float32",
+                        schedule: str | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The event heads on generated frames: for each window of K+1 real frames (`event_rollout_windows`), the first
+    C real, the rest generated with the LAM's actions of the real clip (world i seeded `seed * 31 + i`). Returns,
+    per window, the heads' probabilities (K+1-C, 2) of the generated frames and those frames' labels."""
+    probs_W, labels_W = [], []
+    for batch in tqdm(_batches(list(range(len(windows))), batch_size), desc=f"heads: rollouts from {C} real frames"):
+        u8 = torch.stack([torch.from_numpy(store.frames(ep, s, s + K + 1)) for ep, s in (windows[i] for i in batch)])
+        acts = infer_actions_windowed(wm.lam, to_float(u8).to(device), wm.config.seq_len).cpu().numpy()  # (B, K)
+        steps: list[np.ndarray] = []
+        simulate(wm, u8[:, :C].numpy() if C > 1 else u8[:, 0].numpy(), acts[:, C - 1:],
+                 [seed * 31 + i for i in batch], maskgit_steps, device, temperature,
+                 prompt_actions=acts[:, :C - 1] if C > 1 else None, precision=precision, schedule=schedule,
+                 event_probs=steps)
+        probs_W += list(np.stack(steps, axis=1))  # (B, K+1-C, 2): generated step k is real frame start + C - 1 + k
+        labels_W += [labels_E[ep][s + C : s + K + 1] for ep, s in (windows[i] for i in batch)]
+    return probs_W, labels_W
 
 
 @torch.no_grad()

@@ -116,7 +116,8 @@ def bytes_per_world(world_model: WorldModel, context_frames: int) -> int:
     caches = 2 * context_frames * positions * (cfg.dynamics.num_layers * cfg.dynamics.d_model
                                                + cfg.tokenizer.num_layers * cfg.tokenizer.d_model)
     activations = 8 * positions * cfg.dynamics.d_model + N * cfg.tokenizer.codebook_size * 3
-    frames = 4 * 3 * world_model.image_size ** 2 * (8 + 2 * cfg.heads.frames * cfg.heads.enabled)  # + heads' input
+    frames = 4 * 3 * world_model.image_size ** 2 * 8 + 3 * world_model.image_size ** 2 * 2 * cfg.heads.frames * \
+        cfg.heads.enabled  # + the heads' uint8 input
     return 4 * (caches + activations) + frames
 
 
@@ -170,7 +171,7 @@ class Simulator:
         self.no_action_id = world_model.dynamics.no_action_id
         B, W, N = self.num_worlds, self.context_frames, self.tokens_per_frame
         self.generators = [torch.Generator(device=self.device) for _ in range(B)]
-        # the event heads' input: each world's last K frames (prompt, then generated), float in [0, 1]
+        # the event heads' input: each world's last K frames (prompt, then generated), uint8 as the env returns them
         self.heads_frames = world_model.config.heads.frames if world_model.heads is not None else 0
         self.recent_BKHWC: torch.Tensor | None = None
         self.is_ready_B = np.zeros(B, dtype=bool)  # reset since creation
@@ -261,9 +262,10 @@ class Simulator:
                 self.hist_len_B[idx_t] = C
             if self.heads_frames:  # the last K prompt frames, the first repeated when there are fewer
                 if self.recent_BKHWC is None:
-                    self.recent_BKHWC = torch.zeros(self.num_worlds, self.heads_frames, S, S, 3, device=self.device)
-                last_KC = torch.arange(C - self.heads_frames, C, device=self.device).clamp(min=0)
-                self.recent_BKHWC[idx_t] = to_float(prompts.to(self.device))[:, last_KC]
+                    self.recent_BKHWC = torch.zeros(self.num_worlds, self.heads_frames, S, S, 3, dtype=torch.uint8,
+                                                    device=self.device)
+                last_KC = torch.arange(C - self.heads_frames, C).clamp(min=0)
+                self.recent_BKHWC[idx_t] = prompts[:, last_KC].to(self.device)
         self.is_ready_B[idx] = True
         self.steps_B[idx] = 0
 
@@ -284,7 +286,7 @@ class Simulator:
             frames_BHWC = self._step_cached(actions_t) if self.use_cache else self._step_full(actions_t)
             out_BHWC = to_uint8(frames_BHWC.float())
             if self.heads_frames:  # the heads read the frames as the env returns them
-                self.recent_BKHWC = torch.cat([self.recent_BKHWC[:, 1:], to_float(out_BHWC)[:, None]], dim=1)
+                self.recent_BKHWC = torch.cat([self.recent_BKHWC[:, 1:], out_BHWC[:, None]], dim=1)
             out = out_BHWC.cpu().numpy()
         self.steps_B += 1
         return out
@@ -296,7 +298,7 @@ class Simulator:
         if not self.heads_frames or not self.steps_B.any():
             return None
         with self._compute():
-            return torch.sigmoid(self.model.heads(self.recent_BKHWC).float()).cpu().numpy()
+            return torch.sigmoid(self.model.heads(to_float(self.recent_BKHWC)).float()).cpu().numpy()
 
     def _sample(self, logits_fn, batch_size: int, generators: list[torch.Generator]) -> torch.Tensor:
         return maskgit_sample(logits_fn, batch_size, self.tokens_per_frame, steps=self.maskgit_steps,

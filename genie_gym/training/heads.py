@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from genie_gym.config import apply_overrides
+from genie_gym.config import HeadsConfig, apply_overrides
 from genie_gym.data.dataset import EpisodeStore
 from genie_gym.errors import ConfigError, DatasetError
 from genie_gym.models.frames import to_float
@@ -116,8 +116,23 @@ def precision_recall(probs_E: list[np.ndarray], events_E: list[np.ndarray], thre
 def pr_curve(probs_E: list[np.ndarray], events_E: list[np.ndarray], thresholds: tuple[float, ...] = CURVE_THRESHOLDS,
              horizon: int = 1) -> list[dict[str, float | int]]:
     """`precision_recall` at each threshold: [{threshold, precision, recall, predicted}, ...]."""
-    return [{"threshold": th, **{m: precision_recall(probs_E, events_E, th, horizon)[m]
-                                 for m in ("precision", "recall", "predicted")}} for th in thresholds]
+    curve = []
+    for th in thresholds:
+        pr = precision_recall(probs_E, events_E, th, horizon)
+        curve.append({"threshold": th, "precision": pr["precision"], "recall": pr["recall"],
+                      "predicted": pr["predicted"]})
+    return curve
+
+
+def score_events(probs_E: list[np.ndarray], events_E: list[np.ndarray], cfg: HeadsConfig) -> dict[str, Any]:
+    """Per event (and, for heads whose reward ends the episode, `terminated`: Genie-v0's episode end, either head
+    firing): `precision_recall` at the heads' threshold and horizon, with the curve over thresholds. Per episode or
+    clip: probabilities (L, 2) and labels (L, 2) of its scored frames, in order."""
+    columns = {e: ([p[:, k] for p in probs_E], [v[:, k] for v in events_E]) for k, e in enumerate(EVENTS)}
+    if cfg.reward_ends_episode:  # a coin ends CoinRun's episode
+        columns["terminated"] = ([p.max(1) for p in probs_E], columns["terminal"][1])
+    return {e: {**precision_recall(p, v, cfg.threshold, cfg.horizon), "curve": pr_curve(p, v, horizon=cfg.horizon)}
+            for e, (p, v) in columns.items()}
 
 
 def train_heads(args: Args) -> Path:
@@ -235,18 +250,7 @@ def evaluate_heads(wm: WorldModel, store: EpisodeStore, max_episodes: int, seed:
                                 for i in range(0, len(x_u8), 256)])
         probs_E.append(torch.sigmoid(logits).cpu().numpy())
         events_E.append(frame_labels(store, ep))
-    out: dict[str, Any] = {}
-    cfg = wm.config.heads
-    for k, e in enumerate(EVENTS):
-        probs_k, events_k = [p[:, k] for p in probs_E], [v[:, k] for v in events_E]
-        out[e] = {**precision_recall(probs_k, events_k, cfg.threshold, cfg.horizon),
-                  "curve": pr_curve(probs_k, events_k, horizon=cfg.horizon)}
-    if cfg.reward_ends_episode:  # Genie-v0's `terminated`: either head fires (a coin ends CoinRun's episode)
-        ends = [p.max(1) for p in probs_E]
-        out["terminated"] = {**precision_recall(ends, [v[:, 0] for v in events_E], cfg.threshold, cfg.horizon),
-                             "curve": pr_curve(ends, [v[:, 0] for v in events_E], horizon=cfg.horizon)}
-    out["episodes"] = len(eps)
-    return out
+    return {**score_events(probs_E, events_E, wm.config.heads), "episodes": len(eps)}
 
 
 def check_heads_args(args: Args) -> None:
