@@ -258,6 +258,25 @@ def test_replay_prompts_start_worlds_from_recorded_train_frames(event_data: Path
         GenieEnv(checkpoint=tiny_model_file, prompt_data=never, prompt_data_tail=5)
 
 
+def test_heads_resume_after_a_stop_gives_the_heads_of_one_run(event_data: Path, tiny_model_file: Path,
+                                                                 tmp_path: Path):
+    """A heads run stopped at step 4 (as a kill after a checkpoint leaves it) and resumed ends with the weights of
+    an uninterrupted run; a checkpoint of other inputs is refused."""
+    from genie_gym.errors import CheckpointError
+
+    kw = dict(phase="heads", model=tiny_model_file, data=event_data, steps=8, batch_size=16, heads_negatives=2,
+              heads_eval_episodes=2, seed=0, ckpt_every=2)
+    whole = WorldModel.load(train_heads(Args(out=tmp_path / "whole", **kw)))
+    stopped = train_heads(Args(out=tmp_path / "cut", stop_at=4, **kw))
+    assert stopped == tmp_path / "cut" / "heads" / "last.pt" and not (tmp_path / "cut" / "world_model.pt").exists()
+    resumed = WorldModel.load(train_heads(Args(out=tmp_path / "cut", resume=True, **kw)))
+    for name, p in whole.heads.state_dict().items():
+        assert torch.equal(p, resumed.heads.state_dict()[name]), name
+    assert resumed.metadata["heads"]["final_loss"] == whole.metadata["heads"]["final_loss"]
+    with pytest.raises(CheckpointError, match="other inputs"):
+        train_heads(Args(out=tmp_path / "cut", resume=True, **{**kw, "seed": 1}))
+
+
 @pytest.mark.slow
 def test_dream_ppo_trains_in_the_world_model_and_resumes(heads_model: Path, tiny_model_file: Path, tmp_path: Path):
     """agents.dream_ppo end to end on the tiny model: PPO frames counted, a resumable final.zip, and --resume
@@ -325,6 +344,22 @@ def test_heads_horizon_is_recorded_and_checked(event_data: Path, tiny_model_file
     three = train_heads(Args(phase="heads", out=tmp_path / "f3", model=tiny_model_file, data=event_data, steps=2,
                              heads_eval_episodes=2, set=("heads.frames=3",)))
     assert WorldModel.load(three).heads.cnn[0].in_channels == 9  # frames t-2..t
+    with pytest.raises(ConfigError, match="--heads-reconstructed is a share"):
+        check_heads_args(Args(phase="heads", out=tmp_path, model=tiny_model_file, heads_reconstructed=1.5))
+
+
+def test_heads_train_on_reconstructions(event_data: Path, tiny_model_file: Path, tmp_path: Path):
+    """--heads-reconstructed 1 shows every training frame through the tokenizer (encoded, then decoded as a clip),
+    as Genie-v0 shows its frames; the file records the share."""
+    from genie_gym.training.heads import reconstruct
+
+    wm = WorldModel.load(tiny_model_file)
+    clips = np.random.default_rng(0).integers(0, 256, (3, 2, 64, 64, 3), dtype=np.uint8)
+    recon = reconstruct(wm, clips, amp=False)
+    assert recon.shape == clips.shape and recon.dtype == np.uint8 and not np.array_equal(recon, clips)
+    out = train_heads(Args(phase="heads", out=tmp_path, model=tiny_model_file, data=event_data, steps=2,
+                           heads_negatives=1, heads_eval_episodes=2, heads_reconstructed=1.0))
+    assert WorldModel.load(out).metadata["heads"]["reconstructed"] == 1.0
 
 
 @pytest.mark.slow

@@ -30,10 +30,9 @@ import tyro
 
 from genie_gym.data.dataset import EpisodeStore
 from genie_gym.evaluation.evaluate import event_rollout_windows, rollout_event_probs
-from genie_gym.models.frames import to_float, to_uint8
 from genie_gym.models.heads import EVENTS
 from genie_gym.models.world_model import WorldModel
-from genie_gym.training.heads import CURVE_THRESHOLDS, evaluate_heads, frame_labels, score_events
+from genie_gym.training.heads import CURVE_THRESHOLDS, evaluate_heads, frame_labels, reconstruct, score_events
 from genie_gym.utils.io import atomic_write_json, write_markdown
 
 K = 10  # generated steps of a rollout from one real frame (genie-gym eval's rollout_steps)
@@ -69,14 +68,9 @@ def reconstruct_fn(wm: WorldModel):
     """uint8 frames (L, H, W, C) -> the tokenizer's reconstructions, seq_len-frame windows from the first frame."""
     T = wm.config.seq_len
 
-    @torch.no_grad()
     def fn(frames_LHWC: np.ndarray) -> np.ndarray:
-        out = []
-        for s in range(0, len(frames_LHWC), T):
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                clip = to_float(frames_LHWC[None, s:s + T])
-                out.append(to_uint8(wm.tokenizer.decode(wm.tokenizer.encode(clip))[0]).numpy())
-        return np.concatenate(out)
+        return np.concatenate([reconstruct(wm, frames_LHWC[None, s:s + T], amp=True)[0]
+                               for s in range(0, len(frames_LHWC), T)])
 
     return fn
 

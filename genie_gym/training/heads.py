@@ -13,7 +13,9 @@ coin or the enemy never reaches the data, and k > 1 labels the approach instead.
 features).
 
 1. The sample: every frame labelled with an event (up to `--heads-events`) and `--heads-negatives` times as many
-   random frames of the train split, held in RAM (K x 12 KiB a frame at 64x64).
+   random frames of the train split, held in RAM (K x 12 KiB a frame at 64x64); `--heads-reconstructed` p shows a
+   random share p of it as the tokenizer's reconstructions (each sample's K frames encoded and decoded as a clip),
+   the frames Genie-v0's heads read being decoded ones.
 2. The heads train on it (`--steps` AdamW steps of `--batch-size` frames, cosine decay; bf16 autocast on CUDA, and on
    the CPU with --cpu-bf16). Event frames are over-represented in that sample, so at the end each head's bias is
    shifted by the log-odds ratio between the data's event rate and the sample's (prior correction): its
@@ -26,6 +28,10 @@ features).
 4. RUN/world_model.pt is (re)written with the heads (`config.heads.enabled`, the data's mean non-zero reward as
    `reward_value`, `horizon`, and `reward_ends_episode` when 99% of the data's rewards came with their episode's end);
    the tokenizer, LAM and dynamics are untouched.
+
+`--resume` continues from RUN/heads/last.pt (heads, optimiser, schedule, the batch generator; the sample is drawn
+again from the same seed), written every `--ckpt-every` steps and when `--time-limit-min` or `--stop-at` stops the
+run; a checkpoint of other inputs (model file, data, seed, sample sizes, steps) is refused.
 """
 
 from __future__ import annotations
@@ -44,11 +50,13 @@ from tqdm import tqdm
 
 from genie_gym.config import HeadsConfig, apply_overrides
 from genie_gym.data.dataset import EpisodeStore
-from genie_gym.errors import ConfigError, DatasetError
-from genie_gym.models.frames import to_float
+from genie_gym.errors import CheckpointError, ConfigError, DatasetError
+from genie_gym.models.frames import to_float, to_uint8
 from genie_gym.models.heads import EVENTS, EventHeads, frame_windows
 from genie_gym.models.world_model import WorldModel
+from genie_gym.training.checkpoint import load_checkpoint, save_checkpoint
 from genie_gym.utils.device import available_memory_bytes, resolve_device
+from genie_gym.utils.io import sha256_file
 from genie_gym.utils.seeding import seed_everything
 
 if TYPE_CHECKING:
@@ -183,19 +191,55 @@ def train_heads(args: Args) -> Path:
     x_u8 = np.empty(shape, dtype=np.uint8)  # filled in place (a list then np.stack would need twice the RAM)
     for i, (ep, t) in enumerate(tqdm(sample, desc="heads: frames", mininterval=2)):
         x_u8[i] = heads_input(train_store, ep, t, K)
+    device = resolve_device(args.device)
+    amp = bool(args.bf16) if device.type == "cuda" else bool(args.cpu_bf16)
+    if args.heads_reconstructed > 0:  # a share of the sample as Genie-v0 shows frames: through the tokenizer
+        wm.to(device)
+        chosen = np.sort(rng.permutation(len(sample))[: round(args.heads_reconstructed * len(sample))])
+        for i in tqdm(range(0, len(chosen), 64), desc="heads: reconstructions", mininterval=2):
+            rows = chosen[i:i + 64]
+            x_u8[rows] = reconstruct(wm, x_u8[rows], amp)
     y = torch.from_numpy(np.stack([labels_E[ep][t] for ep, t in sample]))
     sample_rate = y.mean(0).clamp(1e-6, 1 - 1e-6)  # per event, in the training sample
     true_rate = torch.tensor([terminal_rate, reward_rate]).clamp(1e-6, 1 - 1e-6)
 
-    device = resolve_device(args.device)
-    amp = bool(args.bf16) if device.type == "cuda" else bool(args.cpu_bf16)
     heads = EventHeads(heads_cfg, cfg.image_size, cfg.channels).to(device)
     opt = torch.optim.AdamW(heads.parameters(), lr=args.lr or 1e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     batch = args.batch_size or 128
     gen = torch.Generator().manual_seed(args.seed)
-    bar = tqdm(range(steps), desc="train heads", mininterval=2)
-    for _ in bar:
+    # what the sample and the schedule depend on: a checkpoint of other inputs is refused, not silently continued
+    inputs = {"model_sha256": sha256_file(source), "data": str(Path(args.data).resolve()), "split": args.split,
+              "seed": args.seed, "heads_events": args.heads_events, "heads_negatives": args.heads_negatives,
+              "heads_reconstructed": args.heads_reconstructed, "heads_horizon": horizon, "set": list(args.set),
+              "steps": steps, "batch_size": batch, "lr": args.lr}
+    ckpt_dir = run / "heads"
+    step, seconds_before, loss = 0, 0.0, torch.tensor(float("nan"))
+    if args.resume and (ckpt_dir / "last.pt").is_file():
+        ckpt = load_checkpoint(ckpt_dir / "last.pt")
+        if ckpt.get("phase") != "heads" or ckpt.get("inputs") != inputs:
+            raise CheckpointError(f"{ckpt_dir / 'last.pt'} was written by a heads run with other inputs "
+                                  f"({ckpt.get('inputs')}); rerun with the same arguments, or drop --resume / "
+                                  "use another --out to start again")
+        heads.load_state_dict(ckpt["model"]["heads"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        gen.set_state(ckpt["generator"])
+        step, seconds_before, loss = int(ckpt["step"]), float(ckpt["seconds"]), torch.tensor(ckpt["loss"])
+        print(f"resumed phase 'heads' from {ckpt_dir / 'last.pt'} at step {step}")
+    elif args.resume:
+        print(f"--resume: no checkpoint at {ckpt_dir / 'last.pt'}, starting phase 'heads' from step 0")
+
+    def save(at: int) -> None:
+        save_checkpoint({"phase": "heads", "config": dataclasses.replace(cfg, heads=heads_cfg).to_dict(),
+                         "inputs": inputs, "loss": loss.item(),
+                         "model": {"heads": heads.state_dict()}, "optimizer": opt.state_dict(),
+                         "scheduler": sched.state_dict(), "generator": gen.get_state(), "step": at,
+                         "seconds": seconds_before + time.time() - t0}, ckpt_dir, at, keep=args.keep)
+
+    stop = min(steps, args.stop_at or steps)
+    bar = tqdm(range(step, stop), desc="train heads", mininterval=2, initial=step, total=steps)
+    for step in bar:
         idx = torch.randint(0, len(sample), (batch,), generator=gen)
         frames = to_float(torch.from_numpy(x_u8[idx.numpy()]).to(device))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -206,6 +250,19 @@ def train_heads(args: Args) -> Path:
         opt.step()
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.4f}")
+        done = step + 1
+        timed_out = bool(args.time_limit_min) and time.time() - t0 > 60 * args.time_limit_min
+        if done % args.ckpt_every == 0 or done == stop or timed_out:
+            save(done)
+        if timed_out and done < stop:
+            bar.close()
+            print(f"--time-limit-min {args.time_limit_min} reached at step {done}; checkpoint written, continue "
+                  "with --resume")
+            return ckpt_dir / "last.pt"
+    bar.close()
+    if stop < steps:
+        print(f"--stop-at {stop}: checkpoint written at step {stop} of {steps}, continue with --resume")
+        return ckpt_dir / "last.pt"
     with torch.no_grad():  # prior correction: probabilities of the data's event rates, not the sample's
         heads.mlp[-1].bias += (_logit(true_rate) - _logit(sample_rate)).to(device)
     heads.eval()
@@ -216,15 +273,25 @@ def train_heads(args: Args) -> Path:
     scores = evaluate_heads(wm, val_store, args.heads_eval_episodes, args.seed, amp)
     out = run / "world_model.pt"
     wm.save(out, {**wm.metadata, "heads": {"data": str(args.data), "steps": steps, "train_frames": len(sample),
-                                           "event_frames": len(events), "final_loss": round(loss.item(), 5),
+                                           "reconstructed": args.heads_reconstructed, "event_frames": len(events),
+                                           "final_loss": round(loss.item(), 5),
                                            "reward_value": reward_value, "terminal_rate": terminal_rate,
                                            "reward_rate": reward_rate, "validation": scores,
-                                           "seconds": round(time.time() - t0, 1)}},
+                                           "seconds": round(seconds_before + time.time() - t0, 1)}},
             dtype=getattr(torch, wm.file_dtype))
     summary = ", ".join(f"{e} precision {scores[e]['precision']:.2f} recall {scores[e]['recall']:.2f} "
                         f"({scores[e]['events']} events)" for e in EVENTS if e in scores)
     print(f"heads: {summary or 'no held-out episodes'} -> {out}")
     return out
+
+
+@torch.no_grad()
+def reconstruct(wm: WorldModel, clips_BTHWC: np.ndarray, amp: bool) -> np.ndarray:
+    """uint8 clips (B, T, H, W, C) -> the model's tokenizer's reconstructions (encoded, then decoded), uint8."""
+    dev = next(wm.tokenizer.parameters()).device
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+        frames = to_float(torch.from_numpy(clips_BTHWC).to(dev))
+        return to_uint8(wm.tokenizer.decode(wm.tokenizer.encode(frames)).float()).cpu().numpy()
 
 
 @torch.no_grad()
@@ -257,6 +324,9 @@ def check_heads_args(args: Args) -> None:
     if args.heads_horizon < 1:
         raise ConfigError(f"--heads-horizon must be >= 1 (1: only the frame before the event), got "
                           f"{args.heads_horizon}")
+    if not 0.0 <= args.heads_reconstructed <= 1.0:
+        raise ConfigError(f"--heads-reconstructed is a share of the training sample, in [0, 1], got "
+                          f"{args.heads_reconstructed}")
     if args.heads_events < 1 or args.heads_negatives < 0 or args.heads_eval_episodes < 1:
         raise ConfigError(f"--heads-events ({args.heads_events}) and --heads-eval-episodes "
                           f"({args.heads_eval_episodes}) must be >= 1, --heads-negatives ({args.heads_negatives}) "

@@ -198,6 +198,7 @@ def run_pipeline(args: Args) -> dict:
         else:
             try:
                 train_heads(train_mod.Args(phase="heads", out=run, data=data, seed=args.seed, cpu_bf16=args.cpu_bf16,
+                                           resume=True,  # a killed pipeline continues its heads from RUN/heads
                                            steps=args.heads_steps or (50 if args.preset == "tiny" else 4000),
                                            heads_negatives=4 if args.preset == "tiny" else 20))
             except DatasetError as e:  # e.g. tiny data whose episodes were all cut by the time limit

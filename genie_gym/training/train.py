@@ -93,6 +93,9 @@ class Args:
     heads_horizon: int = 1
     """phase heads: an event's label covers the k frames before it ("within k transitions"); 1 = only the frame its
     transition leaves (Procgen's data never holds the frame that shows it: k > 1 learns the approach)"""
+    heads_reconstructed: float = 0.0
+    """phase heads: share of the training sample shown as the tokenizer's reconstructions (encoded, then decoded, as
+    Genie-v0's frames are decoded) instead of the recorded frames"""
     heads_eval_episodes: int = 200
     """phase heads: held-out (validation) episodes scored for precision and recall"""
 
