@@ -177,10 +177,12 @@ def markdown(r: dict[str, Any]) -> list[str]:
         speed = " | ".join(f"{fps[n][arm]:.1f} ({fps[n][arm] / fps[n]['bfloat16']:.2f}x)" for n in fps)
         lines.append(f"| {arm} | {speed} | {q[arm]['rollout_psnr']:.2f} | {q[arm]['delta_psnr_t4']:+.2f} | "
                      f"{q[arm]['psnr_vs_float32']:.1f} |")
-    lines += ["", "Speed-ups in brackets are against bfloat16, Genie-v0's default precision, in the same run. "
+    lines += ["", "Speed-ups in brackets are against bfloat16 (`precision=\"bfloat16\"`, the fastest batched "
+              "setting; Genie-v0's default is float32) in the same run. "
               f"bfloat16's own rollout PSNR {ref['rollout_psnr']:.2f} dB and delta-PSNR {ref['delta_psnr_t4']:+.2f} "
               "dB; the defaults' rule allows 0.3 dB and 0.2 dB below the 25-step float32 reference "
-              "(`env_speed.md`). PSNR vs float32's frames is capped at 100 dB (identical frames)."]
+              "(`env_speed.md`). PSNR vs float32's frames is capped at 100 dB (identical frames). "
+              "int8 runs the quantised layers' activations in float32 (`quantize_dynamic` takes no bfloat16)."]
     return lines
 
 
