@@ -5,9 +5,9 @@
 
 For each precision, side by side in one run on the same worlds: the env alone (random latent actions for one PPO
 rollout's worth of frames, after 8 untimed steps) and `agents.dream_ppo`'s PPO (its Nature-CNN policy and
-settings) for `--frames` frames, so the cost of learning shows next to the cost of dreaming. Rewards are off
-(`learned_rewards=False`): the heads cost nothing measurable and the shipped model has none. Writes
-`<out>/ppo_speed.{json,md}`.
+settings) for `--frames` frames, so the cost of learning shows next to the cost of dreaming. The model's event heads
+run as in dream training (learned rewards and episode ends, the default when a model has them; the shipped model
+does since v1.5). Writes `<out>/ppo_speed.{json,md}`.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def measure(args: Args, precision: str) -> dict[str, Any]:
 
     from genie_gym.envs.sb3 import GenieSB3VecEnv
 
-    venv = GenieSB3VecEnv(args.num_envs, checkpoint=args.world_model, learned_rewards=False,
+    venv = GenieSB3VecEnv(args.num_envs, checkpoint=args.world_model,
                           prompt_levels=(0, 10_000), prompt_mode="hard", max_episode_steps=500, precision=precision)
     venv.seed(args.seed)
     venv.reset()
