@@ -7,7 +7,8 @@ for each precision, on the shipped model at its default sampling settings unless
     python benchmarks/studies/step_profile.py --device cuda --num-worlds 1024 --kernels 25 --out OUT/step_profile_cuda
 
 writes benchmarks/results/step_profile.{json,md}. On CUDA each stage is timed between synchronisations, and
-`--kernels K` adds the K kernels that took the most GPU time over the timed steps (torch.profiler).
+`--kernels K` adds the K kernels that took the most GPU time over the timed steps (torch.profiler); on the CPU, the K
+operators with the most CPU time of their own (where the casts and copies show).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Args:
     device: str = "cpu"
     """cpu or cuda"""
     kernels: int = 0
-    """on CUDA: also list the K kernels with the most GPU time over the timed steps (0: none)"""
+    """also list the K kernels (CUDA) or operators (CPU) with the most time over the timed steps (0: none)"""
     out: Path = Path("benchmarks/results/step_profile")
     """writes OUT.json and OUT.md"""
 
@@ -76,19 +77,21 @@ def profile(args: Args, precision: str) -> dict:
     total = time.perf_counter() - t0
     row = {"frames_per_s": N * args.steps / total, "maskgit_steps": sim.maskgit_steps,
            "share": {k: v / total for k, v in seconds.items()}}
-    if cuda and args.kernels:
+    if args.kernels:
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as torch_profile
 
-        with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+        with torch_profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
             for _ in range(args.steps):
                 sim.step(actions)
             sync()
-        events = sorted(prof.key_averages(), key=lambda e: e.self_device_time_total, reverse=True)
-        gpu_us = sum(e.self_device_time_total for e in events)
-        row["gpu_busy"] = gpu_us / 1e6 / total  # GPU time / wall time of as many steps (timed above)
+        own = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
+        events = sorted(prof.key_averages(), key=own, reverse=True)
+        busy_us = sum(own(e) for e in events)
+        if cuda:
+            row["gpu_busy"] = busy_us / 1e6 / total  # GPU time / wall time of as many steps (timed above)
         row["kernels"] = [{"name": e.key[:90], "calls_per_step": e.count / args.steps,
-                           "share": e.self_device_time_total / max(gpu_us, 1)} for e in events[:args.kernels]]
+                           "share": own(e) / max(busy_us, 1)} for e in events[:args.kernels]]
     return row
 
 
@@ -111,9 +114,13 @@ def main(args: Args) -> None:
         lines.append(f"| {p} | {r['maskgit_steps']} | {r['frames_per_s']:.1f} | {s['dyn_step']:.0%} | "
                      f"{s['dyn_commit']:.0%} | {s['dec_step']:.0%} | {1 - sum(s.values()):.0%} |")
     for p, r in rows.items():
-        if "kernels" in r:
+        if "kernels" in r and "gpu_busy" in r:
             lines += ["", f"{p}: the GPU was busy {r['gpu_busy']:.0%} of the wall time; kernels by GPU time:", "",
                       "| kernel | calls per step | share of GPU time |", "|---|---:|---:|"]
+            lines += [f"| `{k['name']}` | {k['calls_per_step']:.0f} | {k['share']:.1%} |" for k in r["kernels"]]
+        elif "kernels" in r:
+            lines += ["", f"{p}: operators by their own CPU time (torch.profiler, the same number of steps again):",
+                      "", "| operator | calls per step | share of CPU time |", "|---|---:|---:|"]
             lines += [f"| `{k['name']}` | {k['calls_per_step']:.0f} | {k['share']:.1%} |" for k in r["kernels"]]
     write_markdown(args.out.with_suffix(".md"), lines)
     print(json.dumps(rows))
