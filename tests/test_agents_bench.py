@@ -214,6 +214,32 @@ def test_step_profile_times_every_stage(tiny_model_file: Path, tmp_path: Path):
     assert 0.5 < sum(row["share"].values()) <= 1.0 and row["frames_per_s"] > 0
 
 
+def test_step_profile_lists_cpu_operators(tiny_model_file: Path, tmp_path: Path):
+    """step_profile.py --kernels K on the CPU: the K operators with the most CPU time, their shares in (0, 1]."""
+    import step_profile
+
+    out = tmp_path / "ops"
+    step_profile.main(step_profile.Args(model=tiny_model_file, num_worlds=2, steps=2, precisions=["float32"],
+                                        kernels=3, out=out))
+    ops = json.loads(out.with_suffix(".json").read_text())["rows"]["float32"]["kernels"]
+    assert len(ops) == 3 and all(0 < k["share"] <= 1 for k in ops) and ops[0]["share"] >= ops[-1]["share"]
+    assert "operators by their own CPU time" in out.with_suffix(".md").read_text()
+
+
+def test_int8_env_runs_every_arm_and_scores_it_against_float32(tiny_model_file: Path, tiny_data: Path,
+                                                                 tmp_path: Path):
+    """benchmarks/studies/int8_env.py: every arm is timed and scored; float32 against itself is identical (the
+    100-dB cap) and int8 moves the frames (its weights are rounded)."""
+    import int8_env
+
+    res = int8_env.main(int8_env.Args(model=tiny_model_file, data=tiny_data, num_clips=2, worlds=(1, 2), rounds=1,
+                                      seconds=0.2, threads=1, out=tmp_path))
+    assert set(res["quality"]) == set(int8_env.ARMS) and all(v > 0 for n in res["fps"].values() for v in n.values())
+    assert res["quality"]["float32"]["psnr_vs_float32"] == 100.0
+    assert res["quality"]["int8 all"]["psnr_vs_float32"] < 100.0
+    assert "| int8 dynamics |" in (tmp_path / "int8_env.md").read_text()
+
+
 def test_int8_linears_times_every_shape_in_three_precisions(tmp_path: Path):
     """benchmarks/studies/int8_linears.py: one row per (rows, shape), positive GFLOP/s for each precision."""
     import int8_linears

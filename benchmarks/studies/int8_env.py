@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import tyro
+from attention_cpu import frames_per_s
 from tqdm import tqdm
 
 from genie_gym.evaluation.evaluate import _batches, infer_actions_windowed, open_clips, pick_clips, simulate
@@ -46,6 +47,8 @@ ARMS = ("float32", "bfloat16", "int8 dynamics", "int8 all")
 class Args:
     """Genie-v0 with int8 linear layers against float32 and bfloat16: frames/s and rollout quality."""
 
+    model: Path | None = None
+    """world-model file (default: the shipped model)"""
     data: Path = Path("data/coinrun_hard_sticky")
     """recorded dataset whose test split gives the held-out clips"""
     num_clips: int = 32
@@ -97,11 +100,7 @@ def env_fps(model: WorldModel, precision: str, n: int, seconds: float) -> float:
         step = lambda: env.step(rng.integers(0, 8, n))  # noqa: E731
     for _ in range(model.config.sampling.context_frames):  # fill the window: the steady-state cost
         step()
-    calls, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        step()
-        calls += 1
-    fps = calls * n / (time.perf_counter() - t0)
+    fps = frames_per_s(step, n, seconds)
     env.close()
     return fps
 
@@ -142,7 +141,7 @@ def quality(models: dict[str, tuple[WorldModel, str]], args: Args) -> dict[str, 
 
 def main(args: Args) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
-    wm = WorldModel.load(WorldModel.default_path()).eval()
+    wm = WorldModel.load(args.model or WorldModel.default_path()).eval()
     models = {arm: arm_model(wm, arm) for arm in ARMS}
     t0 = time.time()
     result: dict[str, Any] = {"quality": quality(models, args), "fps": {}}
@@ -154,7 +153,7 @@ def main(args: Args) -> dict[str, Any]:
                 runs[arm].append(env_fps(model, precision, n, args.seconds))
         result["fps"][str(n)] = {arm: float(np.median(v)) for arm, v in runs.items()}
         print(n, result["fps"][str(n)], flush=True)
-    result.update(command=" ".join(["python benchmarks/studies/int8_env.py", *sys.argv[1:]]),
+    result.update(command=" ".join(["python benchmarks/studies/int8_env.py", *sys.argv[1:]]), model=str(args.model),
                   seconds=round(time.time() - t0, 1), threads=args.threads, machine=platform.machine(),
                   torch=torch.__version__, num_clips=args.num_clips)
     args.out.mkdir(parents=True, exist_ok=True)
