@@ -102,7 +102,8 @@ def main(args: Args) -> None:
     command = (f"python benchmarks/studies/step_profile.py --num-worlds {args.num_worlds} --steps {args.steps}"
                + (f" --precisions {' '.join(args.precisions)}" if args.precisions != ["float32", "bfloat16"] else "")
                + (f" --device {args.device}" if args.device != "cpu" else "")
-               + (f" --kernels {args.kernels}" if args.kernels else ""))
+               + (f" --kernels {args.kernels}" if args.kernels else "")
+               + (f" --out {args.out}" if args.out != Args.out else ""))
     atomic_write_json(args.out.with_suffix(".json"), {"command": command, "torch_threads": torch.get_num_threads(),
                                                       "rows": rows})
     lines = [f"# Genie-v0 step profile ({args.num_worlds} worlds)", "", f"`{command}`, "
