@@ -122,7 +122,7 @@ def quality(models: dict[str, tuple[WorldModel, str]], args: Args) -> dict[str, 
         real = to_float(u8)
         acts = infer_actions_windowed(wm.lam, real, T)  # (B, K): acts[:, t] leads t -> t+1
         acts_rand = torch.randint(0, A, (len(batch), K), generator=g_rand)
-        seeds = [i for i in batch]  # eval's seed * 100_003 + i at seed 0
+        seeds = list(batch)  # genie-gym eval's seed * 100_003 + i, at seed 0
         target, ref = real[:, 1:], None
         for arm, (model, precision) in models.items():
             gen = simulate(model, u8[:, :1].numpy(), acts.numpy(), seeds, None, cpu, precision=precision)
