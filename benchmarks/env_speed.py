@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genie_gym.utils.device import matmul_gflops
+
 ROOT = Path(__file__).resolve().parent
 
 
@@ -126,24 +128,6 @@ def time_steps(step_fn, warmup: int, seconds: float, min_steps: int) -> tuple[fl
         step_fn()
         n += 1
     return (time.perf_counter() - t0) / n, n
-
-
-def matmul_gflops(device: str, seconds: float = 1.0) -> dict[str, float]:
-    """This machine's dense matmul throughput, float32 and bfloat16 (1024 x 1024 x 1024, repeated ~`seconds`)."""
-    out = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        a = torch.randn(1024, 1024, device=device, dtype=dtype)
-        b = torch.randn(1024, 1024, device=device, dtype=dtype)
-        for _ in range(3):
-            a @ b
-        n, t0 = 0, time.perf_counter()
-        while n < 5 or time.perf_counter() - t0 < seconds:
-            a @ b
-            n += 1
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        out[str(dtype).replace("torch.", "")] = 2 * 1024**3 * n / (time.perf_counter() - t0) / 1e9
-    return out
 
 
 def rollout_quality(args: Args, steps: int, precision: str) -> dict[str, float]:

@@ -204,7 +204,9 @@ def test_attention_cuda_study_runs_its_arms_and_restores_the_library(tiny_model_
 
 
 def test_step_profile_times_every_stage(tiny_model_file: Path, tmp_path: Path):
-    """benchmarks/studies/step_profile.py: the three Simulator stages are timed and take most of a step."""
+    """benchmarks/studies/step_profile.py: the three Simulator stages are timed and take most of a step; their work
+    is counted (the commit, without the logits head and the last layer's output, less than a decoding pass) and
+    the ceiling is the matmul speed over the work per frame."""
     import step_profile
 
     out = tmp_path / "step_profile"
@@ -212,6 +214,29 @@ def test_step_profile_times_every_stage(tiny_model_file: Path, tmp_path: Path):
     row = json.loads(out.with_suffix(".json").read_text())["rows"]["float32"]
     assert set(row["share"]) == set(step_profile.STAGES) and all(v > 0 for v in row["share"].values())
     assert 0.5 < sum(row["share"].values()) <= 1.0 and row["frames_per_s"] > 0
+    flops = row["mflop_per_frame"]
+    assert set(flops) == set(step_profile.STAGES) and 0 < flops["dyn_commit"] < flops["dyn_step"]
+    assert row["ceiling_fps"] == pytest.approx(row["matmul_gflop_per_s"] * 1e3 / sum(flops.values()))
+    assert "MFLOP at" in out.with_suffix(".md").read_text()
+
+
+def test_step_profile_counts_the_event_heads(tmp_path: Path):
+    """A model with event heads: they are timed and counted as Genie-v0 runs them, after every step."""
+    import dataclasses
+
+    import step_profile
+
+    from genie_gym.config import get_preset
+    from genie_gym.models.world_model import WorldModel
+
+    cfg = get_preset("tiny")
+    cfg = dataclasses.replace(cfg, heads=dataclasses.replace(cfg.heads, enabled=True))
+    path = tmp_path / "heads.pt"
+    WorldModel(cfg).save(path, {"steps": {"tokenizer": 0, "dynamics": 0}})
+    out = tmp_path / "profile"
+    step_profile.main(step_profile.Args(model=path, num_worlds=2, steps=2, precisions=["float32"], out=out))
+    row = json.loads(out.with_suffix(".json").read_text())["rows"]["float32"]
+    assert row["share"][step_profile.HEADS] > 0 and row["mflop_per_frame"][step_profile.HEADS] > 0
 
 
 def test_step_profile_lists_cpu_operators(tiny_model_file: Path, tmp_path: Path):

@@ -1,7 +1,12 @@
-"""Where one Genie-v0 step spends its time: the MaskGIT decoding passes, the cache commit, the pixel decoder.
+"""Where one Genie-v0 step spends its time: the MaskGIT decoding passes, the cache commit, the pixel decoder, and
+the event heads (which Genie-v0 runs after every step of a model that has them).
 
-Times the three `Simulator` stages over `--steps` batched steps of `--num-worlds` worlds (after filling the context),
-for each precision, on the shipped model at its default sampling settings unless told otherwise.
+Times those `Simulator` stages over `--steps` batched steps of `--num-worlds` worlds (after filling the context),
+for each precision, on the shipped model at its default sampling settings unless told otherwise. Each stage's
+floating-point work per frame is counted once (`torch.utils.flop_counter`: matmuls, convolutions, attention; the
+elementwise rest is not counted) and set against this machine's dense matmul speed measured in the same run
+(`matmul_gflops`, 1024^3 in the row's precision): `ceiling_fps` = that speed / the work per frame, the frames/s
+this model could reach if every multiply-add ran as fast as one large matmul.
 
     python benchmarks/studies/step_profile.py --num-worlds 64
     python benchmarks/studies/step_profile.py --device cuda --num-worlds 1024 --kernels 25 --out OUT/step_profile_cuda
@@ -23,6 +28,12 @@ import torch
 import tyro
 
 STAGES = ("dyn_step", "dyn_commit", "dec_step")  # Simulator methods: a MaskGIT pass, the cache commit, decoding
+HEADS = "event_probs"  # the event heads: timed and counted where the model has them
+
+
+def attr(stage: str) -> str:
+    """The Simulator attribute a stage runs through (the compiled-or-eager calls are `_dyn_step`, ...)."""
+    return stage if stage == HEADS else f"_{stage}"
 
 
 @dataclass
@@ -45,9 +56,32 @@ class Args:
     """writes OUT.json and OUT.md"""
 
 
+def count_flops(sim, actions: np.ndarray, stages: tuple[str, ...]) -> dict[str, float]:
+    """Floating-point operations per frame of each stage over one step (the heads called after it, as Genie-v0
+    does), counted by `torch.utils.flop_counter` (matmuls, convolutions, attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    flops = dict.fromkeys(stages, 0.0)
+    originals = {name: getattr(sim, attr(name)) for name in stages}
+    for name, f in originals.items():
+        def counted(*a, _f=f, _name=name, **kw):
+            with FlopCounterMode(display=False) as counter:
+                out = _f(*a, **kw)
+            flops[_name] += counter.get_total_flops() / sim.num_worlds
+            return out
+        setattr(sim, attr(name), counted)
+    sim.step(actions)
+    if HEADS in stages:
+        sim.event_probs()
+    for name, f in originals.items():  # the instance's own calls again
+        setattr(sim, attr(name), f)
+    return flops
+
+
 def profile(args: Args, precision: str) -> dict:
     from genie_gym.models.simulator import Simulator
     from genie_gym.models.world_model import WorldModel
+    from genie_gym.utils.device import matmul_gflops
 
     wm = WorldModel.load(args.model or WorldModel.default_path())
     N = args.num_worlds
@@ -57,33 +91,49 @@ def profile(args: Args, precision: str) -> dict:
     prompts = np.random.default_rng(0).integers(0, 255, (N, 64, 64, 3), dtype=np.uint8)
     sim.reset(None, prompts, list(range(N)))
     actions = np.zeros(N, dtype=np.int64)
-    for _ in range(wm.config.sampling.context_frames):
+    heads = sim.heads_frames > 0
+    stages = STAGES + ((HEADS,) if heads else ())
+
+    def env_step() -> None:  # what Genie-v0 does per step
         sim.step(actions)
-    seconds = dict.fromkeys(STAGES, 0.0)
-    for name in STAGES:  # wrap each stage on this instance: the timed code is the env's own
-        def timed(*a, _f=getattr(sim, f"_{name}"), _name=name, **kw):
+        if heads:
+            sim.event_probs()
+
+    for _ in range(wm.config.sampling.context_frames):
+        env_step()
+    flops = count_flops(sim, actions, stages)
+    seconds = dict.fromkeys(stages, 0.0)
+    for name in stages:  # wrap each stage on this instance: the timed code is the env's own
+        def timed(*a, _f=getattr(sim, attr(name)), _name=name, **kw):
             sync()
             t = time.perf_counter()
             out = _f(*a, **kw)
             sync()
             seconds[_name] += time.perf_counter() - t
             return out
-        setattr(sim, f"_{name}", timed)
+        setattr(sim, attr(name), timed)
     sync()
     t0 = time.perf_counter()
     for _ in range(args.steps):
-        sim.step(actions)
+        env_step()
     sync()
     total = time.perf_counter() - t0
-    row = {"frames_per_s": N * args.steps / total, "maskgit_steps": sim.maskgit_steps,
-           "share": {k: v / total for k, v in seconds.items()}}
+    frames = N * args.steps
+    peak = matmul_gflops(args.device)[precision]
+    per_frame = sum(flops.values())
+    row = {"frames_per_s": frames / total, "maskgit_steps": sim.maskgit_steps,
+           "share": {k: v / total for k, v in seconds.items()},
+           "mflop_per_frame": {k: v / 1e6 for k, v in flops.items()},
+           "stage_gflop_per_s": {k: flops[k] * frames / max(seconds[k], 1e-9) / 1e9 for k in stages},
+           "matmul_gflop_per_s": peak, "ceiling_fps": peak * 1e9 / per_frame,
+           "achieved_gflop_per_s": per_frame * frames / total / 1e9}
     if args.kernels:
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as torch_profile
 
         with torch_profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
             for _ in range(args.steps):
-                sim.step(actions)
+                env_step()
             sync()
         own = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
         events = sorted(prof.key_averages(), key=own, reverse=True)
@@ -107,13 +157,29 @@ def main(args: Args) -> None:
     atomic_write_json(args.out.with_suffix(".json"), {"command": command, "torch_threads": torch.get_num_threads(),
                                                       "rows": rows})
     lines = [f"# Genie-v0 step profile ({args.num_worlds} worlds)", "", f"`{command}`, "
-             f"{torch.get_num_threads()} torch threads; share of a step's wall time per stage.", "",
-             "| precision | MaskGIT steps | frames/s | decoding passes | cache commit | pixel decoder | rest |",
-             "|---|---|---|---|---|---|---|"]
+             f"{torch.get_num_threads()} torch threads; share of a step's wall time per stage (the event heads run "
+             "after each step, as in Genie-v0, where the model has them).", "",
+             "| precision | MaskGIT steps | frames/s | decoding passes | cache commit | pixel decoder | event heads | "
+             "rest |", "|---|---|---|---|---|---|---|---|"]
     for p, r in rows.items():
         s = r["share"]
         lines.append(f"| {p} | {r['maskgit_steps']} | {r['frames_per_s']:.1f} | {s['dyn_step']:.0%} | "
-                     f"{s['dyn_commit']:.0%} | {s['dec_step']:.0%} | {1 - sum(s.values()):.0%} |")
+                     f"{s['dyn_commit']:.0%} | {s['dec_step']:.0%} | "
+                     f"{f'{s[HEADS]:.0%}' if HEADS in s else 'none'} | {1 - sum(s.values()):.0%} |")
+    lines += ["", "The work per frame (MFLOP: matmuls, convolutions and attention, counted by "
+              "`torch.utils.flop_counter` over one step) and the speed each stage runs it at (GFLOP/s of its own "
+              "wall time), against this "
+              "machine's 1024^3 matmul in the same precision, measured in the same run. Ceiling: the frames/s if "
+              "every stage ran at that matmul speed.", "",
+              "| precision | decoding passes | cache commit | pixel decoder | event heads | per frame | achieved "
+              "GFLOP/s | matmul GFLOP/s | ceiling frames/s | frames/s of the ceiling |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for p, r in rows.items():
+        f, g = r["mflop_per_frame"], r["stage_gflop_per_s"]
+        cells = [f"{f[k]:.0f} MFLOP at {g[k]:.0f}" if k in f else "none" for k in (*STAGES, HEADS)]
+        lines.append(f"| {p} | {' | '.join(cells)} | {sum(f.values()):.0f} MFLOP | {r['achieved_gflop_per_s']:.0f} | "
+                     f"{r['matmul_gflop_per_s']:.0f} | {r['ceiling_fps']:.0f} | "
+                     f"{r['frames_per_s'] / r['ceiling_fps']:.0%} |")
     for p, r in rows.items():
         if "kernels" in r and "gpu_busy" in r:
             lines += ["", f"{p}: the GPU was busy {r['gpu_busy']:.0%} of the wall time; kernels by GPU time:", "",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 
@@ -29,3 +31,21 @@ def available_memory_bytes(device: torch.device) -> int | None:
     except OSError:
         return None
     return None
+
+
+def matmul_gflops(device: str | torch.device, seconds: float = 1.0) -> dict[str, float]:
+    """This machine's dense matmul throughput, float32 and bfloat16 (1024 x 1024 x 1024, repeated ~`seconds`)."""
+    out = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a = torch.randn(1024, 1024, device=device, dtype=dtype)
+        b = torch.randn(1024, 1024, device=device, dtype=dtype)
+        for _ in range(3):
+            a @ b
+        n, t0 = 0, time.perf_counter()
+        while n < 5 or time.perf_counter() - t0 < seconds:
+            a @ b
+            n += 1
+        if str(device).startswith("cuda"):
+            torch.cuda.synchronize()
+        out[str(dtype).replace("torch.", "")] = 2 * 1024**3 * n / (time.perf_counter() - t0) / 1e9
+    return out
