@@ -362,6 +362,32 @@ def test_heads_train_on_reconstructions(event_data: Path, tiny_model_file: Path,
     assert WorldModel.load(out).metadata["heads"]["reconstructed"] == 1.0
 
 
+def test_heads_shift_moves_each_sample_as_a_whole(event_data: Path, tiny_model_file: Path, tmp_path: Path):
+    """--heads-shift n: each sample's K frames are one scene moved by the same (dy, dx) in [-n, n]^2, the edge
+    repeated into the gap; 0 leaves them as they are; the file records n, a negative n is refused."""
+    import torch.nn.functional as F
+
+    from genie_gym.training.heads import check_heads_args, random_shift
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 2, 16, 16, 3, generator=g)
+    assert torch.equal(random_shift(x, 0, g), x)
+    y = random_shift(x, 2, g)
+    moved = 0
+    for b in range(len(x)):
+        padded = F.pad(x[b].permute(0, 3, 1, 2), (2, 2, 2, 2), mode="replicate")  # (K, C, H+4, W+4)
+        fits = [(dy, dx) for dy in range(5) for dx in range(5)
+                if torch.equal(padded[:, :, dy:dy + 16, dx:dx + 16].permute(0, 2, 3, 1), y[b])]
+        assert len(fits) == 1  # one shift for both frames of the sample
+        moved += fits[0] != (2, 2)
+    assert moved > 0
+    out = train_heads(Args(phase="heads", out=tmp_path, model=tiny_model_file, data=event_data, steps=2,
+                           heads_negatives=1, heads_eval_episodes=2, heads_shift=3))
+    assert WorldModel.load(out).metadata["heads"]["shift"] == 3
+    with pytest.raises(ConfigError, match="--heads-shift is a number of pixels"):
+        check_heads_args(Args(phase="heads", out=tmp_path, model=tiny_model_file, heads_shift=-1))
+
+
 @pytest.mark.slow
 def test_dream_rl_benchmark_quick(heads_model: Path, event_data: Path, tmp_path: Path):
     """benchmarks/dream_rl.py --quick: dream PPO, table D, real levels beside the baselines, returns in the dream,
@@ -428,3 +454,17 @@ def test_heads_frames_study_scores_real_reconstructed_and_generated_frames(event
     assert one["event_clips"] >= 1 and one["terminal"]["frames"] == 10 * 2 * one["event_clips"]
     assert ten["terminal"]["frames"] == 1 * 2 * ten["event_clips"]  # only the event frame generated
     assert "| rollout_10 | reward |" in (tmp_path / "frames.md").read_text()
+
+
+def test_events_ceiling_clones_the_game_exactly(tiny_data: Path, tmp_path: Path):
+    """benchmarks/studies/events_ceiling.py: every action tried from a clone of Procgen's state; the clone's outcome
+    of the action taken is what the game did, so the predictor that knows it scores 1 / 1 on every event it saw."""
+    import events_ceiling
+
+    res = events_ceiling.main(events_ceiling.Args(data=tiny_data, episodes=2, out=tmp_path / "ceiling"))
+    assert res["cloning_exact"] and res["episodes"] == 2 and res["frames"] > 0
+    for event, n in res["events"].items():
+        oracle = res["scores"]["state + action"][event]
+        assert all((s["precision"], s["recall"]) == ((1.0, 1.0) if n else (0.0, 0.0)) for s in oracle)
+    assert 0 <= res["share_of_actions_causing_the_event_at_event_frames"]["terminal"] <= 1
+    assert "| state + policy | episode end |" in (tmp_path / "ceiling.md").read_text()
