@@ -362,32 +362,6 @@ def test_heads_train_on_reconstructions(event_data: Path, tiny_model_file: Path,
     assert WorldModel.load(out).metadata["heads"]["reconstructed"] == 1.0
 
 
-def test_heads_shift_moves_each_sample_as_a_whole(event_data: Path, tiny_model_file: Path, tmp_path: Path):
-    """--heads-shift n: each sample's K frames are one scene moved by the same (dy, dx) in [-n, n]^2, the edge
-    repeated into the gap; 0 leaves them as they are; the file records n, a negative n is refused."""
-    import torch.nn.functional as F
-
-    from genie_gym.training.heads import check_heads_args, random_shift
-
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(6, 2, 16, 16, 3, generator=g)
-    assert torch.equal(random_shift(x, 0, g), x)
-    y = random_shift(x, 2, g)
-    moved = 0
-    for b in range(len(x)):
-        padded = F.pad(x[b].permute(0, 3, 1, 2), (2, 2, 2, 2), mode="replicate")  # (K, C, H+4, W+4)
-        fits = [(dy, dx) for dy in range(5) for dx in range(5)
-                if torch.equal(padded[:, :, dy:dy + 16, dx:dx + 16].permute(0, 2, 3, 1), y[b])]
-        assert len(fits) == 1  # one shift for both frames of the sample
-        moved += fits[0] != (2, 2)
-    assert moved > 0
-    out = train_heads(Args(phase="heads", out=tmp_path, model=tiny_model_file, data=event_data, steps=2,
-                           heads_negatives=1, heads_eval_episodes=2, heads_shift=3))
-    assert WorldModel.load(out).metadata["heads"]["shift"] == 3
-    with pytest.raises(ConfigError, match="--heads-shift is a number of pixels"):
-        check_heads_args(Args(phase="heads", out=tmp_path, model=tiny_model_file, heads_shift=-1))
-
-
 @pytest.mark.slow
 def test_dream_rl_benchmark_quick(heads_model: Path, event_data: Path, tmp_path: Path):
     """benchmarks/dream_rl.py --quick: dream PPO, table D, real levels beside the baselines, returns in the dream,

@@ -17,10 +17,9 @@ features).
    random share p of it as the tokenizer's reconstructions (each sample's K frames encoded and decoded as a clip),
    the frames Genie-v0's heads read being decoded ones.
 2. The heads train on it (`--steps` AdamW steps of `--batch-size` frames, cosine decay; bf16 autocast on CUDA, and on
-   the CPU with --cpu-bf16); `--heads-shift` n moves each sample by up to n pixels at random (`random_shift`).
-   Event frames are over-represented in that sample, so at the end each head's bias is shifted by the log-odds
-   ratio between the data's event rate and the sample's (prior correction): its probabilities are those of the
-   real frequency.
+   the CPU with --cpu-bf16). Event frames are over-represented in that sample, so at the end each head's bias is
+   shifted by the log-odds ratio between the data's event rate and the sample's (prior correction): its
+   probabilities are those of the real frequency.
 3. Held-out scores (every frame of up to `--heads-eval-episodes` validation episodes), per event at
    `HeadsConfig.threshold`: precision = the share of firing frames that are within k transitions of that event,
    recall = the share of events with a firing frame among the k frames before them (k = 1: plain per-frame
@@ -98,20 +97,6 @@ def heads_input(store: EpisodeStore, ep: int, t: int, frames: int) -> np.ndarray
     """(K, H, W, C) uint8: frames t-K+1..t of episode `ep` (its first frame repeated before it starts)."""
     lo = max(0, t - frames + 1)
     return frame_windows(store.frames(ep, lo, t + 1), frames)[-1]
-
-
-def random_shift(frames_BKHWC: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """Each sample's K frames moved by one random (dy, dx) in [-pad, pad]^2, the edge pixels repeated into the gap
-    (DrQ, Kostrikov et al. 2020): the same scene a few pixels off, so the heads cannot memorise exact frames."""
-    B, K, H, W, C = frames_BKHWC.shape
-    x_MCHW = frames_BKHWC.permute(0, 1, 4, 2, 3).reshape(B, K * C, H, W)
-    padded = F.pad(x_MCHW, (pad, pad, pad, pad), mode="replicate")
-    dy_B, dx_B = torch.randint(0, 2 * pad + 1, (2, B), generator=generator).to(frames_BKHWC.device)
-    rows_BH = (dy_B[:, None] + torch.arange(H, device=frames_BKHWC.device))[:, None, :, None]
-    cols_BW = (dx_B[:, None] + torch.arange(W, device=frames_BKHWC.device))[:, None, None, :]
-    out = padded[torch.arange(B, device=frames_BKHWC.device)[:, None, None, None],
-                 torch.arange(K * C, device=frames_BKHWC.device)[None, :, None, None], rows_BH, cols_BW]
-    return out.reshape(B, K, C, H, W).permute(0, 1, 3, 4, 2)
 
 
 def _logit(p: torch.Tensor) -> torch.Tensor:
@@ -227,7 +212,6 @@ def train_heads(args: Args) -> Path:
     inputs = {"model_sha256": sha256_file(source), "data": str(Path(args.data).resolve()), "split": args.split,
               "seed": args.seed, "heads_events": args.heads_events, "heads_negatives": args.heads_negatives,
               "heads_reconstructed": args.heads_reconstructed, "heads_horizon": horizon, "set": list(args.set),
-              "heads_shift": args.heads_shift,
               "steps": steps, "batch_size": batch, "lr": args.lr}
     ckpt_dir = run / "heads"
     step, seconds_before, loss = 0, 0.0, torch.tensor(float("nan"))
@@ -258,8 +242,6 @@ def train_heads(args: Args) -> Path:
     for step in bar:
         idx = torch.randint(0, len(sample), (batch,), generator=gen)
         frames = to_float(torch.from_numpy(x_u8[idx.numpy()]).to(device))
-        if args.heads_shift:
-            frames = random_shift(frames, args.heads_shift, gen)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = heads(frames)
         loss = F.binary_cross_entropy_with_logits(logits.float(), y[idx].to(device))
@@ -292,7 +274,6 @@ def train_heads(args: Args) -> Path:
     out = run / "world_model.pt"
     wm.save(out, {**wm.metadata, "heads": {"data": str(args.data), "steps": steps, "train_frames": len(sample),
                                            "reconstructed": args.heads_reconstructed, "event_frames": len(events),
-                                           "shift": args.heads_shift,
                                            "final_loss": round(loss.item(), 5),
                                            "reward_value": reward_value, "terminal_rate": terminal_rate,
                                            "reward_rate": reward_rate, "validation": scores,
@@ -346,8 +327,6 @@ def check_heads_args(args: Args) -> None:
     if not 0.0 <= args.heads_reconstructed <= 1.0:
         raise ConfigError(f"--heads-reconstructed is a share of the training sample, in [0, 1], got "
                           f"{args.heads_reconstructed}")
-    if args.heads_shift < 0:
-        raise ConfigError(f"--heads-shift is a number of pixels >= 0 (0: no shifts), got {args.heads_shift}")
     if args.heads_events < 1 or args.heads_negatives < 0 or args.heads_eval_episodes < 1:
         raise ConfigError(f"--heads-events ({args.heads_events}) and --heads-eval-episodes "
                           f"({args.heads_eval_episodes}) must be >= 1, --heads-negatives ({args.heads_negatives}) "

@@ -98,9 +98,6 @@ class Args:
     Genie-v0's frames are decoded) instead of the recorded frames"""
     heads_eval_episodes: int = 200
     """phase heads: held-out (validation) episodes scored for precision and recall"""
-    heads_shift: int = 0
-    """phase heads: shift each training sample's frames by up to this many pixels at random (the same shift for
-    its K frames, edges repeated; DrQ's augmentation against memorising the event frames); 0 = off"""
 
 
 def main(args: Args) -> None:
