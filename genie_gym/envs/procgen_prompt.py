@@ -1,8 +1,8 @@
 """Start frames of Procgen levels, used as Genie-v0's default prompts.
 
 A level's first observation depends only on (game, level seed, distribution mode), so frames are cached in-process:
-creating a Procgen env costs ~0.1 s, a cache hit nothing. Procgen is imported lazily (it is slow to import and
-prints a gym deprecation banner).
+a cache hit skips creating a Procgen env for the level. Procgen is imported lazily (it is slow to import and prints a
+gym deprecation banner).
 """
 
 from __future__ import annotations
