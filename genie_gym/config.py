@@ -101,6 +101,7 @@ class HeadsConfig:
     frames: int = 2  # frames t-K+1..t the heads read (2: the frame and its motion)
     width: int = 32  # channels of the first convolution (then 2x, 2x, 4x)
     hidden: int = 128  # the MLP after the convolutions (v1.5's heads: 1.25M parameters at 64x64)
+    full_res: bool = False  # a first 3x3 convolution at the frames' full resolution before the strided ones
     reward_value: float = 10.0  # the reward of a reward event (the mean non-zero reward of the training data)
     threshold: float = 0.5  # an event happens when its predicted probability is at least this (deterministic)
     horizon: int = 1  # frames before an event that carry its label: 1 = only the frame its transition leaves;

@@ -362,6 +362,17 @@ def test_heads_train_on_reconstructions(event_data: Path, tiny_model_file: Path,
     assert WorldModel.load(out).metadata["heads"]["reconstructed"] == 1.0
 
 
+def test_heads_full_res_adds_a_full_resolution_layer(event_data: Path, tiny_model_file: Path, tmp_path: Path):
+    """--set heads.full_res=true: a 3x3 convolution at the frames' resolution before the strided ones; the file
+    records it and loads with the same layers (files without the field load as before)."""
+    out = train_heads(Args(phase="heads", out=tmp_path, model=tiny_model_file, data=event_data, steps=2,
+                           heads_negatives=1, heads_eval_episodes=2, set=("heads.full_res=true",)))
+    heads = WorldModel.load(out).heads
+    assert heads.cfg.full_res and heads.cnn[0].kernel_size == (3, 3) and heads.cnn[0].stride == (1, 1)
+    assert heads(torch.rand(2, 2, 64, 64, 3)).shape == (2, 2)
+    assert not WorldModel.load(WorldModel.default_path()).config.heads.full_res
+
+
 @pytest.mark.slow
 def test_dream_rl_benchmark_quick(heads_model: Path, event_data: Path, tmp_path: Path):
     """benchmarks/dream_rl.py --quick: dream PPO, table D, real levels beside the baselines, returns in the dream,

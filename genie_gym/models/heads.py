@@ -4,7 +4,8 @@ Two events per frame t, read from the last `HeadsConfig.frames` frames up to t (
 them; the first frame of an episode is repeated before it):
 - `terminal`: the episode ends after this frame (CoinRun: the agent touches the coin or dies on the next step);
 - `reward`: the transition out of this frame pays a reward (CoinRun: the coin; `HeadsConfig.reward_value`).
-A small CNN down to an (image/8)^2 grid, flattened (where a sprite is matters: the camera keeps the agent near the
+A small CNN down to an (image/8)^2 grid (with `full_res`, after a first 3x3 convolution at full resolution,
+for sprites of a few pixels), flattened (where a sprite is matters: the camera keeps the agent near the
 centre), then an MLP to two logits. Why pixels and not the dynamics' features, which the first heads read: a contact
 of a few pixels between 3-pixel sprites survives in the frames but not in the features (coins found 84% against 52%,
 episode ends 73% against 20%, on the same held-out episodes; `benchmarks/results/heads_data/README.md`). The heads
@@ -30,8 +31,11 @@ class EventHeads(nn.Module):
             raise ValueError(f"the event heads need an image size divisible by 8, got {image_size}")
         self.cfg = cfg
         w = cfg.width
+        stem: list[nn.Module] = [nn.Conv2d(cfg.frames * channels, w, 3, padding=1), nn.GELU(),
+                                 nn.Conv2d(w, w, 4, stride=2, padding=1)] if cfg.full_res else \
+            [nn.Conv2d(cfg.frames * channels, w, 4, stride=2, padding=1)]
         self.cnn = nn.Sequential(
-            nn.Conv2d(cfg.frames * channels, w, 4, stride=2, padding=1), nn.GELU(),
+            *stem, nn.GELU(),
             nn.Conv2d(w, 2 * w, 4, stride=2, padding=1), nn.GELU(),
             nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.GELU(),
             nn.Conv2d(2 * w, 4 * w, 4, stride=2, padding=1), nn.GELU())
