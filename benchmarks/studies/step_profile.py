@@ -56,32 +56,42 @@ class Args:
     """writes OUT.json and OUT.md"""
 
 
-def count_flops(sim, actions: np.ndarray, stages: tuple[str, ...]) -> dict[str, float]:
-    """Floating-point operations per frame of each stage over one step (the heads called after it, as Genie-v0
-    does), counted by `torch.utils.flop_counter` (matmuls, convolutions, attention)."""
+def wrap_stages(sim, stages: tuple[str, ...], around) -> dict:
+    """Run each stage's calls on this instance through `around(stage, call, *args, **kwargs)` (the timed or counted
+    code is the env's own); returns the instance's own calls, for `unwrap_stages`."""
+    originals = {name: getattr(sim, attr(name)) for name in stages}
+    for name, f in originals.items():
+        setattr(sim, attr(name), lambda *a, _f=f, _name=name, **kw: around(_name, _f, *a, **kw))
+    return originals
+
+
+def unwrap_stages(sim, originals: dict) -> None:
+    for name, f in originals.items():
+        setattr(sim, attr(name), f)
+
+
+def count_flops(sim, env_step, stages: tuple[str, ...]) -> dict[str, float]:
+    """Floating-point operations per frame of each stage over one env step, counted by `torch.utils.flop_counter`
+    (matmuls, convolutions, attention)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     flops = dict.fromkeys(stages, 0.0)
-    originals = {name: getattr(sim, attr(name)) for name in stages}
-    for name, f in originals.items():
-        def counted(*a, _f=f, _name=name, **kw):
-            with FlopCounterMode(display=False) as counter:
-                out = _f(*a, **kw)
-            flops[_name] += counter.get_total_flops() / sim.num_worlds
-            return out
-        setattr(sim, attr(name), counted)
-    sim.step(actions)
-    if HEADS in stages:
-        sim.event_probs()
-    for name, f in originals.items():  # the instance's own calls again
-        setattr(sim, attr(name), f)
+
+    def counted(name, f, *a, **kw):
+        with FlopCounterMode(display=False) as counter:
+            out = f(*a, **kw)
+        flops[name] += counter.get_total_flops() / sim.num_worlds
+        return out
+
+    originals = wrap_stages(sim, stages, counted)
+    env_step()
+    unwrap_stages(sim, originals)
     return flops
 
 
-def profile(args: Args, precision: str) -> dict:
+def profile(args: Args, precision: str, peak_gflops: dict[str, float]) -> dict:
     from genie_gym.models.simulator import Simulator
     from genie_gym.models.world_model import WorldModel
-    from genie_gym.utils.device import matmul_gflops
 
     wm = WorldModel.load(args.model or WorldModel.default_path())
     N = args.num_worlds
@@ -101,17 +111,18 @@ def profile(args: Args, precision: str) -> dict:
 
     for _ in range(wm.config.sampling.context_frames):
         env_step()
-    flops = count_flops(sim, actions, stages)
+    flops = count_flops(sim, env_step, stages)
     seconds = dict.fromkeys(stages, 0.0)
-    for name in stages:  # wrap each stage on this instance: the timed code is the env's own
-        def timed(*a, _f=getattr(sim, attr(name)), _name=name, **kw):
-            sync()
-            t = time.perf_counter()
-            out = _f(*a, **kw)
-            sync()
-            seconds[_name] += time.perf_counter() - t
-            return out
-        setattr(sim, attr(name), timed)
+
+    def timed(name, f, *a, **kw):
+        sync()
+        t = time.perf_counter()
+        out = f(*a, **kw)
+        sync()
+        seconds[name] += time.perf_counter() - t
+        return out
+
+    wrap_stages(sim, stages, timed)
     sync()
     t0 = time.perf_counter()
     for _ in range(args.steps):
@@ -119,7 +130,7 @@ def profile(args: Args, precision: str) -> dict:
     sync()
     total = time.perf_counter() - t0
     frames = N * args.steps
-    peak = matmul_gflops(args.device)[precision]
+    peak = peak_gflops[precision]
     per_frame = sum(flops.values())
     row = {"frames_per_s": frames / total, "maskgit_steps": sim.maskgit_steps,
            "share": {k: v / total for k, v in seconds.items()},
@@ -146,9 +157,11 @@ def profile(args: Args, precision: str) -> dict:
 
 
 def main(args: Args) -> None:
+    from genie_gym.utils.device import matmul_gflops
     from genie_gym.utils.io import atomic_write_json, write_markdown
 
-    rows = {p: profile(args, p) for p in args.precisions}
+    peak = matmul_gflops(args.device)  # once, for every precision's ceiling
+    rows = {p: profile(args, p, peak) for p in args.precisions}
     command = (f"python benchmarks/studies/step_profile.py --num-worlds {args.num_worlds} --steps {args.steps}"
                + (f" --precisions {' '.join(args.precisions)}" if args.precisions != ["float32", "bfloat16"] else "")
                + (f" --device {args.device}" if args.device != "cpu" else "")

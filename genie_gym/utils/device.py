@@ -41,6 +41,8 @@ def matmul_gflops(device: str | torch.device, seconds: float = 1.0) -> dict[str,
         b = torch.randn(1024, 1024, device=device, dtype=dtype)
         for _ in range(3):
             a @ b
+        if str(device).startswith("cuda"):
+            torch.cuda.synchronize()
         n, t0 = 0, time.perf_counter()
         while n < 5 or time.perf_counter() - t0 < seconds:
             a @ b
