@@ -100,8 +100,9 @@ class HeadsConfig:
     enabled: bool = False
     frames: int = 2  # frames t-K+1..t the heads read (2: the frame and its motion)
     width: int = 32  # channels of the first convolution (then 2x, 2x, 4x)
-    hidden: int = 128  # the MLP after the convolutions (v1.5's heads: 1.25M parameters at 64x64)
-    full_res: bool = False  # a first 3x3 convolution at the frames' full resolution before the strided ones
+    hidden: int = 128  # the MLP after the convolutions (v1.6's heads: 1.27M parameters at 64x64)
+    full_res: bool = True  # a first 3x3 convolution at the frames' full resolution before the strided ones (v1.6:
+    # 6-7 more points of recall for episode ends; files written before the option, as v1.5's, load with False)
     reward_value: float = 10.0  # the reward of a reward event (the mean non-zero reward of the training data)
     threshold: float = 0.5  # an event happens when its predicted probability is at least this (deterministic)
     horizon: int = 1  # frames before an event that carry its label: 1 = only the frame its transition leaves;
@@ -180,6 +181,8 @@ class GenieConfig:
             if k in sub and isinstance(v, dict):
                 if k == "lam":
                     v = _migrate_lam(v)
+                if k == "heads":  # heads written before `full_res` existed have the stride-2 first layer
+                    v = {"full_res": False, **v}
                 sub_known = {f.name for f in dataclasses.fields(sub[k])}
                 bad = set(v) - sub_known
                 if bad:

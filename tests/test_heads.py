@@ -363,14 +363,25 @@ def test_heads_train_on_reconstructions(event_data: Path, tiny_model_file: Path,
 
 
 def test_heads_full_res_adds_a_full_resolution_layer(event_data: Path, tiny_model_file: Path, tmp_path: Path):
-    """--set heads.full_res=true: a 3x3 convolution at the frames' resolution before the strided ones; the file
-    records it and loads with the same layers (files without the field load as before)."""
-    out = train_heads(Args(phase="heads", out=tmp_path, model=tiny_model_file, data=event_data, steps=2,
-                           heads_negatives=1, heads_eval_episodes=2, set=("heads.full_res=true",)))
+    """The default heads (v1.6's) start with a 3x3 convolution at the frames' resolution; `--set
+    heads.full_res=false` gives v1.5's stride-2 first layer; each file records its choice and loads with the same
+    layers, and a file written before the option existed (no `full_res` key) loads as v1.5's."""
+    from genie_gym.config import GenieConfig
+
+    out = train_heads(Args(phase="heads", out=tmp_path / "full", model=tiny_model_file, data=event_data, steps=2,
+                           heads_negatives=1, heads_eval_episodes=2))
     heads = WorldModel.load(out).heads
     assert heads.cfg.full_res and heads.cnn[0].kernel_size == (3, 3) and heads.cnn[0].stride == (1, 1)
     assert heads(torch.rand(2, 2, 64, 64, 3)).shape == (2, 2)
-    assert not WorldModel.load(WorldModel.default_path()).config.heads.full_res
+    out = train_heads(Args(phase="heads", out=tmp_path / "strided", model=tiny_model_file, data=event_data, steps=2,
+                           heads_negatives=1, heads_eval_episodes=2, set=("heads.full_res=false",)))
+    heads = WorldModel.load(out).heads
+    assert not heads.cfg.full_res and heads.cnn[0].kernel_size == (4, 4) and heads.cnn[0].stride == (2, 2)
+    shipped = WorldModel.load(WorldModel.default_path()).config
+    assert shipped.heads.full_res
+    old = shipped.to_dict()
+    del old["heads"]["full_res"]
+    assert not GenieConfig.from_dict(old).heads.full_res
 
 
 @pytest.mark.slow
