@@ -188,8 +188,19 @@ def test_bad_heads_input(tiny_model_file: Path, event_data: Path, tmp_path: Path
 
     with monkeypatch.context() as m:  # 1 MiB free: the sample cannot fit
         m.setattr(heads_module, "available_memory_bytes", lambda device: 2**20)
-        with pytest.raises(ConfigError, match="needs .* GiB of RAM .* lower --heads-events or --heads-negatives"):
+        with pytest.raises(ConfigError, match="needs .* GiB of RAM .* --heads-stream .* lower --heads-events"):
             train_heads(Args(phase="heads", out=tmp_path, model=tiny_model_file, data=event_data, steps=2))
+        streamed = train_heads(Args(phase="heads", out=tmp_path / "streamed", model=tiny_model_file,
+                                    data=event_data, steps=3, heads_stream=True))  # batches read from the shards
+    in_ram = train_heads(Args(phase="heads", out=tmp_path / "in_ram", model=tiny_model_file, data=event_data,
+                              steps=3))
+    streamed_sd, in_ram_sd = WorldModel.load(streamed).heads.state_dict(), WorldModel.load(in_ram).heads.state_dict()
+    assert all(torch.equal(streamed_sd[k], in_ram_sd[k]) for k in in_ram_sd)  # the same batches, the same heads
+    from genie_gym.training.heads import check_heads_args
+
+    with pytest.raises(ConfigError, match="--heads-reconstructed replaces frames .* drop --heads-stream"):
+        check_heads_args(Args(phase="heads", out=tmp_path, model=tiny_model_file, heads_stream=True,
+                              heads_reconstructed=0.5))
     from genie_gym.cli import main as cli_main
 
     with pytest.raises(SystemExit):  # no world model in the run directory: one line, before any work

@@ -13,7 +13,8 @@ coin or the enemy never reaches the data, and k > 1 labels the approach instead.
 features).
 
 1. The sample: every frame labelled with an event (up to `--heads-events`) and `--heads-negatives` times as many
-   random frames of the train split, held in RAM (K x 12 KiB a frame at 64x64); `--heads-reconstructed` p shows a
+   random frames of the train split, held in RAM (K x 12 KiB a frame at 64x64), or with `--heads-stream` read from
+   the shards batch by batch (the same batches, for samples larger than RAM); `--heads-reconstructed` p shows a
    random share p of it as the tokenizer's reconstructions (each sample's K frames encoded and decoded as a clip),
    the frames Genie-v0's heads read being decoded ones.
 2. The heads train on it (`--steps` AdamW steps of `--batch-size` frames, cosine decay; bf16 autocast on CUDA, and on
@@ -184,16 +185,20 @@ def train_heads(args: Args) -> Path:
     sample = events + randoms
     shape = (len(sample), K, *train_store.frames(0, 0, 1).shape[1:])
     need, free = int(np.prod(shape)), available_memory_bytes(torch.device("cpu"))
-    if free is not None and need > 0.8 * free:
+    if not args.heads_stream and free is not None and need > 0.8 * free:
         raise ConfigError(f"the heads' training sample ({len(events)} event frames x {1 + args.heads_negatives}, "
                           f"{K} frames each) needs {need / 2**30:.1f} GiB of RAM but {free / 2**30:.1f} GiB are "
-                          "free; lower --heads-events or --heads-negatives")
-    x_u8 = np.empty(shape, dtype=np.uint8)  # filled in place (a list then np.stack would need twice the RAM)
-    for i, (ep, t) in enumerate(tqdm(sample, desc="heads: frames", mininterval=2)):
-        x_u8[i] = heads_input(train_store, ep, t, K)
+                          "free; pass --heads-stream to read it from the shards batch by batch, or lower "
+                          "--heads-events or --heads-negatives")
+    x_u8: np.ndarray | None = None  # --heads-stream: each batch is read from the shards
+    if not args.heads_stream:
+        x_u8 = np.empty(shape, dtype=np.uint8)  # filled in place (a list then np.stack would need twice the RAM)
+        for i, (ep, t) in enumerate(tqdm(sample, desc="heads: frames", mininterval=2)):
+            x_u8[i] = heads_input(train_store, ep, t, K)
     device = resolve_device(args.device)
     amp = bool(args.bf16) if device.type == "cuda" else bool(args.cpu_bf16)
     if args.heads_reconstructed > 0:  # a share of the sample as Genie-v0 shows frames: through the tokenizer
+        assert x_u8 is not None  # check_heads_args refuses --heads-reconstructed with --heads-stream
         wm.to(device)
         chosen = np.sort(rng.permutation(len(sample))[: round(args.heads_reconstructed * len(sample))])
         for i in tqdm(range(0, len(chosen), 64), desc="heads: reconstructions", mininterval=2):
@@ -241,7 +246,9 @@ def train_heads(args: Args) -> Path:
     bar = tqdm(range(step, stop), desc="train heads", mininterval=2, initial=step, total=steps)
     for step in bar:
         idx = torch.randint(0, len(sample), (batch,), generator=gen)
-        frames = to_float(torch.from_numpy(x_u8[idx.numpy()]).to(device))
+        x_BKHWC = x_u8[idx.numpy()] if x_u8 is not None else \
+            np.stack([heads_input(train_store, *sample[i], K) for i in idx.tolist()])
+        frames = to_float(torch.from_numpy(x_BKHWC).to(device))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = heads(frames)
         loss = F.binary_cross_entropy_with_logits(logits.float(), y[idx].to(device))
@@ -327,6 +334,9 @@ def check_heads_args(args: Args) -> None:
     if not 0.0 <= args.heads_reconstructed <= 1.0:
         raise ConfigError(f"--heads-reconstructed is a share of the training sample, in [0, 1], got "
                           f"{args.heads_reconstructed}")
+    if args.heads_stream and args.heads_reconstructed > 0:
+        raise ConfigError("--heads-reconstructed replaces frames of the sample held in RAM: drop --heads-stream, or "
+                          "--heads-reconstructed")
     if args.heads_events < 1 or args.heads_negatives < 0 or args.heads_eval_episodes < 1:
         raise ConfigError(f"--heads-events ({args.heads_events}) and --heads-eval-episodes "
                           f"({args.heads_eval_episodes}) must be >= 1, --heads-negatives ({args.heads_negatives}) "

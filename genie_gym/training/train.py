@@ -96,6 +96,9 @@ class Args:
     heads_reconstructed: float = 0.0
     """phase heads: share of the training sample shown as the tokenizer's reconstructions (encoded, then decoded, as
     Genie-v0's frames are decoded) instead of the recorded frames"""
+    heads_stream: bool = False
+    """phase heads: read each batch's frames from the shards instead of holding the sample in RAM (samples larger
+    than RAM: 20 negatives take 24 KiB per pair at 64x64, 15 GB for an 18M-frame recording); the same batches"""
     heads_eval_episodes: int = 200
     """phase heads: held-out (validation) episodes scored for precision and recall"""
 
