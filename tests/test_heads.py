@@ -17,7 +17,7 @@ from genie_gym.envs.vector_env import GenieVectorEnv
 from genie_gym.errors import ConfigError, DatasetError
 from genie_gym.models.frames import to_float
 from genie_gym.models.world_model import WorldModel
-from genie_gym.training.heads import precision_recall, train_heads, within
+from genie_gym.training.heads import CURVE_THRESHOLDS, precision_recall, train_heads, within
 from genie_gym.training.train import Args
 
 LEVELS = (0, 3)
@@ -461,6 +461,22 @@ def test_heads_frames_study_scores_real_reconstructed_and_generated_frames(event
     assert one["event_clips"] >= 1 and one["terminal"]["frames"] == 10 * 2 * one["event_clips"]
     assert ten["terminal"]["frames"] == 1 * 2 * ten["event_clips"]  # only the event frame generated
     assert "| rollout_10 | reward |" in (tmp_path / "frames.md").read_text()
+    assert set(res["false_alarms"]) == {str(th) for th in CURVE_THRESHOLDS}
+
+
+def test_false_alarms_are_placed_by_their_distance_to_the_next_event():
+    """heads_frames.false_alarms: a frame firing on no event of its kind counts by the frames to the next event of
+    that kind in its episode (1, 2, 3-5, 6-10, farther or none); frames that fire on an event are not alarms."""
+    import heads_frames
+
+    probs_L2, events_L2 = np.zeros((12, 2)), np.zeros((12, 2))
+    events_L2[11, 0] = 1
+    probs_L2[[0, 7, 10, 11], 0] = 0.9  # 11 frames before the end, 4 before, 1 before, the end itself
+    probs_L2[3, 1] = 0.9  # a reward alarm with no reward after it
+    out = heads_frames.false_alarms([probs_L2], [events_L2], 0.5)
+    assert out["terminal"] == {"false_alarms": 3, "1-1": 1 / 3, "2-2": 0.0, "3-5": 1 / 3, "6-10": 0.0}
+    assert out["reward"] == {"false_alarms": 1, "1-1": 0.0, "2-2": 0.0, "3-5": 0.0, "6-10": 0.0}
+    assert heads_frames.false_alarms([probs_L2], [events_L2], 0.95)["terminal"]["false_alarms"] == 0
 
 
 def test_events_ceiling_clones_the_game_exactly(tiny_data: Path, tmp_path: Path):

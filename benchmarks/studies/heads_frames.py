@@ -11,6 +11,9 @@ horizon):
 3. `rollout_C`: clips of 11 real frames ending on an event (`evaluate.event_rollout_windows`, beside as many random
    clips), the first C real and the rest generated with the LAM's actions of the real clip, the heads scored on
    every generated frame, per C in `--contexts` (1: ten dreamed steps; 10: only the event frame dreamed).
+On the real frames it also says where the false alarms fall: the share of the frames that fire without an event of
+their kind that lie 1, 2, 3-5 or 6-10 frames before one (near misses: the agent already at the enemy or the coin), or
+farther.
 
     python benchmarks/studies/heads_frames.py --model runs/s18/heads_s2/world_model.pt \
         --data data/coinrun_hard_sticky_s2 --out benchmarks/results/heads_data/frames_s2
@@ -32,10 +35,18 @@ from genie_gym.data.dataset import EpisodeStore
 from genie_gym.evaluation.evaluate import event_rollout_windows, rollout_event_probs
 from genie_gym.models.heads import EVENTS
 from genie_gym.models.world_model import WorldModel
-from genie_gym.training.heads import CURVE_THRESHOLDS, evaluate_heads, frame_labels, reconstruct, score_events
+from genie_gym.training.heads import (
+    CURVE_THRESHOLDS,
+    evaluate_heads,
+    frame_labels,
+    heads_probs,
+    reconstruct,
+    score_events,
+)
 from genie_gym.utils.io import atomic_write_json, write_markdown
 
 K = 10  # generated steps of a rollout from one real frame (genie-gym eval's rollout_steps)
+GAPS = ((1, 1), (2, 2), (3, 5), (6, 10))  # frames before the next event of the kind, false_alarms' columns
 
 
 @dataclass
@@ -53,7 +64,9 @@ class Args:
     rollout_clips: int = 64
     """clips ending on an event (and as many random ones) for the rollouts"""
     contexts: tuple[int, ...] = (1, 10)
-    """real frames before the generated ones, one score each (1..10)"""
+    """real frames before the generated ones, one score each (1..10; none: no rollouts)"""
+    reconstructed: bool = True
+    """also score the tokenizer's reconstructions of the real frames"""
     batch_size: int = 16
     """rollouts generated together"""
     seed: int = 0
@@ -87,6 +100,23 @@ def rollout_scores(wm: WorldModel, store: EpisodeStore, args: Args, C: int) -> d
             "random_clips": len(windows) - n_events, "generated_steps": K + 1 - C}
 
 
+def false_alarms(probs_E: list[np.ndarray], events_E: list[np.ndarray], threshold: float) -> dict:
+    """Per event kind: the frames firing at `threshold` on no event of their kind, and the share of them that lie
+    within each of `GAPS` frames before the next event of that kind in their episode (the rest: farther or none)."""
+    out = {}
+    for k, e in enumerate(EVENTS):
+        gaps = []
+        for probs_L, events_L in zip(probs_E, events_E, strict=True):
+            at = np.flatnonzero(events_L[:, k] > 0)
+            for t in np.flatnonzero((probs_L[:, k] >= threshold) & (events_L[:, k] == 0)):
+                later = at[at > t]
+                gaps.append(int(later[0] - t) if later.size else 10**9)
+        gaps_F = np.asarray(gaps)
+        out[e] = {"false_alarms": len(gaps), **{f"{lo}-{hi}": float(((gaps_F >= lo) & (gaps_F <= hi)).mean())
+                                                if gaps else 0.0 for lo, hi in GAPS}}
+    return out
+
+
 def main(args: Args) -> dict:
     t0 = time.time()
     torch.set_num_threads(args.threads)
@@ -94,32 +124,48 @@ def main(args: Args) -> dict:
     if wm.heads is None:
         raise SystemExit(f"{args.model} has no event heads; train them with `genie-gym train --phase heads`")
     store = EpisodeStore(args.data, args.split)
+    probs_E, events_E = heads_probs(wm, store, args.episodes, args.seed, amp=False)
     result: dict = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                    "real": evaluate_heads(wm, store, args.episodes, args.seed, amp=False),
-                    "reconstructed": evaluate_heads(wm, store, args.episodes, args.seed, amp=False,
-                                                    frames_fn=reconstruct_fn(wm))}
+                    "real": {**score_events(probs_E, events_E, wm.config.heads), "episodes": len(probs_E)},
+                    "false_alarms": {str(th): false_alarms(probs_E, events_E, th) for th in CURVE_THRESHOLDS}}
+    if args.reconstructed:
+        result["reconstructed"] = evaluate_heads(wm, store, args.episodes, args.seed, amp=False,
+                                                 frames_fn=reconstruct_fn(wm))
     for C in args.contexts:
         result[f"rollout_{C}"] = rollout_scores(wm, store, args, C)
     result["seconds"] = round(time.time() - t0, 1)
     atomic_write_json(args.out.with_suffix(".json"), result)
+    no_recon = "" if args.reconstructed else " --no-reconstructed"
+    scored = "`real` and `reconstructed`" if args.reconstructed else "`real`"
     lines = ["# Event heads on real, reconstructed and generated frames", "",
              f"`python benchmarks/studies/heads_frames.py --model {args.model} --data {args.data} --split {args.split} "
              f"--episodes {args.episodes} --rollout-clips {args.rollout_clips} --contexts "
-             f"{' '.join(map(str, args.contexts))} --out {args.out}` ({result['seconds'] / 60:.1f} min; heads "
-             f"threshold {wm.config.heads.threshold}, horizon {wm.config.heads.horizon}). Precision / recall at each "
-             "threshold:", "",
+             f"{' '.join(map(str, args.contexts))}{no_recon} --out {args.out}` ({result['seconds'] / 60:.1f} min; "
+             f"heads threshold {wm.config.heads.threshold}, horizon {wm.config.heads.horizon}). Precision / recall at "
+             "each threshold:", "",
              "| frames | event | events | " + " | ".join(str(t) for t in CURVE_THRESHOLDS) + " |",
              "|---|---|---|" + "---|" * len(CURVE_THRESHOLDS)]
-    for kind in ["real", "reconstructed", *(f"rollout_{C}" for C in args.contexts)]:
+    for kind in ["real", *(["reconstructed"] if args.reconstructed else []), *(f"rollout_{C}" for C in args.contexts)]:
         for e in EVENTS:
             r = result[kind][e]
             lines.append(f"| {kind} | {e} | {r['events']} | " + " | ".join(
                 f"{c['precision']:.2f} / {c['recall']:.2f}" for c in r["curve"]) + " |")
-    lines += ["", f"`real` and `reconstructed`: every frame of {result['real']['episodes']} {args.split} episodes. "
+    lines += ["", f"{scored}: every frame of {result['real']['episodes']} {args.split} episodes. "
               "`rollout_C`: " + ", ".join(f"C = {C}: {result[f'rollout_{C}']['event_clips']} clips ending on an "
                                          f"event and {result[f'rollout_{C}']['random_clips']} random, "
                                          f"{result[f'rollout_{C}']['generated_steps']} generated frames each"
-                                         for C in args.contexts) + "."]
+                                         for C in args.contexts) + ".",
+              "", "Where the false alarms on the real frames fall: frames that fire without an event of their kind, "
+              "and the share of them 1, 2, 3-5, 6-10 frames before the next event of that kind in their episode "
+              "(the rest: farther, or none follows):", "",
+              "| event | threshold | false alarms | " + " | ".join(f"{lo}-{hi}" if lo < hi else str(lo)
+                                                         for lo, hi in GAPS) + " |",
+              "|---|---|---|" + "---|" * len(GAPS)]
+    for e in EVENTS:
+        for th in CURVE_THRESHOLDS:
+            f = result["false_alarms"][str(th)][e]
+            lines.append(f"| {e} | {th} | {f['false_alarms']} | " + " | ".join(
+                f"{f[f'{lo}-{hi}']:.2f}" for lo, hi in GAPS) + " |")
     write_markdown(args.out.with_suffix(".md"), lines)
     return result
 

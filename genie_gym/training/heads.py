@@ -302,21 +302,18 @@ def reconstruct(wm: WorldModel, clips_BTHWC: np.ndarray, amp: bool) -> np.ndarra
 
 
 @torch.no_grad()
-def evaluate_heads(wm: WorldModel, store: EpisodeStore, max_episodes: int, seed: int, amp: bool,
-                   frames_fn: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, Any]:
-    """Precision / recall of each event one step ahead on every frame of up to `max_episodes` random held-out
-    episodes (`precision_recall` at the heads' threshold and horizon, and the curve over thresholds; for heads whose
-    reward ends the episode, also `terminated`: Genie-v0's episode end, either head firing). `frames_fn`
-    maps an episode's uint8 frames (L, H, W, C) to those the heads read (default: the real frames)."""
+def heads_probs(wm: WorldModel, store: EpisodeStore, max_episodes: int, seed: int, amp: bool,
+                frames_fn: Callable[[np.ndarray], np.ndarray] | None = None
+                ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The heads' probabilities (L, 2) and the labels (L, 2) of every frame of up to `max_episodes` random held-out
+    episodes (the same episodes per seed). `frames_fn` maps an episode's uint8 frames (L, H, W, C) to those the heads
+    read (default: the real frames)."""
     eps = np.arange(len(store.episode_lengths))
     np.random.default_rng(seed).shuffle(eps)
-    eps = eps[:max_episodes]
-    if eps.size == 0:
-        return {"note": "no held-out episode"}
     heads, K = wm.heads, wm.config.heads.frames
     dev = next(heads.parameters()).device
     probs_E, events_E = [], []
-    for ep in tqdm(eps.tolist(), desc="heads: held-out", leave=False):
+    for ep in tqdm(eps[:max_episodes].tolist(), desc="heads: held-out", leave=False):
         frames_LHWC = store.frames(ep, 0, int(store.episode_lengths[ep]))
         x_u8 = frame_windows(frames_fn(frames_LHWC) if frames_fn is not None else frames_LHWC, K)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
@@ -324,7 +321,18 @@ def evaluate_heads(wm: WorldModel, store: EpisodeStore, max_episodes: int, seed:
                                 for i in range(0, len(x_u8), 256)])
         probs_E.append(torch.sigmoid(logits).cpu().numpy())
         events_E.append(frame_labels(store, ep))
-    return {**score_events(probs_E, events_E, wm.config.heads), "episodes": len(eps)}
+    return probs_E, events_E
+
+
+def evaluate_heads(wm: WorldModel, store: EpisodeStore, max_episodes: int, seed: int, amp: bool,
+                   frames_fn: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, Any]:
+    """Precision / recall of each event one step ahead on every frame of up to `max_episodes` random held-out
+    episodes (`heads_probs`; `precision_recall` at the heads' threshold and horizon, and the curve over thresholds;
+    for heads whose reward ends the episode, also `terminated`: Genie-v0's episode end, either head firing)."""
+    probs_E, events_E = heads_probs(wm, store, max_episodes, seed, amp, frames_fn)
+    if not probs_E:
+        return {"note": "no held-out episode"}
+    return {**score_events(probs_E, events_E, wm.config.heads), "episodes": len(probs_E)}
 
 
 def check_heads_args(args: Args) -> None:
