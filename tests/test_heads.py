@@ -395,6 +395,25 @@ def test_heads_full_res_adds_a_full_resolution_layer(event_data: Path, tiny_mode
     assert not GenieConfig.from_dict(old).heads.full_res
 
 
+def test_heads_crop_adds_a_centre_branch(event_data: Path, tiny_model_file: Path, tmp_path: Path):
+    """`--set heads.crop=N` adds a branch on the frames' central N x N pixels: the file records it and loads with it,
+    its output depends on the centre, and a crop that does not fit is refused by name."""
+    from genie_gym.config import HeadsConfig
+    from genie_gym.models.heads import EventHeads
+
+    out = train_heads(Args(phase="heads", out=tmp_path / "crop", model=tiny_model_file, data=event_data, steps=2,
+                           heads_negatives=1, heads_eval_episodes=2, set=("heads.crop=16",)))
+    heads = WorldModel.load(out).heads
+    assert heads.cfg.crop == 16 and heads.centre is not None
+    frames = torch.rand(2, 2, 64, 64, 3)
+    assert heads(frames).shape == (2, 2)
+    centre = heads.centre(frames.permute(0, 1, 4, 2, 3).reshape(2, 6, 64, 64)[:, :, 24:40, 24:40])
+    assert centre.shape == (2, 2 * heads.cfg.width * 4 * 4)
+    with pytest.raises(ValueError, match="heads.crop must be a multiple of 4"):
+        EventHeads(HeadsConfig(enabled=True, crop=30), image_size=64)
+    assert WorldModel.load(WorldModel.default_path()).heads.centre is None  # v1.6's heads have no centre branch
+
+
 @pytest.mark.slow
 def test_dream_rl_benchmark_quick(heads_model: Path, event_data: Path, tmp_path: Path):
     """benchmarks/dream_rl.py --quick: dream PPO, table D, real levels beside the baselines, returns in the dream,
@@ -462,6 +481,21 @@ def test_heads_frames_study_scores_real_reconstructed_and_generated_frames(event
     assert ten["terminal"]["frames"] == 1 * 2 * ten["event_clips"]  # only the event frame generated
     assert "| rollout_10 | reward |" in (tmp_path / "frames.md").read_text()
     assert set(res["false_alarms"]) == {str(th) for th in CURVE_THRESHOLDS}
+
+
+def test_heads_ensemble_study_scores_each_file_and_their_mean(event_data: Path, heads_model: Path, tmp_path: Path):
+    """studies/heads_ensemble.py: each file as genie-gym eval scores it, then the mean probability; the ensemble of
+    a file with itself is that file; one file alone is refused."""
+    import heads_ensemble
+
+    res = heads_ensemble.main(heads_ensemble.Args(models=[heads_model, heads_model], data=event_data,
+                                                  split="validation", episodes=18, threads=1, out=tmp_path / "ens"))
+    member = WorldModel.load(heads_model).metadata["heads"]["validation"]
+    assert res["rows"][str(heads_model)] == {k: v for k, v in member.items() if k != "episodes"}
+    assert res["rows"]["ensemble (mean probability)"] == res["rows"][str(heads_model)]
+    assert "| ensemble (mean probability) | terminal |" in (tmp_path / "ens.md").read_text()
+    with pytest.raises(SystemExit, match="two or more"):
+        heads_ensemble.main(heads_ensemble.Args(models=[heads_model], data=event_data, out=tmp_path / "one"))
 
 
 def test_false_alarms_are_placed_by_their_distance_to_the_next_event():

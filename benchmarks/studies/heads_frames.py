@@ -136,11 +136,12 @@ def main(args: Args) -> dict:
     result["seconds"] = round(time.time() - t0, 1)
     atomic_write_json(args.out.with_suffix(".json"), result)
     no_recon = "" if args.reconstructed else " --no-reconstructed"
+    contexts = "".join(f" {C}" for C in args.contexts)
     scored = "`real` and `reconstructed`" if args.reconstructed else "`real`"
     lines = ["# Event heads on real, reconstructed and generated frames", "",
              f"`python benchmarks/studies/heads_frames.py --model {args.model} --data {args.data} --split {args.split} "
-             f"--episodes {args.episodes} --rollout-clips {args.rollout_clips} --contexts "
-             f"{' '.join(map(str, args.contexts))}{no_recon} --out {args.out}` ({result['seconds'] / 60:.1f} min; "
+             f"--episodes {args.episodes} --rollout-clips {args.rollout_clips} --contexts"
+             f"{contexts}{no_recon} --out {args.out}` ({result['seconds'] / 60:.1f} min; "
              f"heads threshold {wm.config.heads.threshold}, horizon {wm.config.heads.horizon}). Precision / recall at "
              "each threshold:", "",
              "| frames | event | events | " + " | ".join(str(t) for t in CURVE_THRESHOLDS) + " |",

@@ -1,0 +1,92 @@
+"""Is the episode-end head's gap variance? Score several heads files and the mean of their probabilities.
+
+Each heads file of `--models` is scored on every real frame of the same `--episodes` held-out episodes
+(`training.heads.heads_probs`, as `genie-gym eval` scores one step ahead), then the mean of their probabilities
+(an ensemble) on the same frames, each at every threshold of `training.heads.CURVE_THRESHOLDS`. Heads trained
+apart make partly independent errors: if the ensemble is clearly better than each member, the heads' errors are
+variance (what regularisation, weight averaging or more passes can reduce); if it is not, they share a bias (what
+the heads see or their labels allow).
+
+    python benchmarks/studies/heads_ensemble.py --models genie_gym/assets/world_model.pt \
+        runs/s22/heads_s4_w48/world_model.pt runs/s22/heads_s5/world_model.pt \
+        --data data/coinrun_hard_sticky_s2 --out benchmarks/results/heads_data/ensemble
+
+writes <out>.json and <out>.md.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import tyro
+
+from genie_gym.data.dataset import EpisodeStore
+from genie_gym.models.heads import EVENTS
+from genie_gym.models.world_model import WorldModel
+from genie_gym.training.heads import CURVE_THRESHOLDS, heads_probs, score_events
+from genie_gym.utils.io import atomic_write_json, write_markdown
+
+
+@dataclass
+class Args:
+    """Score heads files one by one and as an ensemble (the mean probability) on the same held-out frames."""
+
+    models: list[Path] = field(default_factory=lambda: [Path("genie_gym/assets/world_model.pt")])
+    """world-model files with heads (`genie-gym train --phase heads`), two or more"""
+    data: Path = Path("data/coinrun_hard_sticky_s2")
+    """dataset holding the held-out split"""
+    split: str = "test"
+    """held-out split scored"""
+    episodes: int = 200
+    """held-out episodes scored (every frame)"""
+    seed: int = 0
+    """which episodes (the same for every file)"""
+    threads: int = 2
+    """torch threads"""
+    out: Path = Path("runs/heads_ensemble")
+    """writes OUT.json and OUT.md"""
+
+
+def main(args: Args) -> dict:
+    t0 = time.time()
+    if len(args.models) < 2:
+        raise SystemExit("--models takes two or more heads files (an ensemble of one is the file itself)")
+    torch.set_num_threads(args.threads)
+    store = EpisodeStore(args.data, args.split)
+    rows: dict[str, dict] = {}
+    probs_ME, events_E, cfg = [], None, None
+    for path in args.models:
+        wm = WorldModel.load(path)
+        if wm.heads is None:
+            raise SystemExit(f"{path} has no event heads; train them with `genie-gym train --phase heads`")
+        probs_E, events_E = heads_probs(wm, store, args.episodes, args.seed, amp=False)
+        rows[str(path)] = score_events(probs_E, events_E, wm.config.heads)
+        probs_ME.append(probs_E)
+        cfg = wm.config.heads
+    mean_E = [np.mean(np.stack(ps), axis=0) for ps in zip(*probs_ME, strict=True)]
+    rows["ensemble (mean probability)"] = score_events(mean_E, events_E, cfg)
+    result = {"args": {k: [str(m) for m in v] if k == "models" else str(v) if isinstance(v, Path) else v
+                       for k, v in vars(args).items()},
+              "episodes": len(mean_E), "rows": rows, "seconds": round(time.time() - t0, 1)}
+    atomic_write_json(args.out.with_suffix(".json"), result)
+    lines = ["# Event heads one by one and as an ensemble", "",
+             f"`python benchmarks/studies/heads_ensemble.py --models {' '.join(map(str, args.models))} --data "
+             f"{args.data} --split {args.split} --episodes {args.episodes} --out {args.out}` "
+             f"({result['seconds'] / 60:.1f} min): every real frame of {len(mean_E)} {args.split} episodes, "
+             "precision / recall at each threshold.", "",
+             "| heads | event | events | " + " | ".join(str(t) for t in CURVE_THRESHOLDS) + " |",
+             "|---|---|---|" + "---|" * len(CURVE_THRESHOLDS)]
+    for name, row in rows.items():
+        for e in EVENTS:
+            lines.append(f"| {name} | {e} | {row[e]['events']} | " + " | ".join(
+                f"{c['precision']:.2f} / {c['recall']:.2f}" for c in row[e]["curve"]) + " |")
+    write_markdown(args.out.with_suffix(".md"), lines)
+    return result
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
