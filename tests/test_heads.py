@@ -480,7 +480,7 @@ def test_heads_frames_study_scores_real_reconstructed_and_generated_frames(event
     assert one["event_clips"] >= 1 and one["terminal"]["frames"] == 10 * 2 * one["event_clips"]
     assert ten["terminal"]["frames"] == 1 * 2 * ten["event_clips"]  # only the event frame generated
     assert "| rollout_10 | reward |" in (tmp_path / "frames.md").read_text()
-    assert set(res["false_alarms"]) == {str(th) for th in CURVE_THRESHOLDS}
+    assert set(res["false_alarms"]) == set(res["ends_by_kind"]) == {str(th) for th in CURVE_THRESHOLDS}
 
 
 def test_heads_ensemble_study_scores_each_file_and_their_mean(event_data: Path, heads_model: Path, tmp_path: Path):
@@ -511,6 +511,19 @@ def test_false_alarms_are_placed_by_their_distance_to_the_next_event():
     assert out["terminal"] == {"false_alarms": 3, "1-1": 1 / 3, "2-2": 0.0, "3-5": 1 / 3, "6-10": 0.0}
     assert out["reward"] == {"false_alarms": 1, "1-1": 0.0, "2-2": 0.0, "3-5": 0.0, "6-10": 0.0}
     assert heads_frames.false_alarms([probs_L2], [events_L2], 0.95)["terminal"]["false_alarms"] == 0
+
+
+def test_ends_by_kind_splits_the_end_heads_recall_into_coins_and_deaths():
+    """heads_frames.ends_by_kind: an end whose transition pays is a coin, any other a death; recall per kind."""
+    import heads_frames
+
+    probs_L2, events_L2 = np.zeros((5, 2)), np.zeros((5, 2))
+    events_L2[4] = 1  # the coin ends this episode
+    probs_L2[4, 0] = 0.9
+    death_probs, death_events = np.zeros((3, 2)), np.zeros((3, 2))
+    death_events[2, 0] = 1  # a death, missed
+    out = heads_frames.ends_by_kind([probs_L2, death_probs], [events_L2, death_events], 0.5)
+    assert out == {"coin": {"ends": 1, "recall": 1.0}, "death": {"ends": 1, "recall": 0.0}}
 
 
 def test_events_ceiling_clones_the_game_exactly(tiny_data: Path, tmp_path: Path):

@@ -13,7 +13,7 @@ horizon):
    every generated frame, per C in `--contexts` (1: ten dreamed steps; 10: only the event frame dreamed).
 On the real frames it also says where the false alarms fall: the share of the frames that fire without an event of
 their kind that lie 1, 2, 3-5 or 6-10 frames before one (near misses: the agent already at the enemy or the coin), or
-farther.
+farther; and which episode ends the end head finds: those that take the coin, and deaths.
 
     python benchmarks/studies/heads_frames.py --model runs/s18/heads_s2/world_model.pt \
         --data data/coinrun_hard_sticky_s2 --out benchmarks/results/heads_data/frames_s2
@@ -117,6 +117,19 @@ def false_alarms(probs_E: list[np.ndarray], events_E: list[np.ndarray], threshol
     return out
 
 
+def ends_by_kind(probs_E: list[np.ndarray], events_E: list[np.ndarray], threshold: float) -> dict:
+    """The episode-end head's recall (horizon 1) on each kind of end: `coin` (the end's transition pays, CoinRun's
+    coin) and `death` (it does not: an enemy, a saw, lava), with how many ends of each kind there are."""
+    found = {"coin": 0, "death": 0}
+    ends = {"coin": 0, "death": 0}
+    for probs_L, events_L in zip(probs_E, events_E, strict=True):
+        for t in np.flatnonzero(events_L[:, 0] > 0):
+            kind = "coin" if events_L[t, 1] > 0 else "death"
+            ends[kind] += 1
+            found[kind] += int(probs_L[t, 0] >= threshold)
+    return {k: {"ends": ends[k], "recall": found[k] / max(ends[k], 1)} for k in ends}
+
+
 def main(args: Args) -> dict:
     t0 = time.time()
     torch.set_num_threads(args.threads)
@@ -127,7 +140,8 @@ def main(args: Args) -> dict:
     probs_E, events_E = heads_probs(wm, store, args.episodes, args.seed, amp=False)
     result: dict = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                     "real": {**score_events(probs_E, events_E, wm.config.heads), "episodes": len(probs_E)},
-                    "false_alarms": {str(th): false_alarms(probs_E, events_E, th) for th in CURVE_THRESHOLDS}}
+                    "false_alarms": {str(th): false_alarms(probs_E, events_E, th) for th in CURVE_THRESHOLDS},
+                    "ends_by_kind": {str(th): ends_by_kind(probs_E, events_E, th) for th in CURVE_THRESHOLDS}}
     if args.reconstructed:
         result["reconstructed"] = evaluate_heads(wm, store, args.episodes, args.seed, amp=False,
                                                  frames_fn=reconstruct_fn(wm))
@@ -167,6 +181,14 @@ def main(args: Args) -> dict:
             f = result["false_alarms"][str(th)][e]
             lines.append(f"| {e} | {th} | {f['false_alarms']} | " + " | ".join(
                 f"{f[f'{lo}-{hi}']:.2f}" for lo, hi in GAPS) + " |")
+    kinds = result["ends_by_kind"][str(CURVE_THRESHOLDS[0])]
+    lines += ["", "The episode-end head's recall on the real frames per kind of end (a coin: the end's transition "
+              f"pays, {kinds['coin']['ends']} ends; a death: it does not, {kinds['death']['ends']} ends):", "",
+              "| kind | " + " | ".join(str(t) for t in CURVE_THRESHOLDS) + " |",
+              "|---|" + "---|" * len(CURVE_THRESHOLDS)]
+    for kind in kinds:
+        lines.append(f"| {kind} | " + " | ".join(f"{result['ends_by_kind'][str(th)][kind]['recall']:.2f}"
+                                                for th in CURVE_THRESHOLDS) + " |")
     write_markdown(args.out.with_suffix(".md"), lines)
     return result
 
