@@ -397,20 +397,23 @@ def test_heads_full_res_adds_a_full_resolution_layer(event_data: Path, tiny_mode
 
 def test_heads_crop_adds_a_centre_branch(event_data: Path, tiny_model_file: Path, tmp_path: Path):
     """`--set heads.crop=N` adds a branch on the frames' central N x N pixels: the file records it and loads with it,
-    its output depends on the centre, and a crop that does not fit is refused by name."""
-    from genie_gym.config import HeadsConfig
-    from genie_gym.models.heads import EventHeads
-
+    the branch reads exactly the centre, and a crop that does not fit is refused by name before any work."""
     out = train_heads(Args(phase="heads", out=tmp_path / "crop", model=tiny_model_file, data=event_data, steps=2,
                            heads_negatives=1, heads_eval_episodes=2, set=("heads.crop=16",)))
     heads = WorldModel.load(out).heads
+    w = heads.cfg.width
     assert heads.cfg.crop == 16 and heads.centre is not None
+    assert heads.mlp[1].in_features == 4 * w * 8 * 8 + 2 * w * 4 * 4
+    seen = []
+    heads.centre.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
     frames = torch.rand(2, 2, 64, 64, 3)
     assert heads(frames).shape == (2, 2)
-    centre = heads.centre(frames.permute(0, 1, 4, 2, 3).reshape(2, 6, 64, 64)[:, :, 24:40, 24:40])
-    assert centre.shape == (2, 2 * heads.cfg.width * 4 * 4)
-    with pytest.raises(ValueError, match="heads.crop must be a multiple of 4"):
-        EventHeads(HeadsConfig(enabled=True, crop=30), image_size=64)
+    x_BCHW = frames.permute(0, 1, 4, 2, 3).reshape(2, 6, 64, 64) * 2 - 1
+    assert torch.equal(seen[0], x_BCHW[:, :, 24:40, 24:40])
+    for bad in ("heads.crop=30", "heads.crop=72"):
+        with pytest.raises(ConfigError, match="heads.crop must be a multiple of 4"):
+            train_heads(Args(phase="heads", out=tmp_path / "bad", model=tiny_model_file, data=event_data, steps=2,
+                             set=(bad,)))
     assert WorldModel.load(WorldModel.default_path()).heads.centre is None  # v1.6's heads have no centre branch
 
 
@@ -481,36 +484,55 @@ def test_heads_frames_study_scores_real_reconstructed_and_generated_frames(event
     assert ten["terminal"]["frames"] == 1 * 2 * ten["event_clips"]  # only the event frame generated
     assert "| rollout_10 | reward |" in (tmp_path / "frames.md").read_text()
     assert set(res["false_alarms"]) == set(res["ends_by_kind"]) == {str(th) for th in CURVE_THRESHOLDS}
+    kinds = res["ends_by_kind"]["0.5"]
+    assert kinds["coin"]["ends"] + kinds["death"]["ends"] == res["real"]["terminal"]["events"]
+    assert "| death |" in (tmp_path / "frames.md").read_text()
 
 
-def test_heads_ensemble_study_scores_each_file_and_their_mean(event_data: Path, heads_model: Path, tmp_path: Path):
-    """studies/heads_ensemble.py: each file as genie-gym eval scores it, then the mean probability; the ensemble of
-    a file with itself is that file; one file alone is refused."""
+def test_heads_ensemble_study_scores_each_file_and_their_mean(event_data: Path, heads_model: Path,
+                                                             tiny_model_file: Path, tmp_path: Path):
+    """studies/heads_ensemble.py: each file as genie-gym eval scores it, then the mean of their probabilities on the
+    same frames; one file alone, the same file twice and members of other horizons are refused."""
     import heads_ensemble
 
-    res = heads_ensemble.main(heads_ensemble.Args(models=[heads_model, heads_model], data=event_data,
-                                                  split="validation", episodes=18, threads=1, out=tmp_path / "ens"))
+    from genie_gym.data.dataset import EpisodeStore
+    from genie_gym.training.heads import heads_probs, score_events
+
+    other = train_heads(Args(phase="heads", out=tmp_path / "other", model=tiny_model_file, data=event_data, steps=3,
+                             heads_negatives=1, heads_eval_episodes=2, seed=1))
+    res = heads_ensemble.main(heads_ensemble.Args(models=[heads_model, other], data=event_data, split="validation",
+                                                  episodes=18, threads=1, out=tmp_path / "ens"))
     member = WorldModel.load(heads_model).metadata["heads"]["validation"]
     assert res["rows"][str(heads_model)] == {k: v for k, v in member.items() if k != "episodes"}
-    assert res["rows"]["ensemble (mean probability)"] == res["rows"][str(heads_model)]
+    store = EpisodeStore(event_data, "validation")
+    (pa, events), (pb, _) = (heads_probs(WorldModel.load(m), store, 18, 0, amp=False) for m in (heads_model, other))
+    mean = score_events([(a + b) / 2 for a, b in zip(pa, pb, strict=True)], events,
+                        WorldModel.load(heads_model).config.heads)
+    assert res["rows"]["ensemble (mean probability)"] == mean
     assert "| ensemble (mean probability) | terminal |" in (tmp_path / "ens.md").read_text()
+    assert res["overlap"]["0.5"] == heads_ensemble.overlap([pa, pb], events, 0.5)
     with pytest.raises(SystemExit, match="two or more"):
         heads_ensemble.main(heads_ensemble.Args(models=[heads_model], data=event_data, out=tmp_path / "one"))
+    with pytest.raises(SystemExit, match="twice"):
+        heads_ensemble.main(heads_ensemble.Args(models=[heads_model, heads_model], data=event_data,
+                                                out=tmp_path / "twice"))
+    wider = train_heads(Args(phase="heads", out=tmp_path / "h2", model=tiny_model_file, data=event_data, steps=2,
+                             heads_negatives=1, heads_eval_episodes=2, heads_horizon=2))
+    with pytest.raises(SystemExit, match="horizon"):
+        heads_ensemble.main(heads_ensemble.Args(models=[heads_model, wider], data=event_data, out=tmp_path / "h"))
 
 
-def test_false_alarms_are_placed_by_their_distance_to_the_next_event():
-    """heads_frames.false_alarms: a frame firing on no event of its kind counts by the frames to the next event of
-    that kind in its episode (1, 2, 3-5, 6-10, farther or none); frames that fire on an event are not alarms."""
-    import heads_frames
+def test_ensemble_overlap_counts_the_ends_every_member_finds_and_the_shared_false_alarms():
+    """heads_ensemble.overlap: per end, how many members fire on it (all / some / none); per other frame, likewise."""
+    import heads_ensemble
 
-    probs_L2, events_L2 = np.zeros((12, 2)), np.zeros((12, 2))
-    events_L2[11, 0] = 1
-    probs_L2[[0, 7, 10, 11], 0] = 0.9  # 11 frames before the end, 4 before, 1 before, the end itself
-    probs_L2[3, 1] = 0.9  # a reward alarm with no reward after it
-    out = heads_frames.false_alarms([probs_L2], [events_L2], 0.5)
-    assert out["terminal"] == {"false_alarms": 3, "1-1": 1 / 3, "2-2": 0.0, "3-5": 1 / 3, "6-10": 0.0}
-    assert out["reward"] == {"false_alarms": 1, "1-1": 0.0, "2-2": 0.0, "3-5": 0.0, "6-10": 0.0}
-    assert heads_frames.false_alarms([probs_L2], [events_L2], 0.95)["terminal"]["false_alarms"] == 0
+    events = np.zeros((6, 2))
+    events[[2, 5], 0] = 1  # two ends
+    a, b = np.zeros((6, 2)), np.zeros((6, 2))
+    a[[0, 1, 2, 5], 0] = b[[0, 2], 0] = 0.9  # end 2 found by both, end 5 by one; frame 0 both, frame 1 one
+    out = heads_ensemble.overlap([[a], [b]], [events], 0.5)
+    assert out == {"ends": 2, "found_by_all": 1, "found_by_some": 1, "found_by_none": 0, "false_alarms_of_all": 1,
+                   "false_alarms_of_some": 1}
 
 
 def test_ends_by_kind_splits_the_end_heads_recall_into_coins_and_deaths():

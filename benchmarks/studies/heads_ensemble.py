@@ -2,10 +2,13 @@
 
 Each heads file of `--models` is scored on every real frame of the same `--episodes` held-out episodes
 (`training.heads.heads_probs`, as `genie-gym eval` scores one step ahead), then the mean of their probabilities
-(an ensemble) on the same frames, each at every threshold of `training.heads.CURVE_THRESHOLDS`. Heads trained
-apart make partly independent errors: if the ensemble is clearly better than each member, the heads' errors are
-variance (what regularisation, weight averaging or more passes can reduce); if it is not, they share a bias (what
-the heads see or their labels allow).
+(an ensemble, scored at the first file's threshold and horizon; every file must share the horizon) on the same
+frames, each at every threshold of `training.heads.CURVE_THRESHOLDS`; and how the members' episode-end calls overlap
+(`overlap`, at `OVERLAP_THRESHOLDS`, horizon 1): the ends found by every member, by some, by none, and the frames
+without an end on which every member, or some, fire. Heads trained apart make partly independent errors: if the
+ensemble is clearly better than each member, the heads' errors are variance (what regularisation, weight averaging
+or more passes can reduce); if it is not and they miss the same ends, they share a bias (what the heads see or
+their labels allow).
 
     python benchmarks/studies/heads_ensemble.py --models genie_gym/assets/world_model.pt \
         runs/s22/heads_s4_w48/world_model.pt runs/s22/heads_s5/world_model.pt \
@@ -17,7 +20,7 @@ writes <out>.json and <out>.md.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +33,28 @@ from genie_gym.models.world_model import WorldModel
 from genie_gym.training.heads import CURVE_THRESHOLDS, heads_probs, score_events
 from genie_gym.utils.io import atomic_write_json, write_markdown
 
+OVERLAP_THRESHOLDS = (0.1, 0.2, 0.5)
+
+
+def overlap(probs_ME: list[list[np.ndarray]], events_E: list[np.ndarray], threshold: float) -> dict[str, int]:
+    """Episode ends (column 0, horizon 1) found by every member, some, none; non-end frames on which every member,
+    or some but not all, fire at `threshold`."""
+    fired_MF = np.stack([np.concatenate([p[:, 0] >= threshold for p in probs_E]) for probs_E in probs_ME])
+    end_F = np.concatenate([e[:, 0] > 0 for e in events_E])
+    on_ends, elsewhere = fired_MF[:, end_F], fired_MF[:, ~end_F]
+    return {"ends": int(end_F.sum()), "found_by_all": int(on_ends.all(0).sum()),
+            "found_by_some": int((on_ends.any(0) & ~on_ends.all(0)).sum()),
+            "found_by_none": int((~on_ends.any(0)).sum()),
+            "false_alarms_of_all": int(elsewhere.all(0).sum()),
+            "false_alarms_of_some": int((elsewhere.any(0) & ~elsewhere.all(0)).sum())}
+
 
 @dataclass
 class Args:
     """Score heads files one by one and as an ensemble (the mean probability) on the same held-out frames."""
 
-    models: list[Path] = field(default_factory=lambda: [Path("genie_gym/assets/world_model.pt")])
-    """world-model files with heads (`genie-gym train --phase heads`), two or more"""
+    models: list[Path]
+    """world-model files with heads (`genie-gym train --phase heads`), two or more of the same horizon"""
     data: Path = Path("data/coinrun_hard_sticky_s2")
     """dataset holding the held-out split"""
     split: str = "test"
@@ -55,6 +73,8 @@ def main(args: Args) -> dict:
     t0 = time.time()
     if len(args.models) < 2:
         raise SystemExit("--models takes two or more heads files (an ensemble of one is the file itself)")
+    if len({str(m) for m in args.models}) < len(args.models):
+        raise SystemExit(f"--models names a file twice ({' '.join(map(str, args.models))}): name each file once")
     torch.set_num_threads(args.threads)
     store = EpisodeStore(args.data, args.split)
     rows: dict[str, dict] = {}
@@ -63,15 +83,21 @@ def main(args: Args) -> dict:
         wm = WorldModel.load(path)
         if wm.heads is None:
             raise SystemExit(f"{path} has no event heads; train them with `genie-gym train --phase heads`")
+        if cfg is not None and (wm.config.heads.horizon, wm.config.heads.reward_ends_episode) != \
+                (cfg.horizon, cfg.reward_ends_episode):
+            raise SystemExit(f"{path}'s heads label events with horizon {wm.config.heads.horizon} (reward ends the "
+                             f"episode: {wm.config.heads.reward_ends_episode}), {args.models[0]}'s with horizon "
+                             f"{cfg.horizon} ({cfg.reward_ends_episode}): an ensemble takes heads of one horizon")
+        cfg = cfg or wm.config.heads
         probs_E, events_E = heads_probs(wm, store, args.episodes, args.seed, amp=False)
         rows[str(path)] = score_events(probs_E, events_E, wm.config.heads)
         probs_ME.append(probs_E)
-        cfg = wm.config.heads
     mean_E = [np.mean(np.stack(ps), axis=0) for ps in zip(*probs_ME, strict=True)]
     rows["ensemble (mean probability)"] = score_events(mean_E, events_E, cfg)
+    overlaps = {str(th): overlap(probs_ME, events_E, th) for th in OVERLAP_THRESHOLDS}
     result = {"args": {k: [str(m) for m in v] if k == "models" else str(v) if isinstance(v, Path) else v
                        for k, v in vars(args).items()},
-              "episodes": len(mean_E), "rows": rows, "seconds": round(time.time() - t0, 1)}
+              "episodes": len(mean_E), "rows": rows, "overlap": overlaps, "seconds": round(time.time() - t0, 1)}
     atomic_write_json(args.out.with_suffix(".json"), result)
     lines = ["# Event heads one by one and as an ensemble", "",
              f"`python benchmarks/studies/heads_ensemble.py --models {' '.join(map(str, args.models))} --data "
@@ -84,6 +110,14 @@ def main(args: Args) -> dict:
         for e in EVENTS:
             lines.append(f"| {name} | {e} | {row[e]['events']} | " + " | ".join(
                 f"{c['precision']:.2f} / {c['recall']:.2f}" for c in row[e]["curve"]) + " |")
+    lines += ["", f"How the {len(args.models)} members' episode-end calls overlap (horizon 1): of the "
+              f"{overlaps[str(OVERLAP_THRESHOLDS[0])]['ends']} ends, those every member finds, some, none; and the "
+              "frames without an end on which every member fires, or some but not all:", "",
+              "| threshold | found by all | by some | by none | false alarms of all | of some |",
+              "|---|---|---|---|---|---|"]
+    for th, o in overlaps.items():
+        lines.append(f"| {th} | {o['found_by_all']} | {o['found_by_some']} | {o['found_by_none']} | "
+                     f"{o['false_alarms_of_all']} | {o['false_alarms_of_some']} |")
     write_markdown(args.out.with_suffix(".md"), lines)
     return result
 

@@ -165,11 +165,11 @@ def main(args: Args) -> dict:
             r = result[kind][e]
             lines.append(f"| {kind} | {e} | {r['events']} | " + " | ".join(
                 f"{c['precision']:.2f} / {c['recall']:.2f}" for c in r["curve"]) + " |")
-    lines += ["", f"{scored}: every frame of {result['real']['episodes']} {args.split} episodes. "
-              "`rollout_C`: " + ", ".join(f"C = {C}: {result[f'rollout_{C}']['event_clips']} clips ending on an "
-                                         f"event and {result[f'rollout_{C}']['random_clips']} random, "
-                                         f"{result[f'rollout_{C}']['generated_steps']} generated frames each"
-                                         for C in args.contexts) + ".",
+    rollouts = ", ".join(f"C = {C}: {result[f'rollout_{C}']['event_clips']} clips ending on an event and "
+                         f"{result[f'rollout_{C}']['random_clips']} random, "
+                         f"{result[f'rollout_{C}']['generated_steps']} generated frames each" for C in args.contexts)
+    lines += ["", f"{scored}: every frame of {result['real']['episodes']} {args.split} episodes."
+              + (f" `rollout_C`: {rollouts}." if args.contexts else ""),
               "", "Where the false alarms on the real frames fall: frames that fire without an event of their kind, "
               "and the share of them 1, 2, 3-5, 6-10 frames before the next event of that kind in their episode "
               "(the rest: farther, or none follows):", "",
@@ -182,8 +182,9 @@ def main(args: Args) -> dict:
             lines.append(f"| {e} | {th} | {f['false_alarms']} | " + " | ".join(
                 f"{f[f'{lo}-{hi}']:.2f}" for lo, hi in GAPS) + " |")
     kinds = result["ends_by_kind"][str(CURVE_THRESHOLDS[0])]
-    lines += ["", "The episode-end head's recall on the real frames per kind of end (a coin: the end's transition "
-              f"pays, {kinds['coin']['ends']} ends; a death: it does not, {kinds['death']['ends']} ends):", "",
+    lines += ["", "The episode-end head's recall on the real frames per kind of end (horizon 1; a coin: the end's "
+              f"transition pays, {kinds['coin']['ends']} ends; a death: it does not, {kinds['death']['ends']} "
+              "ends):", "",
               "| kind | " + " | ".join(str(t) for t in CURVE_THRESHOLDS) + " |",
               "|---|" + "---|" * len(CURVE_THRESHOLDS)]
     for kind in kinds:

@@ -52,6 +52,7 @@ class EventHeads(nn.Module):
                 nn.Conv2d(w, 2 * w, 4, stride=2, padding=1), nn.GELU(),
                 nn.Conv2d(2 * w, 2 * w, 4, stride=2, padding=1), nn.GELU(), nn.Flatten())
             features += 2 * w * (cfg.crop // 4) ** 2
+        # the Flatten is a no-op on the (B, F) features, kept so that the weights stay `mlp.1` and `mlp.3` in files
         self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(features, cfg.hidden), nn.GELU(),
                                  nn.Linear(cfg.hidden, len(EVENTS)))
 
