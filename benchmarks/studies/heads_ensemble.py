@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import tyro
+from heads_frames import curve_table
 
 from genie_gym.data.dataset import EpisodeStore
-from genie_gym.models.heads import EVENTS
 from genie_gym.models.world_model import WorldModel
-from genie_gym.training.heads import CURVE_THRESHOLDS, heads_probs, score_events
+from genie_gym.training.heads import heads_probs, score_events
 from genie_gym.utils.io import atomic_write_json, write_markdown
 
 OVERLAP_THRESHOLDS = (0.1, 0.2, 0.5)
@@ -103,13 +103,7 @@ def main(args: Args) -> dict:
              f"`python benchmarks/studies/heads_ensemble.py --models {' '.join(map(str, args.models))} --data "
              f"{args.data} --split {args.split} --episodes {args.episodes} --out {args.out}` "
              f"({result['seconds'] / 60:.1f} min): every real frame of {len(mean_E)} {args.split} episodes, "
-             "precision / recall at each threshold.", "",
-             "| heads | event | events | " + " | ".join(str(t) for t in CURVE_THRESHOLDS) + " |",
-             "|---|---|---|" + "---|" * len(CURVE_THRESHOLDS)]
-    for name, row in rows.items():
-        for e in EVENTS:
-            lines.append(f"| {name} | {e} | {row[e]['events']} | " + " | ".join(
-                f"{c['precision']:.2f} / {c['recall']:.2f}" for c in row[e]["curve"]) + " |")
+             "precision / recall at each threshold.", "", *curve_table("heads", rows)]
     lines += ["", f"How the {len(args.models)} members' episode-end calls overlap (horizon 1): of the "
               f"{overlaps[str(OVERLAP_THRESHOLDS[0])]['ends']} ends, those every member finds, some, none; and the "
               "frames without an end on which every member fires, or some but not all:", "",

@@ -100,6 +100,18 @@ def rollout_scores(wm: WorldModel, store: EpisodeStore, args: Args, C: int) -> d
             "random_clips": len(windows) - n_events, "generated_steps": K + 1 - C}
 
 
+def curve_table(first: str, rows: dict[str, dict]) -> list[str]:
+    """Markdown table: a line per row name and event, its precision / recall at each of `CURVE_THRESHOLDS`
+    (`score_events`' curves); `first` heads the name column."""
+    lines = [f"| {first} | event | events | " + " | ".join(str(t) for t in CURVE_THRESHOLDS) + " |",
+             "|---|---|---|" + "---|" * len(CURVE_THRESHOLDS)]
+    for name, row in rows.items():
+        for e in EVENTS:
+            lines.append(f"| {name} | {e} | {row[e]['events']} | " + " | ".join(
+                f"{c['precision']:.2f} / {c['recall']:.2f}" for c in row[e]["curve"]) + " |")
+    return lines
+
+
 def false_alarms(probs_E: list[np.ndarray], events_E: list[np.ndarray], threshold: float) -> dict:
     """Per event kind: the frames firing at `threshold` on no event of their kind, and the share of them that lie
     within each of `GAPS` frames before the next event of that kind in their episode (the rest: farther or none)."""
@@ -152,19 +164,14 @@ def main(args: Args) -> dict:
     no_recon = "" if args.reconstructed else " --no-reconstructed"
     contexts = "".join(f" {C}" for C in args.contexts)
     scored = "`real` and `reconstructed`" if args.reconstructed else "`real`"
+    frame_kinds = ["real", *(["reconstructed"] if args.reconstructed else []), *(f"rollout_{C}" for C in args.contexts)]
     lines = ["# Event heads on real, reconstructed and generated frames", "",
              f"`python benchmarks/studies/heads_frames.py --model {args.model} --data {args.data} --split {args.split} "
              f"--episodes {args.episodes} --rollout-clips {args.rollout_clips} --contexts"
              f"{contexts}{no_recon} --out {args.out}` ({result['seconds'] / 60:.1f} min; "
              f"heads threshold {wm.config.heads.threshold}, horizon {wm.config.heads.horizon}). Precision / recall at "
              "each threshold:", "",
-             "| frames | event | events | " + " | ".join(str(t) for t in CURVE_THRESHOLDS) + " |",
-             "|---|---|---|" + "---|" * len(CURVE_THRESHOLDS)]
-    for kind in ["real", *(["reconstructed"] if args.reconstructed else []), *(f"rollout_{C}" for C in args.contexts)]:
-        for e in EVENTS:
-            r = result[kind][e]
-            lines.append(f"| {kind} | {e} | {r['events']} | " + " | ".join(
-                f"{c['precision']:.2f} / {c['recall']:.2f}" for c in r["curve"]) + " |")
+             *curve_table("frames", {kind: result[kind] for kind in frame_kinds})]
     rollouts = ", ".join(f"C = {C}: {result[f'rollout_{C}']['event_clips']} clips ending on an event and "
                          f"{result[f'rollout_{C}']['random_clips']} random, "
                          f"{result[f'rollout_{C}']['generated_steps']} generated frames each" for C in args.contexts)
