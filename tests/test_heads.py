@@ -395,6 +395,45 @@ def test_heads_full_res_adds_a_full_resolution_layer(event_data: Path, tiny_mode
     assert not GenieConfig.from_dict(old).heads.full_res
 
 
+def test_heads_flip_mirrors_half_of_each_batch_and_keeps_its_frames(event_data: Path, tiny_model_file: Path,
+                                                                      tmp_path: Path):
+    """`--heads-flip`: the heads see the same batches as without it, each sample as recorded or mirrored left-right
+    (some of each), the file records the option, and a run stopped and resumed flips as one run does."""
+    from torch.nn.modules.module import register_module_forward_pre_hook
+
+    from genie_gym.models.heads import EventHeads
+
+    kw = dict(phase="heads", model=tiny_model_file, data=event_data, steps=4, batch_size=16, heads_negatives=2,
+              heads_eval_episodes=2, seed=0, ckpt_every=2)
+    seen: dict[str, list[torch.Tensor]] = {"plain": [], "flip": []}
+    key = ["plain"]
+
+    def grab(module: torch.nn.Module, inputs: tuple) -> None:
+        if isinstance(module, EventHeads) and module.training:
+            seen[key[0]].append(inputs[0].clone())
+
+    handle = register_module_forward_pre_hook(grab)
+    try:
+        train_heads(Args(out=tmp_path / "plain", **kw))
+        key[0] = "flip"
+        flipped = WorldModel.load(train_heads(Args(out=tmp_path / "flip", heads_flip=True, **kw)))
+    finally:
+        handle.remove()
+    assert len(seen["plain"]) == len(seen["flip"]) == 4
+    mirrored = 0
+    for a_BKHWC, b_BKHWC in zip(seen["plain"], seen["flip"], strict=True):
+        same = (a_BKHWC == b_BKHWC).flatten(1).all(1)
+        mirror = (a_BKHWC.flip(3) == b_BKHWC).flatten(1).all(1)
+        assert (same | mirror).all()
+        mirrored += int((mirror & ~same).sum())
+    assert 0 < mirrored < 4 * 16
+    assert flipped.metadata["heads"]["flip"] is True
+    train_heads(Args(out=tmp_path / "cut", heads_flip=True, stop_at=2, **kw))
+    resumed = WorldModel.load(train_heads(Args(out=tmp_path / "cut", heads_flip=True, resume=True, **kw)))
+    for name, p in flipped.heads.state_dict().items():
+        assert torch.equal(p, resumed.heads.state_dict()[name]), name
+
+
 def test_heads_crop_adds_a_centre_branch(event_data: Path, tiny_model_file: Path, tmp_path: Path):
     """`--set heads.crop=N` adds a branch on the frames' central N x N pixels: the file records it and loads with it,
     the branch reads exactly the centre, and a crop that does not fit is refused by name before any work."""
@@ -509,6 +548,14 @@ def test_heads_ensemble_study_scores_each_file_and_their_mean(event_data: Path, 
     mean = score_events([(a + b) / 2 for a, b in zip(pa, pb, strict=True)], events,
                         WorldModel.load(heads_model).config.heads)
     assert res["rows"]["ensemble (mean probability)"] == mean
+    lowest = score_events([np.minimum(a, b) for a, b in zip(pa, pb, strict=True)], events,
+                          WorldModel.load(heads_model).config.heads)
+    assert res["rows"]["ensemble (minimum)"] == lowest
+    # the mean logit of two members is the geometric mean of their odds (probabilities held within 1e-7 of 0 and 1)
+    pa_c, pb_c = ([np.clip(x.astype(np.float64), 1e-7, 1 - 1e-7) for x in p] for p in (pa, pb))
+    odds = [np.sqrt(a / (1 - a) * b / (1 - b)) for a, b in zip(pa_c, pb_c, strict=True)]
+    for got, want in zip(heads_ensemble.combine([pa, pb])["mean logit"], odds, strict=True):
+        np.testing.assert_allclose(got, want / (1 + want), rtol=1e-5, atol=1e-7)
     assert "| ensemble (mean probability) | terminal |" in (tmp_path / "ens.md").read_text()
     assert res["overlap"]["0.5"] == heads_ensemble.overlap([pa, pb], events, 0.5)
     with pytest.raises(SystemExit, match="two or more"):

@@ -1,14 +1,15 @@
-"""Is the episode-end head's gap variance? Score several heads files and the mean of their probabilities.
+"""Is the episode-end head's gap variance? Score several heads files one by one and combined.
 
 Each heads file of `--models` is scored on every real frame of the same `--episodes` held-out episodes
-(`training.heads.heads_probs`, as `genie-gym eval` scores one step ahead), then the mean of their probabilities
-(an ensemble, scored at the first file's threshold and horizon; every file must share the horizon) on the same
-frames, each at every threshold of `training.heads.CURVE_THRESHOLDS`; and how the members' episode-end calls overlap
-(`overlap`, at `OVERLAP_THRESHOLDS`, horizon 1): the ends found by every member, by some, by none, and the frames
-without an end on which every member, or some, fire. Heads trained apart make partly independent errors: if the
-ensemble is clearly better than each member, the heads' errors are variance (what regularisation, weight averaging
-or more passes can reduce); if it is not and they miss the same ends, they share a bias (what the heads see or
-their labels allow).
+(`training.heads.heads_probs`, as `genie-gym eval` scores one step ahead), then their probabilities combined three
+ways (`combine`: the mean probability, the mean logit, the minimum), each an ensemble scored at the first file's
+threshold and horizon (every file must share the horizon), on the same frames, each at every threshold of
+`training.heads.CURVE_THRESHOLDS`; and how the members' episode-end calls overlap (`overlap`, at
+`OVERLAP_THRESHOLDS`, horizon 1): the ends found by every member, by some, by none, and the frames without an end
+on which every member, or some, fire. Heads trained apart make partly independent errors: if an ensemble is
+clearly better than each member, the heads' errors are variance (what regularisation, weight averaging or more
+passes can reduce); if it is not and they miss the same ends, they share a bias (what the heads see or their
+labels allow).
 
     python benchmarks/studies/heads_ensemble.py --models genie_gym/assets/world_model.pt \
         runs/s22/heads_s4_w48/world_model.pt runs/s22/heads_s5/world_model.pt \
@@ -49,9 +50,20 @@ def overlap(probs_ME: list[list[np.ndarray]], events_E: list[np.ndarray], thresh
             "false_alarms_of_some": int((elsewhere.any(0) & ~elsewhere.all(0)).sum())}
 
 
+def combine(probs_ME: list[list[np.ndarray]]) -> dict[str, list[np.ndarray]]:
+    """The members' probabilities (per member, per episode (L, 2)) as one, per rule: `mean probability`; `mean
+    logit` (the geometric mean of the odds: one confident member counts less); `minimum` (an event where every member
+    fires at the threshold)."""
+    stacked_E = [np.stack(ps) for ps in zip(*probs_ME, strict=True)]
+    p_E = [np.clip(s.astype(np.float64), 1e-7, 1 - 1e-7) for s in stacked_E]
+    return {"mean probability": [s.mean(0) for s in stacked_E],
+            "mean logit": [1 / (1 + np.exp(-np.log(p / (1 - p)).mean(0))) for p in p_E],
+            "minimum": [s.min(0) for s in stacked_E]}
+
+
 @dataclass
 class Args:
-    """Score heads files one by one and as an ensemble (the mean probability) on the same held-out frames."""
+    """Score heads files one by one and as ensembles (mean probability, mean logit, minimum) on the same frames."""
 
     models: list[Path]
     """world-model files with heads (`genie-gym train --phase heads`), two or more of the same horizon"""
@@ -92,17 +104,17 @@ def main(args: Args) -> dict:
         probs_E, events_E = heads_probs(wm, store, args.episodes, args.seed, amp=False)
         rows[str(path)] = score_events(probs_E, events_E, wm.config.heads)
         probs_ME.append(probs_E)
-    mean_E = [np.mean(np.stack(ps), axis=0) for ps in zip(*probs_ME, strict=True)]
-    rows["ensemble (mean probability)"] = score_events(mean_E, events_E, cfg)
+    for rule, combined_E in combine(probs_ME).items():
+        rows[f"ensemble ({rule})"] = score_events(combined_E, events_E, cfg)
     overlaps = {str(th): overlap(probs_ME, events_E, th) for th in OVERLAP_THRESHOLDS}
     result = {"args": {k: [str(m) for m in v] if k == "models" else str(v) if isinstance(v, Path) else v
                        for k, v in vars(args).items()},
-              "episodes": len(mean_E), "rows": rows, "overlap": overlaps, "seconds": round(time.time() - t0, 1)}
+              "episodes": len(events_E), "rows": rows, "overlap": overlaps, "seconds": round(time.time() - t0, 1)}
     atomic_write_json(args.out.with_suffix(".json"), result)
     lines = ["# Event heads one by one and as an ensemble", "",
              f"`python benchmarks/studies/heads_ensemble.py --models {' '.join(map(str, args.models))} --data "
              f"{args.data} --split {args.split} --episodes {args.episodes} --out {args.out}` "
-             f"({result['seconds'] / 60:.1f} min): every real frame of {len(mean_E)} {args.split} episodes, "
+             f"({result['seconds'] / 60:.1f} min): every real frame of {len(events_E)} {args.split} episodes, "
              "precision / recall at each threshold.", "", *curve_table("heads", rows)]
     lines += ["", f"How the {len(args.models)} members' episode-end calls overlap (horizon 1): of the "
               f"{overlaps[str(OVERLAP_THRESHOLDS[0])]['ends']} ends, those every member finds, some, none; and the "
