@@ -560,6 +560,13 @@ def test_heads_ensemble_study_scores_each_file_and_their_mean(event_data: Path, 
     assert res["overlap"]["0.5"] == heads_ensemble.overlap([pa, pb], events, 0.5)
     with pytest.raises(SystemExit, match="two or more"):
         heads_ensemble.main(heads_ensemble.Args(models=[heads_model], data=event_data, out=tmp_path / "one"))
+    # --mirror: one file, scored on the frames as recorded and mirrored left-right, is an ensemble of two
+    res = heads_ensemble.main(heads_ensemble.Args(models=[heads_model], mirror=True, data=event_data,
+                                                  split="validation", episodes=18, threads=1, out=tmp_path / "mir"))
+    pm, _ = heads_probs(WorldModel.load(heads_model), store, 18, 0, amp=False, frames_fn=lambda f: f[:, :, ::-1])
+    cfg = WorldModel.load(heads_model).config.heads
+    assert res["rows"][f"{heads_model}, mirrored"] == score_events(pm, events, cfg)
+    assert res["overlap"]["0.5"] == heads_ensemble.overlap([pa, pm], events, 0.5)
     with pytest.raises(SystemExit, match="twice"):
         heads_ensemble.main(heads_ensemble.Args(models=[heads_model, heads_model], data=event_data,
                                                 out=tmp_path / "twice"))

@@ -75,6 +75,9 @@ class Args:
     """held-out episodes scored (every frame)"""
     seed: int = 0
     """which episodes (the same for every file)"""
+    mirror: bool = False
+    """also score each file on the frames mirrored left-right, as one more member (test-time augmentation, for heads
+    trained with `--heads-flip`); one file is then an ensemble of two"""
     threads: int = 2
     """torch threads"""
     out: Path = Path("runs/heads_ensemble")
@@ -83,8 +86,9 @@ class Args:
 
 def main(args: Args) -> dict:
     t0 = time.time()
-    if len(args.models) < 2:
-        raise SystemExit("--models takes two or more heads files (an ensemble of one is the file itself)")
+    if len(args.models) < (1 if args.mirror else 2):
+        raise SystemExit("--models takes two or more heads files (an ensemble of one is the file itself), or one "
+                         "with --mirror")
     if len({str(m) for m in args.models}) < len(args.models):
         raise SystemExit(f"--models names a file twice ({' '.join(map(str, args.models))}): name each file once")
     torch.set_num_threads(args.threads)
@@ -104,6 +108,11 @@ def main(args: Args) -> dict:
         probs_E, events_E = heads_probs(wm, store, args.episodes, args.seed, amp=False)
         rows[str(path)] = score_events(probs_E, events_E, wm.config.heads)
         probs_ME.append(probs_E)
+        if args.mirror:
+            probs_E, _ = heads_probs(wm, store, args.episodes, args.seed, amp=False,
+                                     frames_fn=lambda f_LHWC: np.ascontiguousarray(f_LHWC[:, :, ::-1]))
+            rows[f"{path}, mirrored"] = score_events(probs_E, events_E, wm.config.heads)
+            probs_ME.append(probs_E)
     for rule, combined_E in combine(probs_ME).items():
         rows[f"ensemble ({rule})"] = score_events(combined_E, events_E, cfg)
     overlaps = {str(th): overlap(probs_ME, events_E, th) for th in OVERLAP_THRESHOLDS}
@@ -112,11 +121,12 @@ def main(args: Args) -> dict:
               "episodes": len(events_E), "rows": rows, "overlap": overlaps, "seconds": round(time.time() - t0, 1)}
     atomic_write_json(args.out.with_suffix(".json"), result)
     lines = ["# Event heads one by one and as an ensemble", "",
-             f"`python benchmarks/studies/heads_ensemble.py --models {' '.join(map(str, args.models))} --data "
+             f"`python benchmarks/studies/heads_ensemble.py --models {' '.join(map(str, args.models))} "
+             f"{'--mirror ' if args.mirror else ''}--data "
              f"{args.data} --split {args.split} --episodes {args.episodes} --out {args.out}` "
              f"({result['seconds'] / 60:.1f} min): every real frame of {len(events_E)} {args.split} episodes, "
              "precision / recall at each threshold.", "", *curve_table("heads", rows)]
-    lines += ["", f"How the {len(args.models)} members' episode-end calls overlap (horizon 1): of the "
+    lines += ["", f"How the {len(probs_ME)} members' episode-end calls overlap (horizon 1): of the "
               f"{overlaps[str(OVERLAP_THRESHOLDS[0])]['ends']} ends, those every member finds, some, none; and the "
               "frames without an end on which every member fires, or some but not all:", "",
               "| threshold | found by all | by some | by none | false alarms of all | of some |",
