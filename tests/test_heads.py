@@ -395,10 +395,11 @@ def test_heads_full_res_adds_a_full_resolution_layer(event_data: Path, tiny_mode
     assert not GenieConfig.from_dict(old).heads.full_res
 
 
-def test_heads_flip_mirrors_half_of_each_batch_and_keeps_its_frames(event_data: Path, tiny_model_file: Path,
-                                                                      tmp_path: Path):
+def test_heads_flip_mirrors_some_samples_of_each_run_and_keeps_its_batches(event_data: Path, tiny_model_file: Path,
+                                                                            tmp_path: Path):
     """`--heads-flip`: the heads see the same batches as without it, each sample as recorded or mirrored left-right
-    (some of each), the file records the option, and a run stopped and resumed flips as one run does."""
+    (some of each), the file records the option, a run stopped and resumed flips as one run does, and a run without
+    the option keeps the checkpoint inputs of runs from before it (so those still resume)."""
     from torch.nn.modules.module import register_module_forward_pre_hook
 
     from genie_gym.models.heads import EventHeads
@@ -428,6 +429,7 @@ def test_heads_flip_mirrors_half_of_each_batch_and_keeps_its_frames(event_data: 
         mirrored += int((mirror & ~same).sum())
     assert 0 < mirrored < 4 * 16
     assert flipped.metadata["heads"]["flip"] is True
+    assert "heads_flip" not in torch.load(tmp_path / "plain" / "heads" / "last.pt", weights_only=False)["inputs"]
     train_heads(Args(out=tmp_path / "cut", heads_flip=True, stop_at=2, **kw))
     resumed = WorldModel.load(train_heads(Args(out=tmp_path / "cut", heads_flip=True, resume=True, **kw)))
     for name, p in flipped.heads.state_dict().items():
@@ -528,10 +530,11 @@ def test_heads_frames_study_scores_real_reconstructed_and_generated_frames(event
     assert "| death |" in (tmp_path / "frames.md").read_text()
 
 
-def test_heads_ensemble_study_scores_each_file_and_their_mean(event_data: Path, heads_model: Path,
-                                                             tiny_model_file: Path, tmp_path: Path):
-    """studies/heads_ensemble.py: each file as genie-gym eval scores it, then the mean of their probabilities on the
-    same frames; one file alone, the same file twice and members of other horizons are refused."""
+def test_heads_ensemble_study_scores_each_file_and_their_combinations(event_data: Path, heads_model: Path,
+                                                                     tiny_model_file: Path, tmp_path: Path):
+    """studies/heads_ensemble.py: each file as genie-gym eval scores it, then their probabilities combined (the mean,
+    the minimum, the mean logit) on the same frames; with --mirror one file is two members (its frames as recorded
+    and mirrored); one file alone without it, the same file twice and members of other horizons are refused."""
     import heads_ensemble
 
     from genie_gym.data.dataset import EpisodeStore
@@ -563,10 +566,17 @@ def test_heads_ensemble_study_scores_each_file_and_their_mean(event_data: Path, 
     # --mirror: one file, scored on the frames as recorded and mirrored left-right, is an ensemble of two
     res = heads_ensemble.main(heads_ensemble.Args(models=[heads_model], mirror=True, data=event_data,
                                                   split="validation", episodes=18, threads=1, out=tmp_path / "mir"))
-    pm, _ = heads_probs(WorldModel.load(heads_model), store, 18, 0, amp=False, frames_fn=lambda f: f[:, :, ::-1])
+    x = np.arange(2 * 3 * 4 * 3).reshape(2, 3, 4, 3)
+    assert np.array_equal(heads_ensemble.mirror(x)[:, :, 0], x[:, :, -1])  # left-right, nothing else
+    assert np.array_equal(heads_ensemble.mirror(x)[:, 0], x[:, 0, ::-1])
+    pm, _ = heads_probs(WorldModel.load(heads_model), store, 18, 0, amp=False, frames_fn=heads_ensemble.mirror)
+    assert any(not np.array_equal(a, m) for a, m in zip(pa, pm, strict=True))  # the noise frames are not symmetric
     cfg = WorldModel.load(heads_model).config.heads
     assert res["rows"][f"{heads_model}, mirrored"] == score_events(pm, events, cfg)
+    halves = [(a + m) / 2 for a, m in zip(pa, pm, strict=True)]
+    assert res["rows"]["ensemble (mean probability)"] == score_events(halves, events, cfg)
     assert res["overlap"]["0.5"] == heads_ensemble.overlap([pa, pm], events, 0.5)
+    assert "How the 2 members'" in (tmp_path / "mir.md").read_text()
     with pytest.raises(SystemExit, match="twice"):
         heads_ensemble.main(heads_ensemble.Args(models=[heads_model, heads_model], data=event_data,
                                                 out=tmp_path / "twice"))

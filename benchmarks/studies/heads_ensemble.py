@@ -9,7 +9,9 @@ threshold and horizon (every file must share the horizon), on the same frames, e
 on which every member, or some, fire. Heads trained apart make partly independent errors: if an ensemble is
 clearly better than each member, the heads' errors are variance (what regularisation, weight averaging or more
 passes can reduce); if it is not and they miss the same ends, they share a bias (what the heads see or their
-labels allow).
+labels allow). With `--mirror` each file is also scored on the frames mirrored left-right (`mirror`), as one more
+member: test-time augmentation for heads trained with `genie-gym train --phase heads --heads-flip` (the same heads,
+so their errors are not independent as those of heads trained apart).
 
     python benchmarks/studies/heads_ensemble.py --models genie_gym/assets/world_model.pt \
         runs/s22/heads_s4_w48/world_model.pt runs/s22/heads_s5/world_model.pt \
@@ -50,10 +52,15 @@ def overlap(probs_ME: list[list[np.ndarray]], events_E: list[np.ndarray], thresh
             "false_alarms_of_some": int((elsewhere.any(0) & ~elsewhere.all(0)).sum())}
 
 
+def mirror(frames_LHWC: np.ndarray) -> np.ndarray:
+    """Frames (L, H, W, C) mirrored left-right."""
+    return np.ascontiguousarray(frames_LHWC[:, :, ::-1])
+
+
 def combine(probs_ME: list[list[np.ndarray]]) -> dict[str, list[np.ndarray]]:
     """The members' probabilities (per member, per episode (L, 2)) as one, per rule: `mean probability`; `mean
-    logit` (the geometric mean of the odds: one confident member counts less); `minimum` (an event where every member
-    fires at the threshold)."""
+    logit` (the geometric mean of the odds: a member near 0 or 1 weighs more than in the mean probability, a middling
+    one less); `minimum` (an event where every member fires at the threshold)."""
     stacked_E = [np.stack(ps) for ps in zip(*probs_ME, strict=True)]
     p_E = [np.clip(s.astype(np.float64), 1e-7, 1 - 1e-7) for s in stacked_E]
     return {"mean probability": [s.mean(0) for s in stacked_E],
@@ -66,7 +73,8 @@ class Args:
     """Score heads files one by one and as ensembles (mean probability, mean logit, minimum) on the same frames."""
 
     models: list[Path]
-    """world-model files with heads (`genie-gym train --phase heads`), two or more of the same horizon"""
+    """world-model files with heads (`genie-gym train --phase heads`), two or more of the same horizon (or one with
+    --mirror)"""
     data: Path = Path("data/coinrun_hard_sticky_s2")
     """dataset holding the held-out split"""
     split: str = "test"
@@ -109,8 +117,7 @@ def main(args: Args) -> dict:
         rows[str(path)] = score_events(probs_E, events_E, wm.config.heads)
         probs_ME.append(probs_E)
         if args.mirror:
-            probs_E, _ = heads_probs(wm, store, args.episodes, args.seed, amp=False,
-                                     frames_fn=lambda f_LHWC: np.ascontiguousarray(f_LHWC[:, :, ::-1]))
+            probs_E, _ = heads_probs(wm, store, args.episodes, args.seed, amp=False, frames_fn=mirror)
             rows[f"{path}, mirrored"] = score_events(probs_E, events_E, wm.config.heads)
             probs_ME.append(probs_E)
     for rule, combined_E in combine(probs_ME).items():
@@ -120,12 +127,16 @@ def main(args: Args) -> dict:
                        for k, v in vars(args).items()},
               "episodes": len(events_E), "rows": rows, "overlap": overlaps, "seconds": round(time.time() - t0, 1)}
     atomic_write_json(args.out.with_suffix(".json"), result)
-    lines = ["# Event heads one by one and as an ensemble", "",
+    lines = ["# Event heads one by one and as ensembles", "",
              f"`python benchmarks/studies/heads_ensemble.py --models {' '.join(map(str, args.models))} "
              f"{'--mirror ' if args.mirror else ''}--data "
              f"{args.data} --split {args.split} --episodes {args.episodes} --out {args.out}` "
              f"({result['seconds'] / 60:.1f} min): every real frame of {len(events_E)} {args.split} episodes, "
-             "precision / recall at each threshold.", "", *curve_table("heads", rows)]
+             "precision / recall at each threshold. The ensembles combine the members' probabilities frame by "
+             "frame: the mean probability, the mean logit (the geometric mean of the odds) and the minimum (an "
+             f"event where every member fires), each scored at {args.models[0]}'s horizon"
+             + ("; with `--mirror` each file is two members, its frames as recorded and mirrored left-right"
+                if args.mirror else "") + ".", "", *curve_table("heads", rows)]
     lines += ["", f"How the {len(probs_ME)} members' episode-end calls overlap (horizon 1): of the "
               f"{overlaps[str(OVERLAP_THRESHOLDS[0])]['ends']} ends, those every member finds, some, none; and the "
               "frames without an end on which every member fires, or some but not all:", "",

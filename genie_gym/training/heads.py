@@ -18,7 +18,7 @@ features).
    random share p of it as the tokenizer's reconstructions (each sample's K frames encoded and decoded as a clip),
    the frames Genie-v0's heads read being decoded ones.
 2. The heads train on it (`--steps` AdamW steps of `--batch-size` frames, cosine decay; bf16 autocast on CUDA, and on
-   the CPU with --cpu-bf16; with `--heads-flip` a random half of each batch mirrored left-right). Event frames
+   the CPU with --cpu-bf16; with `--heads-flip` each sample mirrored left-right with probability 1/2). Event frames
    are over-represented in that sample, so at the end each head's bias is shifted by the log-odds ratio between the
    data's event rate and the sample's (prior correction): its probabilities are those of the real frequency.
 3. Held-out scores (every frame of up to `--heads-eval-episodes` validation episodes), per event at
@@ -30,9 +30,9 @@ features).
    `reward_value`, `horizon`, and `reward_ends_episode` when 99% of the data's rewards came with their episode's end);
    the tokenizer, LAM and dynamics are untouched.
 
-`--resume` continues from RUN/heads/last.pt (heads, optimiser, schedule, the batch generator; the sample is drawn
-again from the same seed), written every `--ckpt-every` steps and when `--time-limit-min` or `--stop-at` stops the
-run; a checkpoint of other inputs (model file, data, seed, sample sizes, steps) is refused.
+`--resume` continues from RUN/heads/last.pt (heads, optimiser, schedule, the batch and flip generators; the sample
+is drawn again from the same seed), written every `--ckpt-every` steps and when `--time-limit-min` or `--stop-at`
+stops the run; a checkpoint of other inputs (model file, data, seed, sample sizes, steps, `--heads-flip`) is refused.
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ def train_heads(args: Args) -> Path:
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     batch = args.batch_size or 128
     gen = torch.Generator().manual_seed(args.seed)
-    flip_gen = torch.Generator().manual_seed(args.seed + 1)  # its own, so that the batches are those without flips
+    flip_gen = torch.Generator().manual_seed(args.seed + 10_007)  # its own: the batches are those without flips
     # what the sample and the schedule depend on: a checkpoint of other inputs is refused, not silently continued
     inputs = {"model_sha256": sha256_file(source), "data": str(Path(args.data).resolve()), "split": args.split,
               "seed": args.seed, "heads_events": args.heads_events, "heads_negatives": args.heads_negatives,
@@ -237,7 +237,7 @@ def train_heads(args: Args) -> Path:
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         gen.set_state(ckpt["generator"])
-        if "flip_generator" in ckpt:
+        if args.heads_flip:  # `inputs` says the checkpoint's run flipped too
             flip_gen.set_state(ckpt["flip_generator"])
         step, seconds_before, loss = int(ckpt["step"]), float(ckpt["seconds"]), torch.tensor(ckpt["loss"])
         print(f"resumed phase 'heads' from {ckpt_dir / 'last.pt'} at step {step}")
