@@ -103,8 +103,6 @@ class HeadsConfig:
     hidden: int = 128  # the MLP after the convolutions (v1.6's heads: 1.27M parameters at 64x64)
     full_res: bool = True  # a first 3x3 convolution at the frames' full resolution before the strided ones (v1.6:
     # 6-7 more points of recall for episode ends; files written before the option, as v1.5's, load with False)
-    crop: int = 0  # > 0: a second branch on the central crop x crop pixels at full resolution (models/heads.py), a
-    # multiple of 4 up to the image size; 0 (files written before the option): none
     reward_value: float = 10.0  # the reward of a reward event (the mean non-zero reward of the training data)
     threshold: float = 0.5  # an event happens when its predicted probability is at least this (deterministic)
     horizon: int = 1  # frames before an event that carry its label: 1 = only the frame its transition leaves;

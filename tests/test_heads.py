@@ -436,28 +436,6 @@ def test_heads_flip_mirrors_some_samples_of_each_run_and_keeps_its_batches(event
         assert torch.equal(p, resumed.heads.state_dict()[name]), name
 
 
-def test_heads_crop_adds_a_centre_branch(event_data: Path, tiny_model_file: Path, tmp_path: Path):
-    """`--set heads.crop=N` adds a branch on the frames' central N x N pixels: the file records it and loads with it,
-    the branch reads exactly the centre, and a crop that does not fit is refused by name before any work."""
-    out = train_heads(Args(phase="heads", out=tmp_path / "crop", model=tiny_model_file, data=event_data, steps=2,
-                           heads_negatives=1, heads_eval_episodes=2, set=("heads.crop=16",)))
-    heads = WorldModel.load(out).heads
-    w = heads.cfg.width
-    assert heads.cfg.crop == 16 and heads.centre is not None
-    assert heads.mlp[1].in_features == 4 * w * 8 * 8 + 2 * w * 4 * 4
-    seen = []
-    heads.centre.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
-    frames = torch.rand(2, 2, 64, 64, 3)
-    assert heads(frames).shape == (2, 2)
-    x_BCHW = frames.permute(0, 1, 4, 2, 3).reshape(2, 6, 64, 64) * 2 - 1
-    assert torch.equal(seen[0], x_BCHW[:, :, 24:40, 24:40])
-    for bad in ("heads.crop=30", "heads.crop=72"):
-        with pytest.raises(ConfigError, match="heads.crop must be a multiple of 4"):
-            train_heads(Args(phase="heads", out=tmp_path / "bad", model=tiny_model_file, data=event_data, steps=2,
-                             set=(bad,)))
-    assert WorldModel.load(WorldModel.default_path()).heads.centre is None  # v1.6's heads have no centre branch
-
-
 @pytest.mark.slow
 def test_dream_rl_benchmark_quick(heads_model: Path, event_data: Path, tmp_path: Path):
     """benchmarks/dream_rl.py --quick: dream PPO, table D, real levels beside the baselines, returns in the dream,

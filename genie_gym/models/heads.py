@@ -6,13 +6,11 @@ them; the first frame of an episode is repeated before it):
 - `reward`: the transition out of this frame pays a reward (CoinRun: the coin; `HeadsConfig.reward_value`).
 A small CNN down to an (image/8)^2 grid (with `full_res`, after a first 3x3 convolution at full resolution,
 for sprites of a few pixels), flattened (where a sprite is matters: the camera keeps the agent near the
-centre), then an MLP to two logits. With `crop`, a second branch reads the frames' central crop x crop pixels
-(where the camera keeps the agent, and so its contacts) through two 3x3 convolutions at full resolution before
-striding to (crop/4)^2, its features joining the first branch's before the MLP. Why pixels and not the dynamics'
-features, which the first heads read: a contact of a few pixels between 3-pixel sprites survives in the frames but
-not in the features (coins found 84% against 52%, episode ends 73% against 20%, on the same held-out episodes;
-`benchmarks/results/heads_data/README.md`). The heads are trained on recorded frames after the two unsupervised
-phases (training/heads.py); the world model's generation never reads them.
+centre), then an MLP to two logits. Why pixels and not the dynamics' features, which the first heads read: a
+contact of a few pixels between 3-pixel sprites survives in the frames but not in the features (coins found 84%
+against 52%, episode ends 73% against 20%, on the same held-out episodes; `benchmarks/results/heads_data/README.md`;
+a second branch on the frames' centre at full resolution did not pay, its section there). The heads are trained on
+recorded frames after the two unsupervised phases (training/heads.py); the world model's generation never reads them.
 """
 
 from __future__ import annotations
@@ -42,16 +40,6 @@ class EventHeads(nn.Module):
             nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.GELU(),
             nn.Conv2d(2 * w, 4 * w, 4, stride=2, padding=1), nn.GELU())
         features = 4 * w * (image_size // 8) ** 2
-        self.centre: nn.Sequential | None = None
-        if cfg.crop:
-            if cfg.crop % 4 or not 0 < cfg.crop <= image_size:
-                raise ValueError(f"heads.crop must be a multiple of 4 in 4..{image_size}, got {cfg.crop}")
-            self.centre = nn.Sequential(
-                nn.Conv2d(cfg.frames * channels, w, 3, padding=1), nn.GELU(),
-                nn.Conv2d(w, w, 3, padding=1), nn.GELU(),
-                nn.Conv2d(w, 2 * w, 4, stride=2, padding=1), nn.GELU(),
-                nn.Conv2d(2 * w, 2 * w, 4, stride=2, padding=1), nn.GELU(), nn.Flatten())
-            features += 2 * w * (cfg.crop // 4) ** 2
         # the Flatten is a no-op on the (B, F) features, kept so that the weights stay `mlp.1` and `mlp.3` in files
         self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(features, cfg.hidden), nn.GELU(),
                                  nn.Linear(cfg.hidden, len(EVENTS)))
@@ -61,10 +49,6 @@ class EventHeads(nn.Module):
         B, K, H, W, C = frames_BKHWC.shape
         x_BCHW = frames_BKHWC.permute(0, 1, 4, 2, 3).reshape(B, K * C, H, W) * 2 - 1
         features_BF = self.cnn(x_BCHW).flatten(1)
-        if self.centre is not None:
-            top, left = (H - self.cfg.crop) // 2, (W - self.cfg.crop) // 2
-            centre_BCcc = x_BCHW[:, :, top:top + self.cfg.crop, left:left + self.cfg.crop]
-            features_BF = torch.cat([features_BF, self.centre(centre_BCcc)], dim=1)
         return self.mlp(features_BF)
 
 
