@@ -505,7 +505,32 @@ def test_heads_frames_study_scores_real_reconstructed_and_generated_frames(event
     assert set(res["false_alarms"]) == set(res["ends_by_kind"]) == {str(th) for th in CURVE_THRESHOLDS}
     kinds = res["ends_by_kind"]["0.5"]
     assert kinds["coin"]["ends"] + kinds["death"]["ends"] == res["real"]["terminal"]["events"]
+    assert kinds["death, falling"]["ends"] + kinds["death, not falling"]["ends"] == kinds["death"]["ends"]
     assert "| death |" in (tmp_path / "frames.md").read_text()
+
+
+def test_ends_by_kind_splits_deaths_by_whether_the_agent_was_falling(tmp_path: Path):
+    """heads_frames.falling_at_end: the picture scrolling up between an episode's last two frames (the camera follows
+    a falling agent) and nothing else; ends_by_kind: an end whose transition pays is a coin, any other a death, split
+    by falling; each end counted once per kind, with its recall."""
+    import heads_frames
+
+    from genie_gym.data.dataset import EpisodeStore
+
+    rng = np.random.default_rng(0)
+    scene = rng.integers(0, 255, (80, 64, 3), dtype=np.uint8)
+    falling = np.stack([scene[0:64], scene[0:64], scene[2:66]])  # the content moves up 2 px: the camera moves down
+    level = np.stack([scene[8:72], scene[8:72], scene[8:72]])
+    rising = np.stack([scene[8:72], scene[8:72], scene[6:70]])
+    root = write_episodes(tmp_path / "d", {"test": [(f, np.zeros(3, np.float32), False)
+                                                    for f in (falling, level, rising)]})
+    assert heads_frames.falling_at_end(EpisodeStore(root, "test"), [0, 1, 2]) == [True, False, False]
+    events = [np.array([[0, 0], [0, 0], [1, 0]], np.float32), np.array([[0, 0], [1, 1]], np.float32),
+              np.array([[0, 0], [1, 0]], np.float32)]
+    probs = [np.array([[0, 0], [0, 0], [0.9, 0]]), np.array([[0, 0], [0.2, 0.9]]), np.array([[0, 0], [0.3, 0]])]
+    kinds = heads_frames.ends_by_kind(probs, events, 0.5, [True, False, False])
+    assert {k: (v["ends"], v["recall"]) for k, v in kinds.items()} == {
+        "coin": (1, 0.0), "death": (2, 0.5), "death, falling": (1, 1.0), "death, not falling": (1, 0.0)}
 
 
 def test_heads_ensemble_study_scores_each_file_and_their_combinations(event_data: Path, heads_model: Path,
@@ -575,19 +600,6 @@ def test_ensemble_overlap_counts_the_ends_every_member_finds_and_the_shared_fals
     out = heads_ensemble.overlap([[a], [b]], [events], 0.5)
     assert out == {"ends": 2, "found_by_all": 1, "found_by_some": 1, "found_by_none": 0, "false_alarms_of_all": 1,
                    "false_alarms_of_some": 1}
-
-
-def test_ends_by_kind_splits_the_end_heads_recall_into_coins_and_deaths():
-    """heads_frames.ends_by_kind: an end whose transition pays is a coin, any other a death; recall per kind."""
-    import heads_frames
-
-    probs_L2, events_L2 = np.zeros((5, 2)), np.zeros((5, 2))
-    events_L2[4] = 1  # the coin ends this episode
-    probs_L2[4, 0] = 0.9
-    death_probs, death_events = np.zeros((3, 2)), np.zeros((3, 2))
-    death_events[2, 0] = 1  # a death, missed
-    out = heads_frames.ends_by_kind([probs_L2, death_probs], [events_L2, death_events], 0.5)
-    assert out == {"coin": {"ends": 1, "recall": 1.0}, "death": {"ends": 1, "recall": 0.0}}
 
 
 def test_events_ceiling_clones_the_game_exactly(tiny_data: Path, tmp_path: Path):

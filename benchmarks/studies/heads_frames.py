@@ -13,7 +13,7 @@ horizon):
    every generated frame, per C in `--contexts` (1: ten dreamed steps; 10: only the event frame dreamed).
 On the real frames it also says where the false alarms fall: the share of the frames that fire without an event of
 their kind that lie 1, 2, 3-5 or 6-10 frames before one (near misses: the agent already at the enemy or the coin), or
-farther; and which episode ends the end head finds: those that take the coin, and deaths.
+farther; and which episode ends the end head finds: those that take the coin, and deaths (while falling or not).
 
     python benchmarks/studies/heads_frames.py --model runs/s18/heads_s2/world_model.pt \
         --data data/coinrun_hard_sticky_s2 --out benchmarks/results/heads_data/frames_s2
@@ -33,6 +33,7 @@ import tyro
 
 from genie_gym.data.dataset import EpisodeStore
 from genie_gym.evaluation.evaluate import event_rollout_windows, rollout_event_probs
+from genie_gym.evaluation.metrics import best_shift
 from genie_gym.models.heads import EVENTS
 from genie_gym.models.world_model import WorldModel
 from genie_gym.training.heads import (
@@ -40,6 +41,7 @@ from genie_gym.training.heads import (
     evaluate_heads,
     frame_labels,
     heads_probs,
+    heldout_episodes,
     reconstruct,
     score_events,
 )
@@ -129,17 +131,35 @@ def false_alarms(probs_E: list[np.ndarray], events_E: list[np.ndarray], threshol
     return out
 
 
-def ends_by_kind(probs_E: list[np.ndarray], events_E: list[np.ndarray], threshold: float) -> dict:
+def falling_at_end(store: EpisodeStore, episodes: list[int]) -> list[bool]:
+    """Per episode: did the picture scroll up between its last two frames (`metrics.best_shift` dy > 0: CoinRun's
+    camera follows the agent, so the agent was falling when the episode ended)? False for a one-frame episode."""
+    out = []
+    for ep in episodes:
+        L = int(store.episode_lengths[ep])
+        if L < 2:
+            out.append(False)
+            continue
+        prev_HWC, last_HWC = store.frames(ep, L - 2, L).astype(np.float32) / 255
+        out.append(best_shift(prev_HWC, last_HWC)[1] > 0)
+    return out
+
+
+def ends_by_kind(probs_E: list[np.ndarray], events_E: list[np.ndarray], threshold: float,
+                 falling_E: list[bool]) -> dict:
     """The episode-end head's recall (horizon 1) on each kind of end: `coin` (the end's transition pays, CoinRun's
-    coin) and `death` (it does not: an enemy, a saw, lava), with how many ends of each kind there are."""
-    found = {"coin": 0, "death": 0}
-    ends = {"coin": 0, "death": 0}
-    for probs_L, events_L in zip(probs_E, events_E, strict=True):
+    coin), `death` (it does not: an enemy, a saw, lava), and the deaths split by whether the agent was falling
+    (`falling_at_end`, per episode): `death, falling` and `death, not falling`; with how many ends of each kind."""
+    kinds = ("coin", "death", "death, falling", "death, not falling")
+    found, ends = dict.fromkeys(kinds, 0), dict.fromkeys(kinds, 0)
+    for probs_L, events_L, falling in zip(probs_E, events_E, falling_E, strict=True):
         for t in np.flatnonzero(events_L[:, 0] > 0):
-            kind = "coin" if events_L[t, 1] > 0 else "death"
-            ends[kind] += 1
-            found[kind] += int(probs_L[t, 0] >= threshold)
-    return {k: {"ends": ends[k], "recall": found[k] / max(ends[k], 1)} for k in ends}
+            hit = int(probs_L[t, 0] >= threshold)
+            for kind in ["coin"] if events_L[t, 1] > 0 else \
+                    ["death", "death, falling" if falling else "death, not falling"]:
+                ends[kind] += 1
+                found[kind] += hit
+    return {k: {"ends": ends[k], "recall": found[k] / max(ends[k], 1)} for k in kinds}
 
 
 def main(args: Args) -> dict:
@@ -150,10 +170,12 @@ def main(args: Args) -> dict:
         raise SystemExit(f"{args.model} has no event heads; train them with `genie-gym train --phase heads`")
     store = EpisodeStore(args.data, args.split)
     probs_E, events_E = heads_probs(wm, store, args.episodes, args.seed, amp=False)
+    falling_E = falling_at_end(store, heldout_episodes(store, args.episodes, args.seed))
     result: dict = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                     "real": {**score_events(probs_E, events_E, wm.config.heads), "episodes": len(probs_E)},
                     "false_alarms": {str(th): false_alarms(probs_E, events_E, th) for th in CURVE_THRESHOLDS},
-                    "ends_by_kind": {str(th): ends_by_kind(probs_E, events_E, th) for th in CURVE_THRESHOLDS}}
+                    "ends_by_kind": {str(th): ends_by_kind(probs_E, events_E, th, falling_E)
+                                     for th in CURVE_THRESHOLDS}}
     if args.reconstructed:
         result["reconstructed"] = evaluate_heads(wm, store, args.episodes, args.seed, amp=False,
                                                  frames_fn=reconstruct_fn(wm))
@@ -191,7 +213,8 @@ def main(args: Args) -> dict:
     kinds = result["ends_by_kind"][str(CURVE_THRESHOLDS[0])]
     lines += ["", "The episode-end head's recall on the real frames per kind of end (horizon 1; a coin: the end's "
               f"transition pays, {kinds['coin']['ends']} ends; a death: it does not, {kinds['death']['ends']} "
-              "ends):", "",
+              f"ends, of which {kinds['death, falling']['ends']} with the agent falling: the picture scrolled up "
+              "between the episode's last two frames):", "",
               "| kind | " + " | ".join(str(t) for t in CURVE_THRESHOLDS) + " |",
               "|---|" + "---|" * len(CURVE_THRESHOLDS)]
     for kind in kinds:

@@ -311,19 +311,24 @@ def reconstruct(wm: WorldModel, clips_BTHWC: np.ndarray, amp: bool) -> np.ndarra
         return to_uint8(wm.tokenizer.decode(wm.tokenizer.encode(frames)).float()).cpu().numpy()
 
 
+def heldout_episodes(store: EpisodeStore, max_episodes: int, seed: int) -> list[int]:
+    """The up to `max_episodes` random episodes of `store` that the heads are scored on (the same per seed)."""
+    eps = np.arange(len(store.episode_lengths))
+    np.random.default_rng(seed).shuffle(eps)
+    return eps[:max_episodes].tolist()
+
+
 @torch.no_grad()
 def heads_probs(wm: WorldModel, store: EpisodeStore, max_episodes: int, seed: int, amp: bool,
                 frames_fn: Callable[[np.ndarray], np.ndarray] | None = None
                 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The heads' probabilities (L, 2) and the labels (L, 2) of every frame of up to `max_episodes` random held-out
-    episodes (the same episodes per seed). `frames_fn` maps an episode's uint8 frames (L, H, W, C) to those the heads
-    read (default: the real frames)."""
-    eps = np.arange(len(store.episode_lengths))
-    np.random.default_rng(seed).shuffle(eps)
+    episodes (`heldout_episodes`, in its order). `frames_fn` maps an episode's uint8 frames (L, H, W, C) to those the
+    heads read (default: the real frames)."""
     heads, K = wm.heads, wm.config.heads.frames
     dev = next(heads.parameters()).device
     probs_E, events_E = [], []
-    for ep in tqdm(eps[:max_episodes].tolist(), desc="heads: held-out", leave=False):
+    for ep in tqdm(heldout_episodes(store, max_episodes, seed), desc="heads: held-out", leave=False):
         frames_LHWC = store.frames(ep, 0, int(store.episode_lengths[ep]))
         x_u8 = frame_windows(frames_fn(frames_LHWC) if frames_fn is not None else frames_LHWC, K)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
