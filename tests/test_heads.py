@@ -393,6 +393,10 @@ def test_heads_full_res_adds_a_full_resolution_layer(event_data: Path, tiny_mode
     old = shipped.to_dict()
     del old["heads"]["full_res"]
     assert not GenieConfig.from_dict(old).heads.full_res
+    # files written while the centre-branch experiment existed record `crop`: 0 (none) loads, a branch is refused
+    assert GenieConfig.from_dict({**shipped.to_dict(), "heads": {**shipped.to_dict()["heads"], "crop": 0}}) == shipped
+    with pytest.raises(ValueError, match=r"heads.crop.*--phase heads"):
+        GenieConfig.from_dict({**shipped.to_dict(), "heads": {**shipped.to_dict()["heads"], "crop": 32}})
 
 
 def test_heads_flip_mirrors_some_samples_of_each_run_and_keeps_its_batches(event_data: Path, tiny_model_file: Path,
