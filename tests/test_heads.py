@@ -399,47 +399,6 @@ def test_heads_full_res_adds_a_full_resolution_layer(event_data: Path, tiny_mode
         GenieConfig.from_dict({**shipped.to_dict(), "heads": {**shipped.to_dict()["heads"], "crop": 32}})
 
 
-def test_heads_flip_mirrors_some_samples_of_each_run_and_keeps_its_batches(event_data: Path, tiny_model_file: Path,
-                                                                            tmp_path: Path):
-    """`--heads-flip`: the heads see the same batches as without it, each sample as recorded or mirrored left-right
-    (some of each), the file records the option, a run stopped and resumed flips as one run does, and a run without
-    the option keeps the checkpoint inputs of runs from before it (so those still resume)."""
-    from torch.nn.modules.module import register_module_forward_pre_hook
-
-    from genie_gym.models.heads import EventHeads
-
-    kw = dict(phase="heads", model=tiny_model_file, data=event_data, steps=4, batch_size=16, heads_negatives=2,
-              heads_eval_episodes=2, seed=0, ckpt_every=2)
-    seen: dict[str, list[torch.Tensor]] = {"plain": [], "flip": []}
-    key = ["plain"]
-
-    def grab(module: torch.nn.Module, inputs: tuple) -> None:
-        if isinstance(module, EventHeads) and module.training:
-            seen[key[0]].append(inputs[0].clone())
-
-    handle = register_module_forward_pre_hook(grab)
-    try:
-        train_heads(Args(out=tmp_path / "plain", **kw))
-        key[0] = "flip"
-        flipped = WorldModel.load(train_heads(Args(out=tmp_path / "flip", heads_flip=True, **kw)))
-    finally:
-        handle.remove()
-    assert len(seen["plain"]) == len(seen["flip"]) == 4
-    mirrored = 0
-    for a_BKHWC, b_BKHWC in zip(seen["plain"], seen["flip"], strict=True):
-        same = (a_BKHWC == b_BKHWC).flatten(1).all(1)
-        mirror = (a_BKHWC.flip(3) == b_BKHWC).flatten(1).all(1)
-        assert (same | mirror).all()
-        mirrored += int((mirror & ~same).sum())
-    assert 0 < mirrored < 4 * 16
-    assert flipped.metadata["heads"]["flip"] is True
-    assert "heads_flip" not in torch.load(tmp_path / "plain" / "heads" / "last.pt", weights_only=False)["inputs"]
-    train_heads(Args(out=tmp_path / "cut", heads_flip=True, stop_at=2, **kw))
-    resumed = WorldModel.load(train_heads(Args(out=tmp_path / "cut", heads_flip=True, resume=True, **kw)))
-    for name, p in flipped.heads.state_dict().items():
-        assert torch.equal(p, resumed.heads.state_dict()[name]), name
-
-
 @pytest.mark.slow
 def test_dream_rl_benchmark_quick(heads_model: Path, event_data: Path, tmp_path: Path):
     """benchmarks/dream_rl.py --quick: dream PPO, table D, real levels beside the baselines, returns in the dream,
@@ -540,8 +499,8 @@ def test_ends_by_kind_splits_deaths_by_whether_the_agent_was_falling(tmp_path: P
 def test_heads_ensemble_study_scores_each_file_and_their_combinations(event_data: Path, heads_model: Path,
                                                                      tiny_model_file: Path, tmp_path: Path):
     """studies/heads_ensemble.py: each file as genie-gym eval scores it, then their probabilities combined (the mean,
-    the minimum, the mean logit) on the same frames; with --mirror one file is two members (its frames as recorded
-    and mirrored); one file alone without it, the same file twice and members of other horizons are refused."""
+    the minimum, the mean logit) on the same frames; one file alone, the same file twice and members of other
+    horizons are refused."""
     import heads_ensemble
 
     from genie_gym.data.dataset import EpisodeStore
@@ -570,20 +529,6 @@ def test_heads_ensemble_study_scores_each_file_and_their_combinations(event_data
     assert res["overlap"]["0.5"] == heads_ensemble.overlap([pa, pb], events, 0.5)
     with pytest.raises(SystemExit, match="two or more"):
         heads_ensemble.main(heads_ensemble.Args(models=[heads_model], data=event_data, out=tmp_path / "one"))
-    # --mirror: one file, scored on the frames as recorded and mirrored left-right, is an ensemble of two
-    res = heads_ensemble.main(heads_ensemble.Args(models=[heads_model], mirror=True, data=event_data,
-                                                  split="validation", episodes=18, threads=1, out=tmp_path / "mir"))
-    x = np.arange(2 * 3 * 4 * 3).reshape(2, 3, 4, 3)
-    assert np.array_equal(heads_ensemble.mirror(x)[:, :, 0], x[:, :, -1])  # left-right, nothing else
-    assert np.array_equal(heads_ensemble.mirror(x)[:, 0], x[:, 0, ::-1])
-    pm, _ = heads_probs(WorldModel.load(heads_model), store, 18, 0, amp=False, frames_fn=heads_ensemble.mirror)
-    assert any(not np.array_equal(a, m) for a, m in zip(pa, pm, strict=True))  # the noise frames are not symmetric
-    cfg = WorldModel.load(heads_model).config.heads
-    assert res["rows"][f"{heads_model}, mirrored"] == score_events(pm, events, cfg)
-    halves = [(a + m) / 2 for a, m in zip(pa, pm, strict=True)]
-    assert res["rows"]["ensemble (mean probability)"] == score_events(halves, events, cfg)
-    assert res["overlap"]["0.5"] == heads_ensemble.overlap([pa, pm], events, 0.5)
-    assert "How the 2 members'" in (tmp_path / "mir.md").read_text()
     with pytest.raises(SystemExit, match="twice"):
         heads_ensemble.main(heads_ensemble.Args(models=[heads_model, heads_model], data=event_data,
                                                 out=tmp_path / "twice"))

@@ -9,9 +9,7 @@ threshold and horizon (every file must share the horizon), on the same frames, e
 on which every member, or some, fire. Heads trained apart make partly independent errors: if an ensemble is
 clearly better than each member, the heads' errors are variance (what regularisation, weight averaging or more
 passes can reduce); if it is not and they miss the same ends, they share a bias (what the heads see or their
-labels allow). With `--mirror` each file is also scored on the frames mirrored left-right (`mirror`), as one more
-member: test-time augmentation for heads trained with `genie-gym train --phase heads --heads-flip` (the same heads,
-so their errors are not independent as those of heads trained apart).
+labels allow).
 
     python benchmarks/studies/heads_ensemble.py --models genie_gym/assets/world_model.pt \
         runs/s22/heads_s4_w48/world_model.pt runs/s22/heads_s5/world_model.pt \
@@ -52,11 +50,6 @@ def overlap(probs_ME: list[list[np.ndarray]], events_E: list[np.ndarray], thresh
             "false_alarms_of_some": int((elsewhere.any(0) & ~elsewhere.all(0)).sum())}
 
 
-def mirror(frames_LHWC: np.ndarray) -> np.ndarray:
-    """Frames (L, H, W, C) mirrored left-right."""
-    return np.ascontiguousarray(frames_LHWC[:, :, ::-1])
-
-
 def combine(probs_ME: list[list[np.ndarray]]) -> dict[str, list[np.ndarray]]:
     """The members' probabilities (per member, per episode (L, 2)) as one, per rule: `mean probability`; `mean
     logit` (the geometric mean of the odds: a member near 0 or 1 weighs more than in the mean probability, a middling
@@ -73,8 +66,7 @@ class Args:
     """Score heads files one by one and as ensembles (mean probability, mean logit, minimum) on the same frames."""
 
     models: list[Path]
-    """world-model files with heads (`genie-gym train --phase heads`), two or more of the same horizon (or one with
-    --mirror)"""
+    """world-model files with heads (`genie-gym train --phase heads`), two or more of the same horizon"""
     data: Path = Path("data/coinrun_hard_sticky_s2")
     """dataset holding the held-out split"""
     split: str = "test"
@@ -83,9 +75,6 @@ class Args:
     """held-out episodes scored (every frame)"""
     seed: int = 0
     """which episodes (the same for every file)"""
-    mirror: bool = False
-    """also score each file on the frames mirrored left-right, as one more member (test-time augmentation, for heads
-    trained with `--heads-flip`); one file is then an ensemble of two"""
     threads: int = 2
     """torch threads"""
     out: Path = Path("runs/heads_ensemble")
@@ -94,9 +83,8 @@ class Args:
 
 def main(args: Args) -> dict:
     t0 = time.time()
-    if len(args.models) < (1 if args.mirror else 2):
-        raise SystemExit("--models takes two or more heads files (an ensemble of one is the file itself), or one "
-                         "with --mirror")
+    if len(args.models) < 2:
+        raise SystemExit("--models takes two or more heads files (an ensemble of one is the file itself)")
     if len({str(m) for m in args.models}) < len(args.models):
         raise SystemExit(f"--models names a file twice ({' '.join(map(str, args.models))}): name each file once")
     torch.set_num_threads(args.threads)
@@ -116,10 +104,6 @@ def main(args: Args) -> dict:
         probs_E, events_E = heads_probs(wm, store, args.episodes, args.seed, amp=False)
         rows[str(path)] = score_events(probs_E, events_E, wm.config.heads)
         probs_ME.append(probs_E)
-        if args.mirror:
-            probs_E, _ = heads_probs(wm, store, args.episodes, args.seed, amp=False, frames_fn=mirror)
-            rows[f"{path}, mirrored"] = score_events(probs_E, events_E, wm.config.heads)
-            probs_ME.append(probs_E)
     for rule, combined_E in combine(probs_ME).items():
         rows[f"ensemble ({rule})"] = score_events(combined_E, events_E, cfg)
     overlaps = {str(th): overlap(probs_ME, events_E, th) for th in OVERLAP_THRESHOLDS}
@@ -129,14 +113,13 @@ def main(args: Args) -> dict:
     atomic_write_json(args.out.with_suffix(".json"), result)
     lines = ["# Event heads one by one and as ensembles", "",
              f"`python benchmarks/studies/heads_ensemble.py --models {' '.join(map(str, args.models))} "
-             f"{'--mirror ' if args.mirror else ''}--data "
+             "--data "
              f"{args.data} --split {args.split} --episodes {args.episodes} --out {args.out}` "
              f"({result['seconds'] / 60:.1f} min): every real frame of {len(events_E)} {args.split} episodes, "
              "precision / recall at each threshold. The ensembles combine the members' probabilities frame by "
              "frame: the mean probability, the mean logit (the geometric mean of the odds) and the minimum (an "
-             f"event where every member fires), each scored at {args.models[0]}'s horizon"
-             + ("; with `--mirror` each file is two members, its frames as recorded and mirrored left-right"
-                if args.mirror else "") + ".", "", *curve_table("heads", rows)]
+             f"event where every member fires), each scored at {args.models[0]}'s horizon.", "",
+             *curve_table("heads", rows)]
     lines += ["", f"How the {len(probs_ME)} members' episode-end calls overlap (horizon 1): of the "
               f"{overlaps[str(OVERLAP_THRESHOLDS[0])]['ends']} ends, those every member finds, some, none; and the "
               "frames without an end on which every member fires, or some but not all:", "",

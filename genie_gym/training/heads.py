@@ -18,9 +18,9 @@ features).
    random share p of it as the tokenizer's reconstructions (each sample's K frames encoded and decoded as a clip),
    the frames Genie-v0's heads read being decoded ones.
 2. The heads train on it (`--steps` AdamW steps of `--batch-size` frames, cosine decay; bf16 autocast on CUDA, and on
-   the CPU with --cpu-bf16; with `--heads-flip` each sample mirrored left-right with probability 1/2). Event frames
-   are over-represented in that sample, so at the end each head's bias is shifted by the log-odds ratio between the
-   data's event rate and the sample's (prior correction): its probabilities are those of the real frequency.
+   the CPU with --cpu-bf16). Event frames are over-represented in that sample, so at the end each head's bias is
+   shifted by the log-odds ratio between the data's event rate and the sample's (prior correction): its
+   probabilities are those of the real frequency.
 3. Held-out scores (every frame of up to `--heads-eval-episodes` validation episodes), per event at
    `HeadsConfig.threshold`: precision = the share of firing frames that are within k transitions of that event,
    recall = the share of events with a firing frame among the k frames before them (k = 1: plain per-frame
@@ -30,9 +30,9 @@ features).
    `reward_value`, `horizon`, and `reward_ends_episode` when 99% of the data's rewards came with their episode's end);
    the tokenizer, LAM and dynamics are untouched.
 
-`--resume` continues from RUN/heads/last.pt (heads, optimiser, schedule, the batch and flip generators; the sample
-is drawn again from the same seed), written every `--ckpt-every` steps and when `--time-limit-min` or `--stop-at`
-stops the run; a checkpoint of other inputs (model file, data, seed, sample sizes, steps, `--heads-flip`) is refused.
+`--resume` continues from RUN/heads/last.pt (heads, optimiser, schedule, the batch generator; the sample is drawn
+again from the same seed), written every `--ckpt-every` steps and when `--time-limit-min` or `--stop-at` stops the
+run; a checkpoint of other inputs (model file, data, seed, sample sizes, steps) is refused.
 """
 
 from __future__ import annotations
@@ -213,14 +213,11 @@ def train_heads(args: Args) -> Path:
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     batch = args.batch_size or 128
     gen = torch.Generator().manual_seed(args.seed)
-    flip_gen = torch.Generator().manual_seed(args.seed + 10_007)  # its own: the batches are those without flips
     # what the sample and the schedule depend on: a checkpoint of other inputs is refused, not silently continued
     inputs = {"model_sha256": sha256_file(source), "data": str(Path(args.data).resolve()), "split": args.split,
               "seed": args.seed, "heads_events": args.heads_events, "heads_negatives": args.heads_negatives,
               "heads_reconstructed": args.heads_reconstructed, "heads_horizon": horizon, "set": list(args.set),
               "steps": steps, "batch_size": batch, "lr": args.lr}
-    if args.heads_flip:  # only when set, so that runs from before the option still resume
-        inputs["heads_flip"] = True
     ckpt_dir = run / "heads"
     step, seconds_before, loss = 0, 0.0, torch.tensor(float("nan"))
     if args.resume and (ckpt_dir / "last.pt").is_file():
@@ -233,8 +230,6 @@ def train_heads(args: Args) -> Path:
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         gen.set_state(ckpt["generator"])
-        if args.heads_flip:  # `inputs` says the checkpoint's run flipped too
-            flip_gen.set_state(ckpt["flip_generator"])
         step, seconds_before, loss = int(ckpt["step"]), float(ckpt["seconds"]), torch.tensor(ckpt["loss"])
         print(f"resumed phase 'heads' from {ckpt_dir / 'last.pt'} at step {step}")
     elif args.resume:
@@ -244,8 +239,7 @@ def train_heads(args: Args) -> Path:
         save_checkpoint({"phase": "heads", "config": dataclasses.replace(cfg, heads=heads_cfg).to_dict(),
                          "inputs": inputs, "loss": loss.item(),
                          "model": {"heads": heads.state_dict()}, "optimizer": opt.state_dict(),
-                         "scheduler": sched.state_dict(), "generator": gen.get_state(),
-                         "flip_generator": flip_gen.get_state(), "step": at,
+                         "scheduler": sched.state_dict(), "generator": gen.get_state(), "step": at,
                          "seconds": seconds_before + time.time() - t0}, ckpt_dir, at, keep=args.keep)
 
     stop = min(steps, args.stop_at or steps)
@@ -255,9 +249,6 @@ def train_heads(args: Args) -> Path:
         x_BKHWC = x_u8[idx.numpy()] if x_u8 is not None else \
             np.stack([heads_input(train_store, *sample[i], K) for i in idx.tolist()])
         frames = to_float(torch.from_numpy(x_BKHWC).to(device))
-        if args.heads_flip:
-            flip_B = (torch.rand(batch, generator=flip_gen) < 0.5).to(device)
-            frames = torch.where(flip_B[:, None, None, None, None], frames.flip(3), frames)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = heads(frames)
         loss = F.binary_cross_entropy_with_logits(logits.float(), y[idx].to(device))
@@ -290,7 +281,6 @@ def train_heads(args: Args) -> Path:
     out = run / "world_model.pt"
     wm.save(out, {**wm.metadata, "heads": {"data": str(args.data), "steps": steps, "train_frames": len(sample),
                                            "reconstructed": args.heads_reconstructed, "event_frames": len(events),
-                                           "flip": args.heads_flip,
                                            "final_loss": round(loss.item(), 5),
                                            "reward_value": reward_value, "terminal_rate": terminal_rate,
                                            "reward_rate": reward_rate, "validation": scores,

@@ -99,10 +99,6 @@ class Args:
     heads_stream: bool = False
     """phase heads: read each batch's frames from the shards instead of holding the sample in RAM (samples larger
     than RAM: 20 negatives take 24 KiB per pair at 64x64, 15 GB for an 18M-frame recording); the same batches"""
-    heads_flip: bool = False
-    """phase heads: mirror each training sample left-right with probability 1/2 (a contact with an enemy, a saw or
-    the coin looks the same mirrored, and the camera keeps the agent at the centre: twice the scenes from the same
-    event frames)"""
     heads_eval_episodes: int = 200
     """phase heads: held-out (validation) episodes scored for precision and recall"""
 
