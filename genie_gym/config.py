@@ -184,9 +184,10 @@ class GenieConfig:
                 if k == "heads":  # heads written before `full_res` existed have the stride-2 first layer
                     v = {"full_res": False, **v}
                     if v.pop("crop", 0):  # files of sessions 23-24 record the removed experiment's `crop`: 0 is none
-                        raise ValueError("this file's heads have a branch on the frames' centre (heads.crop), an "
-                                         "experiment the library no longer builds; retrain them with `genie-gym "
-                                         "train --phase heads`")
+                        raise ValueError("these heads have a branch on the frames' centre (heads.crop), an "
+                                         "experiment the library no longer builds (WorldModel.load reads such a "
+                                         "file without its heads); retrain them with `genie-gym train --phase "
+                                         "heads --model FILE`")
                 sub_known = {f.name for f in dataclasses.fields(sub[k])}
                 bad = set(v) - sub_known
                 if bad:

@@ -225,6 +225,24 @@ def test_a_file_with_heads_of_the_earlier_design_loads_without_them(tiny_model_f
     assert torch.equal(loaded.dynamics.head.weight, wm.dynamics.head.weight)  # the rest is the file's
 
 
+def test_a_file_with_heads_of_the_centre_branch_experiment_loads_without_them(heads_model: Path, tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch):
+    """Files written while `heads.crop` existed (sessions 23-24): crop 0 loads as today's heads (the config test),
+    a centre branch loads without its heads, with a warning naming `--phase heads`."""
+    from genie_gym.config import GenieConfig
+
+    wm = WorldModel.load(heads_model)
+    plain_to_dict = GenieConfig.to_dict
+    with monkeypatch.context() as m:  # the config as those files recorded it
+        m.setattr(GenieConfig, "to_dict", lambda self: {**plain_to_dict(self),
+                                                        "heads": {**plain_to_dict(self)["heads"], "crop": 32}})
+        wm.save(tmp_path / "centre.pt")
+    with pytest.warns(UserWarning, match=r"centre \(heads.crop\).*--phase heads"):
+        loaded = WorldModel.load(tmp_path / "centre.pt")
+    assert loaded.heads is None and not loaded.config.heads.enabled and "heads" not in loaded.metadata
+    assert torch.equal(loaded.dynamics.head.weight, wm.dynamics.head.weight)
+
+
 def test_replay_prompts_start_worlds_from_recorded_train_frames(event_data: Path, tiny_model_file: Path,
                                                                 tmp_path: Path):
     """prompt_data: a world starts from a frame of the dataset's train split drawn by the reset seed (the same seed,
@@ -468,7 +486,15 @@ def test_heads_frames_study_scores_real_reconstructed_and_generated_frames(event
     assert set(res["false_alarms"]) == set(res["ends_by_kind"]) == {str(th) for th in CURVE_THRESHOLDS}
     kinds = res["ends_by_kind"]["0.5"]
     assert kinds["coin"]["ends"] + kinds["death"]["ends"] == res["real"]["terminal"]["events"]
-    assert kinds["death, falling"]["ends"] + kinds["death, not falling"]["ends"] == kinds["death"]["ends"]
+    from genie_gym.data.dataset import EpisodeStore
+    from genie_gym.training.heads import frame_labels, heldout_episodes
+
+    store = EpisodeStore(event_data, "validation")
+    eps = heldout_episodes(store, 18, 0)  # the episodes heads_probs scored, in its order
+    assert len(eps) == len(set(eps)) == min(18, len(store.episode_lengths)) and eps == heldout_episodes(store, 18, 0)
+    deaths = [ep for ep in eps if frame_labels(store, ep)[-1, 0] and not frame_labels(store, ep)[-1, 1]]
+    falls = sum(heads_frames.falling_at_end(store, deaths))
+    assert (kinds["death"]["ends"], kinds["death, falling"]["ends"]) == (len(deaths), falls)
     assert "| death |" in (tmp_path / "frames.md").read_text()
 
 
@@ -536,6 +562,18 @@ def test_heads_ensemble_study_scores_each_file_and_their_combinations(event_data
                              heads_negatives=1, heads_eval_episodes=2, heads_horizon=2))
     with pytest.raises(SystemExit, match="horizon"):
         heads_ensemble.main(heads_ensemble.Args(models=[heads_model, wider], data=event_data, out=tmp_path / "h"))
+
+
+def test_ensemble_combine_rules_by_hand():
+    """heads_ensemble.combine: per frame and event, the mean probability, the mean logit and the minimum."""
+    import heads_ensemble
+
+    a, b = np.array([[0.9, 0.2], [0.5, 0.5]]), np.array([[0.1, 0.8], [0.5, 0.2]])
+    out = heads_ensemble.combine([[a], [b]])
+    np.testing.assert_allclose(out["mean probability"][0], [[0.5, 0.5], [0.5, 0.35]])
+    np.testing.assert_allclose(out["minimum"][0], [[0.1, 0.2], [0.5, 0.2]])
+    # odds 9 and 1/9 -> 1 (p 0.5); 1/4 and 4 -> 1; 1 and 1 -> 1; 1 and 1/4 -> 1/2 (p 1/3)
+    np.testing.assert_allclose(out["mean logit"][0], [[0.5, 0.5], [0.5, 1 / 3]])
 
 
 def test_ensemble_overlap_counts_the_ends_every_member_finds_and_the_shared_false_alarms():

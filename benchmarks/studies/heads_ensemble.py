@@ -112,13 +112,12 @@ def main(args: Args) -> dict:
               "episodes": len(events_E), "rows": rows, "overlap": overlaps, "seconds": round(time.time() - t0, 1)}
     atomic_write_json(args.out.with_suffix(".json"), result)
     lines = ["# Event heads one by one and as ensembles", "",
-             f"`python benchmarks/studies/heads_ensemble.py --models {' '.join(map(str, args.models))} "
-             "--data "
+             f"`python benchmarks/studies/heads_ensemble.py --models {' '.join(map(str, args.models))} --data "
              f"{args.data} --split {args.split} --episodes {args.episodes} --out {args.out}` "
              f"({result['seconds'] / 60:.1f} min): every real frame of {len(events_E)} {args.split} episodes, "
              "precision / recall at each threshold. The ensembles combine the members' probabilities frame by "
              "frame: the mean probability, the mean logit (the geometric mean of the odds) and the minimum (an "
-             f"event where every member fires), each scored at {args.models[0]}'s horizon.", "",
+             f"event where every member fires), each scored at {args.models[0]}'s threshold and horizon.", "",
              *curve_table("heads", rows)]
     lines += ["", f"How the {len(probs_ME)} members' episode-end calls overlap (horizon 1): of the "
               f"{overlaps[str(OVERLAP_THRESHOLDS[0])]['ends']} ends, those every member finds, some, none; and the "

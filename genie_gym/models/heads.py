@@ -39,17 +39,14 @@ class EventHeads(nn.Module):
             nn.Conv2d(w, 2 * w, 4, stride=2, padding=1), nn.GELU(),
             nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.GELU(),
             nn.Conv2d(2 * w, 4 * w, 4, stride=2, padding=1), nn.GELU())
-        features = 4 * w * (image_size // 8) ** 2
-        # the Flatten is a no-op on the (B, F) features, kept so that the weights stay `mlp.1` and `mlp.3` in files
-        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(features, cfg.hidden), nn.GELU(),
+        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(4 * w * (image_size // 8) ** 2, cfg.hidden), nn.GELU(),
                                  nn.Linear(cfg.hidden, len(EVENTS)))
 
     def forward(self, frames_BKHWC: torch.Tensor) -> torch.Tensor:
         """Frames t-K+1..t, float in [0, 1], (B, K, H, W, C) -> logits (B, 2) of (terminal, reward) for frame t."""
         B, K, H, W, C = frames_BKHWC.shape
         x_BCHW = frames_BKHWC.permute(0, 1, 4, 2, 3).reshape(B, K * C, H, W) * 2 - 1
-        features_BF = self.cnn(x_BCHW).flatten(1)
-        return self.mlp(features_BF)
+        return self.mlp(self.cnn(x_BCHW))
 
 
 def frame_windows(frames_THWC: np.ndarray, frames: int) -> np.ndarray:

@@ -198,16 +198,24 @@ class WorldModel(nn.Module):
                                   f"checksum stored in it); {fix}")
         try:
             payload = torch.load(io.BytesIO(payload_bytes), map_location="cpu", weights_only=True)
+            heads_d = payload["config"].get("heads") if isinstance(payload["config"], dict) else None
+            centre = isinstance(heads_d, dict) and bool(heads_d.get("crop", 0))
+            if centre:  # heads of the removed centre-branch experiment (sessions 23-24): the rest of the file loads
+                heads_d = {k: v for k, v in heads_d.items() if k != "crop"} | {"enabled": False}
+                payload["config"] = {**payload["config"], "heads": heads_d}
             config = GenieConfig.from_dict(payload["config"])
         except Exception as e:
             raise CheckpointError(f"{str(path)!r} holds a config this genie-gym cannot read ({e}); it was "
                                   f"written by genie-gym {outer.get('genie_gym_version')}: use that version or "
                                   "re-export the model") from e
         state = payload["state_dict"]
-        if config.heads.enabled and "heads.query" in state:  # the first heads design, on the dynamics features
-            warnings.warn(f"{str(path)!r} holds event heads of an earlier design (on the dynamics' features), which "
-                          "this genie-gym replaced by heads on the frames; loading it without heads: retrain them "
-                          "with `genie-gym train --phase heads --model FILE`", UserWarning, stacklevel=2)
+        earlier = config.heads.enabled and "heads.query" in state  # the first heads design, on the dynamics features
+        if earlier or centre:
+            design = "a branch on the frames' centre (heads.crop), an experiment" if centre else \
+                "an earlier design (on the dynamics' features), which"
+            warnings.warn(f"{str(path)!r} holds event heads of {design} this genie-gym no longer builds; loading it "
+                          "without heads: retrain them with `genie-gym train --phase heads --model FILE`",
+                          UserWarning, stacklevel=2)
             config = dataclasses.replace(config, heads=dataclasses.replace(config.heads, enabled=False))
             state = {k: v for k, v in state.items() if not k.startswith("heads.")}
             payload["metadata"] = {k: v for k, v in (payload.get("metadata") or {}).items() if k != "heads"}
